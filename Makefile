@@ -1,0 +1,46 @@
+# servelab: `make demo` runs the main job, `make test` runs the whole test suite.
+# Both create .venv, install servelab, build the llama.cpp engine and pull the default model
+# first; everything is cached, so a second run starts in seconds.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SERVELAB := $(VENV)/bin/servelab
+STAMP := $(VENV)/.servelab-installed
+MODEL ?= smollm2-135m-instruct
+
+.PHONY: setup engine model demo test lint typecheck bench-client clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "servelab needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+engine: setup
+	$(SERVELAB) engines install llamacpp
+
+model: setup
+	$(SERVELAB) models pull $(MODEL)
+
+demo: engine model
+	$(SERVELAB) bench --model $(MODEL) --workload chat-tools --requests 20 --warmup 2 --name demo
+
+test: engine model
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+bench-client: engine model
+	$(PY) benchmarks/client_accuracy.py
+	$(PY) benchmarks/client_overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

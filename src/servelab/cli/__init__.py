@@ -1,0 +1,1 @@
+"""The ``servelab`` command line: thin commands over library functions."""

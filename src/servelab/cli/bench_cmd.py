@@ -1,0 +1,95 @@
+"""``servelab bench``: parse options into a ``BenchConfig``, run it, print the summary."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from servelab.cli.errors import validation_to_usage
+from servelab.errors import EngineCrashedError, ServelabError, UsageError
+from servelab.report.table import failure_lines, summary_table
+from servelab.runner.bench import run_bench
+from servelab.runner.progress import NullReporter, Reporter, RichReporter
+from servelab.spec.bench import BenchConfig
+from servelab.spec.engine import EngineConfig
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def _split_flags(flags: str) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(flags))
+    except ValueError as exc:
+        raise UsageError(f"--flags: cannot split {flags!r} ({exc}); check its quotes") from exc
+
+
+def bench(
+    engine: str = typer.Option("llamacpp", "--engine", help="llamacpp (managed) or openai"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="model name or GGUF path"),
+    flags: str = typer.Option("", "--flags", help='extra engine flags, e.g. "-fa on -ctk q8_0"'),
+    endpoint: str | None = typer.Option(None, "--endpoint", help="openai: base URL"),
+    api_key_env: str | None = typer.Option(
+        None, "--api-key-env", help="openai: name of the env var holding the API key"
+    ),
+    binary: str | None = typer.Option(None, "--binary", help="llamacpp: your own llama-server"),
+    port: int | None = typer.Option(None, "--port", help="llamacpp: port (default: a free one)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="llamacpp: address to bind"),
+    workload: str = typer.Option("chat-tools", "--workload", "-w", help="built-in name or file"),
+    requests: int = typer.Option(20, "--requests", "-n", help="measured requests"),
+    concurrency: int = typer.Option(1, "--concurrency", "-c", help="requests in flight"),
+    warmup: int = typer.Option(2, "--warmup", help="warm-up requests, not measured"),
+    max_tokens: int = typer.Option(128, "--max-tokens", help="output limit per request"),
+    temperature: float = typer.Option(0.0, "--temperature"),
+    seed: int = typer.Option(0, "--seed"),
+    ignore_eos: bool = typer.Option(False, "--ignore-eos", help="generate exactly max tokens"),
+    prefix_cache: bool = typer.Option(False, "--prefix-cache", help="allow prompt caching"),
+    unique_prefix: bool = typer.Option(
+        False, "--unique-prefix", help="prefix each prompt with a unique id (defeats caches)"
+    ),
+    timeout: float = typer.Option(300.0, "--timeout", help="seconds allowed per request"),
+    name: str = typer.Option("bench", "--name", help="run name (directory prefix)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="run directory to create"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+) -> None:
+    config = _config(
+        engine=engine, model=model, flags=_split_flags(flags), endpoint=endpoint,
+        api_key_env=api_key_env, binary=binary, port=port, host=host, prefix_cache=prefix_cache,
+        unique_prefix=unique_prefix, workload=workload, requests=requests,
+        concurrency=concurrency, warmup=warmup, max_tokens=max_tokens, temperature=temperature,
+        seed=seed, ignore_eos=ignore_eos, name=name, request_timeout_s=timeout,
+    )  # fmt: skip
+    reporter: Reporter = NullReporter() if quiet else RichReporter()
+    try:
+        result = run_bench(config, out=out, reporter=reporter)
+    except EngineCrashedError as exc:
+        raise EngineCrashedError(
+            f"{exc}; requests recorded so far are in {out or 'runs/'}"
+        ) from exc
+    console = Console()
+    failed = 0
+    for arm, arm_summary in result.summary["arms"].items():
+        console.print(summary_table(arm, arm_summary))
+        for line in failure_lines(arm_summary):
+            console.print(f"[red]failed[/] {line}")
+        failed += arm_summary["n_failed"]
+        if arm_summary["n_ok"] == 0:
+            raise ServelabError(f"every measured request failed; see {result.run_dir.requests}")
+    console.print(f"results: {result.run_dir.root}", markup=False)
+
+
+def _config(**kw: object) -> BenchConfig:
+    engine_keys = (
+        "engine", "model", "flags", "endpoint", "api_key_env", "binary", "port", "host",
+        "prefix_cache", "unique_prefix",
+    )  # fmt: skip
+    engine_kw = {k: kw.pop(k) for k in engine_keys}
+    engine_kw["kind"] = engine_kw.pop("engine")
+    try:
+        engine = EngineConfig.model_validate(engine_kw)
+        return BenchConfig.model_validate({"engine": engine, **kw})
+    except ValidationError as exc:
+        raise validation_to_usage(exc, "bench options") from exc

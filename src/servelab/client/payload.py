@@ -1,0 +1,63 @@
+"""Pure construction of request bodies for OpenAI-compatible chat and completion endpoints.
+
+Owns which fields servelab sends: streaming with usage requested, sampling, max_tokens, the
+engine's own extras (llama.cpp's ``cache_prompt`` and ``timings_per_token``) and the optional
+unique prefix that defeats prefix caches on engines without a switch for them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    max_tokens: int = 128
+    temperature: float = 0.0
+    seed: int | None = 0
+    ignore_eos: bool = False
+
+
+def _with_prefix(messages: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    out = copy.deepcopy(messages)
+    for msg in out:
+        if msg.get("role") == "user" and isinstance(msg.get("content"), str):
+            msg["content"] = prefix + msg["content"]
+            break
+    return out
+
+
+def build_payload(
+    *,
+    model: str,
+    sampling: Sampling,
+    messages: list[dict[str, Any]] | None = None,
+    prompt: str | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    extras: dict[str, Any] | None = None,
+    unique_prefix: str | None = None,
+) -> tuple[Literal["chat", "completions"], dict[str, Any]]:
+    """The endpoint kind and JSON body for one streamed request."""
+    body: dict[str, Any] = {
+        "model": model,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": sampling.max_tokens,
+        "temperature": sampling.temperature,
+    }
+    if sampling.seed is not None:
+        body["seed"] = sampling.seed
+    if sampling.ignore_eos:
+        body["ignore_eos"] = True
+    body.update(extras or {})
+    if messages is not None:
+        body["messages"] = _with_prefix(messages, unique_prefix) if unique_prefix else messages
+        if tools:
+            body["tools"] = tools
+        return "chat", body
+    if prompt is None:
+        raise ValueError("a request needs messages or a prompt")
+    body["prompt"] = (unique_prefix or "") + prompt
+    return "completions", body

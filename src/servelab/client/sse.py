@@ -1,0 +1,278 @@
+"""Pure server-sent-events decoding for OpenAI-compatible streams.
+
+Owns the path from raw bytes to typed events: ``LineSplitter`` cuts the byte stream into
+lines (a newline byte never occurs inside a UTF-8 sequence, so a character split across network
+chunks is reassembled before it is decoded) and counts invalid UTF-8 bytes; ``SSEParser`` is fed
+one line at a time and returns typed events. No I/O, no clocks, no asyncio: the caller
+timestamps what it feeds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from servelab.records import Usage
+
+REPLACEMENT = "\ufffd"
+
+
+@dataclass(frozen=True, slots=True)
+class ContentDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """llama.cpp's ``timings`` object exactly as received."""
+
+    timings: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A line or message that is not valid SSE/JSON; the stream is then invalid."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The ``data: [DONE]`` sentinel."""
+
+
+Event = (
+    ContentDelta
+    | ReasoningDelta
+    | ToolCallDelta
+    | UsageReport
+    | Timings
+    | Finish
+    | StreamError
+    | Malformed
+    | Done
+)
+
+TOKEN_EVENTS = (ContentDelta, ReasoningDelta, ToolCallDelta)
+
+
+def decode_utf8(data: bytes) -> tuple[str, int]:
+    """Decode ``data`` as UTF-8; return the text and the number of invalid bytes.
+
+    Each invalid byte run becomes one U+FFFD, and is counted, so a reader can tell a replacement
+    the server sent from one made here.
+    """
+    parts: list[str] = []
+    invalid = 0
+    pos = 0
+    while pos < len(data):
+        try:
+            parts.append(data[pos:].decode("utf-8"))
+            break
+        except UnicodeDecodeError as exc:
+            parts.append(data[pos : pos + exc.start].decode("utf-8"))
+            invalid += exc.end - exc.start
+            parts.append(REPLACEMENT)
+            pos += exc.end
+    return "".join(parts), invalid
+
+
+class LineSplitter:
+    """Cut a byte stream into decoded lines, whatever the chunk boundaries.
+
+    Lines end at LF, CRLF or CR (the SSE rule). A CR at the very end of a chunk is held back
+    until the next byte shows whether an LF follows.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.invalid_bytes = 0
+
+    def feed(self, chunk: bytes) -> list[str]:
+        self._buf += chunk
+        lines: list[str] = []
+        start = 0
+        buf = self._buf
+        i = 0
+        while i < len(buf):
+            b = buf[i]
+            if b == 0x0A or b == 0x0D:
+                if b == 0x0D and i + 1 == len(buf):
+                    break  # wait: this CR may be half of a CRLF
+                lines.append(self._decode(bytes(buf[start:i])))
+                i += 2 if b == 0x0D and buf[i + 1] == 0x0A else 1
+                start = i
+                continue
+            i += 1
+        del self._buf[:start]
+        return lines
+
+    def flush(self) -> list[str]:
+        """Return the last line when the stream ended without a final newline."""
+        rest = bytes(self._buf).rstrip(b"\r")
+        self._buf.clear()
+        return [self._decode(rest)] if rest else []
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._buf)
+
+    def _decode(self, raw: bytes) -> str:
+        text, invalid = decode_utf8(raw)
+        self.invalid_bytes += invalid
+        return text
+
+
+class SSEParser:
+    """Turn SSE lines into typed events; one call per line.
+
+    Events of one SSE message are returned when its terminating blank line arrives, so they
+    share one arrival time. Comment lines (``:``) and unknown fields are ignored, per the SSE
+    specification.
+    """
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+        self._event_type = ""
+        self.saw_done = False
+
+    def feed_line(self, line: str) -> list[Event]:
+        if line == "":
+            return self._dispatch()
+        if line.startswith(":"):
+            return []
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event_type = value
+        return []
+
+    def finish(self) -> list[Event]:
+        """Dispatch a message left open by a stream that ended without a blank line."""
+        return self._dispatch()
+
+    @property
+    def in_message(self) -> bool:
+        return bool(self._data)
+
+    def _dispatch(self) -> list[Event]:
+        if not self._data:
+            self._event_type = ""
+            return []
+        data = "\n".join(self._data)
+        event_type = self._event_type
+        self._data = []
+        self._event_type = ""
+        if data.strip() == "[DONE]":
+            self.saw_done = True
+            return [Done()]
+        try:
+            obj = json.loads(data)
+        except json.JSONDecodeError as exc:
+            return [Malformed(f"data is not JSON ({exc.msg} at char {exc.pos}): {data[:80]!r}")]
+        if not isinstance(obj, dict):
+            return [Malformed(f"data is JSON but not an object: {data[:80]!r}")]
+        if event_type == "error" or "error" in obj:
+            return [StreamError(_error_message(obj))]
+        return chunk_events(obj)
+
+
+def _error_message(obj: dict[str, Any]) -> str:
+    err = obj.get("error", obj)
+    if isinstance(err, dict):
+        return str(err.get("message") or json.dumps(err))
+    return str(err)
+
+
+def chunk_events(obj: dict[str, Any]) -> list[Event]:
+    """Events carried by one chat.completion.chunk or text_completion chunk object."""
+    events: list[Event] = []
+    choices = obj.get("choices") or []
+    if not isinstance(choices, list):
+        return [Malformed("'choices' is not a list")]
+    for choice in choices[:1]:  # servelab always asks for n=1
+        if not isinstance(choice, dict):
+            return [Malformed("a choice is not an object")]
+        events.extend(_choice_events(choice))
+    usage = obj.get("usage")
+    if isinstance(usage, dict) and "completion_tokens" in usage:
+        events.append(
+            UsageReport(
+                Usage(
+                    prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                    completion_tokens=int(usage["completion_tokens"]),
+                )
+            )
+        )
+    timings = obj.get("timings")
+    if isinstance(timings, dict):
+        events.append(Timings(timings))
+    return events
+
+
+def _choice_events(choice: dict[str, Any]) -> list[Event]:
+    events: list[Event] = []
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            events.append(ReasoningDelta(reasoning))
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            events.append(ContentDelta(content))
+        for call in delta.get("tool_calls") or []:
+            events.append(_tool_delta(call))
+    text = choice.get("text")  # /v1/completions
+    if isinstance(text, str) and text:
+        events.append(ContentDelta(text))
+    reason = choice.get("finish_reason")
+    if isinstance(reason, str) and reason:
+        events.append(Finish(reason))
+    return events
+
+
+def _tool_delta(call: Any) -> Event:
+    if not isinstance(call, dict):
+        return Malformed("a tool_calls entry is not an object")
+    fn = call.get("function") or {}
+    if not isinstance(fn, dict):
+        return Malformed("a tool call's 'function' is not an object")
+    name = fn.get("name")
+    args = fn.get("arguments")
+    return ToolCallDelta(
+        index=int(call.get("index", 0)),
+        id=call.get("id") if isinstance(call.get("id"), str) else None,
+        name=name if isinstance(name, str) and name else None,
+        arguments=args if isinstance(args, str) else "",
+    )

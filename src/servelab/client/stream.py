@@ -1,0 +1,162 @@
+"""One streamed request: send, timestamp every byte's arrival, hand back an ``Observation``.
+
+Owns the async loop around a single HTTP streaming request. It only reads the clock, forwards
+bytes to the pure decoders (``LineSplitter`` -> ``SSEParser`` -> ``ResponseAssembler``) and
+translates httpx exceptions into outcomes, in this one place. It never sleeps or polls: it
+awaits the socket, so it does not steal CPU from an engine on the same machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from servelab.client.assemble import ResponseAssembler
+from servelab.client.clock import Clock
+from servelab.client.sse import LineSplitter, SSEParser
+from servelab.records import Observation, Outcome
+
+ERROR_BODY_LIMIT = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """What to send. Headers may hold an API key: they are never stored with results."""
+
+    url: str
+    payload: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """``total_s`` bounds the whole request; ``read_s`` bounds each wait for bytes."""
+
+    total_s: float = 600.0
+    connect_s: float = 10.0
+    read_s: float = 120.0
+
+    def httpx_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.read_s, connect=self.connect_s)
+
+
+class _Stream:
+    def __init__(self, clock: Clock, t0_ns: int) -> None:
+        self.clock = clock
+        self.t0_ns = t0_ns
+        self.lines = LineSplitter()
+        self.parser = SSEParser()
+        self.acc = ResponseAssembler()
+        self.first_byte_s: float | None = None
+        self.status: int | None = None
+        self.closed_cleanly = False
+
+    def since_send(self) -> float:
+        return (self.clock.now_ns() - self.t0_ns) / 1e9
+
+    def feed(self, chunk: bytes) -> None:
+        t_s = self.since_send()
+        if self.first_byte_s is None:
+            self.first_byte_s = t_s
+        for line in self.lines.feed(chunk):
+            self._line(line, t_s)
+
+    def end(self) -> None:
+        t_s = self.since_send()
+        for line in self.lines.flush():
+            self._line(line, t_s)
+        events = self.parser.finish()
+        if events:
+            self.acc.add(events, t_s)
+
+    def _line(self, line: str, t_s: float) -> None:
+        events = self.parser.feed_line(line)
+        if events:
+            self.acc.add(events, t_s)
+
+
+def _retryable(exc: httpx.HTTPError, st: _Stream) -> bool:
+    """A pooled connection the server had already closed: nothing was processed, so resend."""
+    return isinstance(exc, httpx.RemoteProtocolError) and st.status is None
+
+
+async def stream_request(
+    client: httpx.AsyncClient,
+    request: HttpRequest,
+    clock: Clock,
+    deadline: Deadline | None = None,
+    wait_s: float = 0.0,
+) -> Observation:
+    """Send ``request`` and observe its stream. Never raises for a failed request.
+
+    If the server closed a kept-alive connection before answering, the request is sent once
+    more; the lost attempt's time is added to ``wait_s`` and ``extra["retries"]`` says so.
+    """
+    deadline = deadline or Deadline()
+    retries = 0
+    st = _Stream(clock, clock.now_ns())
+    outcome, error, exc = await _attempt(client, request, deadline, st)
+    if exc is not None and _retryable(exc, st):
+        retries = 1
+        wait_s += st.since_send()
+        st = _Stream(clock, clock.now_ns())
+        outcome, error, exc = await _attempt(client, request, deadline, st)
+    end_s = st.since_send()
+    if outcome is None:
+        st.end()
+        outcome, error = st.acc.outcome(st.closed_cleanly)
+    obs = st.acc.observation(
+        outcome=outcome,
+        wait_s=wait_s,
+        end_s=end_s,
+        first_byte_s=st.first_byte_s,
+        http_status=st.status,
+        error=error,
+        invalid_utf8_bytes=st.lines.invalid_bytes,
+    )
+    if retries:
+        obs.extra["retries"] = retries
+    return obs
+
+
+async def _attempt(
+    client: httpx.AsyncClient, request: HttpRequest, deadline: Deadline, st: _Stream
+) -> tuple[Outcome | None, str | None, httpx.HTTPError | None]:
+    """One send; httpx's exceptions become outcomes here and nowhere else."""
+    try:
+        async with asyncio.timeout(deadline.total_s):
+            outcome, error = await _exchange(client, request, deadline, st)
+            return outcome, error, None
+    except TimeoutError:
+        return Outcome.TIMEOUT, f"no complete response within {deadline.total_s:g} s", None
+    except httpx.TimeoutException as exc:
+        return Outcome.TIMEOUT, f"{type(exc).__name__}: {exc or 'timed out'}", exc
+    except httpx.HTTPError as exc:
+        outcome = Outcome.CONNECTION_ERROR if st.first_byte_s is None else Outcome.TRUNCATED_STREAM
+        return outcome, f"{type(exc).__name__}: {exc}", exc
+
+
+async def _exchange(
+    client: httpx.AsyncClient, request: HttpRequest, deadline: Deadline, st: _Stream
+) -> tuple[Outcome | None, str | None]:
+    async with client.stream(
+        "POST",
+        request.url,
+        json=request.payload,
+        headers={"Accept-Encoding": "identity", **request.headers},
+        timeout=deadline.httpx_timeout(),
+    ) as response:
+        st.status = response.status_code
+        if response.status_code != 200:
+            body = (await response.aread())[:ERROR_BODY_LIMIT]
+            text = body.decode("utf-8", "replace").strip().replace("\n", " ")
+            return Outcome.HTTP_ERROR, f"HTTP {response.status_code}: {text[:300]}"
+        async for chunk in response.aiter_bytes():
+            st.feed(chunk)
+            if st.acc.failed:
+                return None, None
+        st.closed_cleanly = True
+    return None, None

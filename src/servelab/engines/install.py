@@ -1,0 +1,513 @@
+"""Building llama.cpp's tools from the llama-cpp-python sdist, and finding installed binaries.
+
+Owns ``cache_dir()/engines/llamacpp/``: fetching the sdist with pip, extracting
+``vendor/llama.cpp``, configuring and building it with the cmake and ninja PyPI packages, and
+installing ``<commit>-<backend>-<cpukey>/`` with ``bin/``, ``build.log`` and ``install.json``.
+Also resolves which llama.cpp binary to run. Must not launch engines (the engine module does),
+run anything through a shell, or leave a half-installed engine: each build happens in a
+``.build-<pid>-*`` directory beside its destination and is renamed into place only when complete.
+
+CUDA: ``cuda=True`` always builds with ``-DGGML_CUDA=ON``; ``cuda=False`` never does. Auto
+(``cuda=None``) needs ``nvcc`` on PATH *and* ``nvidia-smi -L`` listing a GPU, because a CUDA
+toolkit without a GPU is common (the 2-core dev machines ship ``nvcc`` and have no GPU): a CUDA
+build there is slow and its binaries cannot use a GPU.
+
+``GGML_NATIVE=ON`` binaries use every instruction the build CPU has, so installs are keyed by a
+hash of the CPU flags and only an install with this machine's key is picked to run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import psutil
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from servelab.errors import (
+    BuildError,
+    DownloadError,
+    EngineNotInstalledError,
+    EnvironmentProblem,
+    UsageError,
+)
+from servelab.models.pull import pip_download, sha256_file
+from servelab.paths import cache_dir, file_lock, write_json_atomic
+
+KIND = "llamacpp"
+SDIST_REQUIREMENT = "llama-cpp-python==0.3.36"
+SDIST_VERSION = "0.3.36"
+SDIST_FILENAME = "llama_cpp_python-0.3.36.tar.gz"
+SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+LLAMA_CPP_COMMIT = "0c1e57098"
+TOOLS = ("llama-server", "llama-bench", "llama-perplexity", "llama-quantize")
+USER_BINARY_ENV = "SERVELAB_LLAMA_SERVER"
+SCHEMA_VERSION = 1
+CMAKE_FLAGS = (
+    "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=ON",
+    "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_NUMBER=0", f"-DLLAMA_BUILD_COMMIT={LLAMA_CPP_COMMIT}",
+)  # fmt: skip
+CUDA_FLAG = "-DGGML_CUDA=ON"
+_SUMMARY_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl",
+    "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve",
+    "i8mm",
+)  # fmt: skip
+_NINJA_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
+_LOG_TAIL_LINES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class InstalledEngine:
+    kind: str
+    version: str
+    commit: str
+    backend: str
+    cpu_key: str
+    root: Path
+    bin_dir: Path
+    built_at: str
+
+    def binary(self, tool: str = "llama-server") -> Path:
+        return self.bin_dir / tool
+
+
+@dataclass(frozen=True, slots=True)
+class BuildTools:
+    cmake: Path
+    ninja: Path
+
+
+# --- the machine -----------------------------------------------------------------------------
+
+
+def cpu_flags() -> tuple[str, ...]:
+    """The sorted CPU feature flags from /proc/cpuinfo (``flags`` on x86, ``Features`` on Arm);
+    empty where there is no /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            return tuple(sorted(set(value.split())))
+    return ()
+
+
+def cpu_key(flags: Sequence[str] | None = None) -> str:
+    """``<machine>-<first 10 hex of sha256 of the sorted CPU flags>``; without flags (not Linux)
+    the hash is of ``platform.processor()``."""
+    flags = cpu_flags() if flags is None else flags
+    basis = " ".join(sorted(set(flags))) if flags else platform.processor()
+    return f"{platform.machine()}-{hashlib.sha256(basis.encode()).hexdigest()[:10]}"
+
+
+def gpu_present() -> bool:
+    """True when ``nvidia-smi -L`` runs and lists at least one GPU."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=15, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and any(s.startswith("GPU ") for s in out.stdout.splitlines())
+
+
+def choose_backend(cuda: bool | None) -> str:
+    """``cuda`` or ``cpu``: explicit when asked, else CUDA only with nvcc *and* a GPU."""
+    if cuda is None:
+        cuda = shutil.which("nvcc") is not None and gpu_present()
+    return "cuda" if cuda else "cpu"
+
+
+def _find_tool(name: str) -> Path | None:
+    """The tool in the venv beside ``sys.executable`` (the cmake/ninja PyPI packages), else PATH."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    return Path(found) if found else None
+
+
+def _compiler_problem() -> str | None:
+    for env, names in (("CC", ("cc", "gcc", "clang")), ("CXX", ("c++", "g++", "clang++"))):
+        chosen = os.environ.get(env)
+        candidates = (chosen,) if chosen else names
+        if not any(shutil.which(c) for c in candidates):
+            return f"a {env} compiler (looked for {', '.join(candidates)}; `apt-get install g++`)"
+    return None
+
+
+def find_build_tools(backend: str) -> BuildTools:
+    """cmake, ninja and a C/C++ compiler (and nvcc for CUDA), or EnvironmentProblem naming what
+    is missing and how to get it."""
+    cmake, ninja = _find_tool("cmake"), _find_tool("ninja")
+    missing = [
+        f"{name} (a servelab dependency: `{sys.executable} -m pip install {name}`)"
+        for name, found in (("cmake", cmake), ("ninja", ninja))
+        if found is None
+    ]
+    if (problem := _compiler_problem()) is not None:
+        missing.append(problem)
+    if backend == "cuda" and shutil.which("nvcc") is None:
+        missing.append("nvcc for the CUDA backend (install the CUDA toolkit, or drop --cuda)")
+    if missing or cmake is None or ninja is None:
+        raise EnvironmentProblem(f"cannot build llama.cpp: missing {'; '.join(missing)}")
+    return BuildTools(cmake=cmake, ninja=ninja)
+
+
+# --- installed engines -----------------------------------------------------------------------
+
+
+def engines_root() -> Path:
+    return cache_dir() / "engines" / KIND
+
+
+def engine_dir(backend: str, key: str | None = None) -> Path:
+    return engines_root() / f"{LLAMA_CPP_COMMIT}-{backend}-{key or cpu_key()}"
+
+
+def load_installed(root: Path) -> InstalledEngine | None:
+    """The engine installed at ``root``, or None unless install.json and every binary exist."""
+    try:
+        meta = json.loads((root / "install.json").read_text(encoding="utf-8"))
+        engine = InstalledEngine(
+            kind=str(meta["kind"]),
+            version=str(meta["version"]),
+            commit=str(meta["commit"]),
+            backend=str(meta["backend"]),
+            cpu_key=str(meta["cpu_key"]),
+            root=root,
+            bin_dir=root / "bin",
+            built_at=str(meta["built_at"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return engine if all(engine.binary(t).is_file() for t in TOOLS) else None
+
+
+def list_installed() -> list[InstalledEngine]:
+    """Every complete install in the cache, newest first (any CPU key)."""
+    root = engines_root()
+    dirs = sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+    found = [e for e in map(load_installed, dirs) if e is not None]
+    return sorted(found, key=lambda e: e.built_at, reverse=True)
+
+
+def preferred_engine() -> InstalledEngine | None:
+    """The newest install for this CPU; a CUDA one first when a GPU is present, never otherwise."""
+    mine = [e for e in list_installed() if e.cpu_key == cpu_key()]
+    if any(e.backend == "cuda" for e in mine) and gpu_present():
+        return next(e for e in mine if e.backend == "cuda")
+    return next((e for e in mine if e.backend == "cpu"), None)
+
+
+def _executable(path: Path, origin: str) -> Path:
+    if not path.is_file():
+        raise EngineNotInstalledError(f"{path} ({origin}) does not exist or is not a file")
+    if not os.access(path, os.X_OK):
+        raise EngineNotInstalledError(f"{path} ({origin}) is not executable; chmod +x it")
+    return path
+
+
+def find_llama_binary(tool: str = "llama-server", explicit: str | Path | None = None) -> Path:
+    """The llama.cpp ``tool`` to run: ``explicit``, else ``$SERVELAB_LLAMA_SERVER`` (other tools
+    are looked for beside it), else the preferred installed engine."""
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise UsageError(f"{tool} path {path} does not exist or is not a file")
+        return path
+    user = os.environ.get(USER_BINARY_ENV, "")
+    if user:
+        server = Path(user).expanduser()
+        path = server if tool == "llama-server" else server.parent / tool
+        return _executable(path, f"from {USER_BINARY_ENV}={user}")
+    engine = preferred_engine()
+    if engine is None:
+        other = [e.cpu_key for e in list_installed()]
+        hint = f" (installs exist for other CPUs: {', '.join(other)})" if other else ""
+        raise EngineNotInstalledError(
+            "no llama.cpp engine installed; run `servelab engines install llamacpp` or set "
+            f"{USER_BINARY_ENV}=/path/to/llama-server{hint}"
+        )
+    return _executable(engine.binary(tool), f"engine {engine.root.name}")
+
+
+def probe_version(binary: Path) -> str | None:
+    """``llama-server --version`` as ``<build>-<commit>``, or None if it does not answer."""
+    try:
+        out = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"version: (\S+) \((\w+)\)", out.stdout + out.stderr)
+    return f"b{match.group(1)}-{match.group(2)}" if match else None
+
+
+# --- building --------------------------------------------------------------------------------
+
+
+def parse_ninja_progress(line: str) -> tuple[int, int] | None:
+    """``(done, total)`` from a ninja status line such as ``[12/218] Building CXX object ...``."""
+    match = _NINJA_PROGRESS.match(line)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _log_tail(log_path: Path) -> str:
+    with log_path.open(encoding="utf-8", errors="replace") as handle:
+        tail = deque((line.rstrip() for line in handle), maxlen=_LOG_TAIL_LINES)
+    return "\n".join(f"  | {line}" for line in tail)
+
+
+def _failure(step: str, detail: str, log_path: Path) -> BuildError:
+    """Keep the log as last-failed-build.log and describe the failure in one line plus a tail."""
+    kept = engines_root() / "last-failed-build.log"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(log_path, kept)
+    return BuildError(f"llama.cpp {step} failed ({detail}); log: {kept}\n{_log_tail(kept)}")
+
+
+def run_logged(
+    step: str,
+    argv: Sequence[str],
+    log: TextIO,
+    log_path: Path,
+    on_line: Callable[[str], None],
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Run ``argv`` (no shell), streaming each output line to ``log`` and ``on_line``; a non-zero
+    exit raises BuildError naming ``step``, the exit code and the kept log."""
+    log.write(f"$ {shlex.join(argv)}\n")
+    log.flush()
+    pipe = subprocess.PIPE
+    try:
+        proc = subprocess.Popen(
+            list(argv), stdout=pipe, stderr=subprocess.STDOUT, text=True, errors="replace", env=env
+        )
+    except OSError as exc:
+        log.write(f"cannot start: {exc}\n")
+        log.flush()
+        raise _failure(step, f"cannot start {argv[0]}: {exc.strerror}", log_path) from exc
+    with proc:
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                on_line(line)
+        except BaseException:
+            proc.kill()  # an interrupt must not leave a compiler running on a deleted tree
+            raise
+    log.write(f"# {step} exited with {proc.returncode}\n")
+    log.flush()
+    if proc.returncode != 0:
+        raise _failure(step, f"exit code {proc.returncode}", log_path)
+
+
+def fetch_sdist(console: Console, progress: bool) -> Path:
+    """The llama-cpp-python sdist in ``cache_dir()/downloads``, downloaded once and verified."""
+    downloads = cache_dir() / "downloads"
+    target = downloads / SDIST_FILENAME
+    if target.is_file() and sha256_file(target) == SDIST_SHA256:
+        return target
+    downloads.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pip-", dir=downloads) as tmp:
+        with _status(console, progress, f"pip download {SDIST_REQUIREMENT} (sdist)"):
+            pip_download([SDIST_REQUIREMENT], Path(tmp), extra_args=["--no-binary=:all:"])
+        got = Path(tmp) / SDIST_FILENAME
+        if not got.is_file() or sha256_file(got) != SDIST_SHA256:
+            raise DownloadError(
+                f"pip download {SDIST_REQUIREMENT} gave no {SDIST_FILENAME} with sha256 "
+                f"{SDIST_SHA256}; the file on PyPI changed: do not build from it"
+            )
+        os.replace(got, target)
+    return target
+
+
+def _status(console: Console, enabled: bool, text: str) -> AbstractContextManager[object]:
+    return console.status(text) if enabled else nullcontext()
+
+
+def extract_llama_cpp(sdist: Path, dest: Path) -> None:
+    """Extract only ``vendor/llama.cpp`` from the sdist into ``dest`` (the ``data`` filter
+    refuses absolute paths, links out of ``dest`` and device files)."""
+    prefix = f"llama_cpp_python-{SDIST_VERSION}/vendor/llama.cpp/"
+
+    def only_vendor(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        name = member.name.removeprefix(prefix)
+        if name == member.name or not name:
+            return None
+        return tarfile.data_filter(member.replace(name=name, deep=False), path)
+
+    with tarfile.open(sdist) as archive:
+        archive.extractall(dest, filter=only_vendor)
+    if not (dest / "CMakeLists.txt").is_file():
+        raise BuildError(f"{sdist} has no vendor/llama.cpp/CMakeLists.txt")
+
+
+def _extract_logged(sdist: Path, dest: Path, log_path: Path) -> None:
+    try:
+        extract_llama_cpp(sdist, dest)
+    except (tarfile.TarError, OSError) as exc:
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write(f"extracting {sdist}: {exc}\n")
+        raise _failure("extract", str(exc), log_path) from exc
+
+
+def _jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _progress(enabled: bool, console: Console) -> Progress:
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    return Progress(*columns, TimeElapsedColumn(), console=console, disable=not enabled)
+
+
+def _compile(tools: BuildTools, work: Path, backend: str, log_path: Path, bar: Progress) -> None:
+    src, build = work / "src", work / "build"
+    configure = [str(tools.cmake), "-S", str(src), "-B", str(build), *CMAKE_FLAGS]
+    configure += [CUDA_FLAG] if backend == "cuda" else []
+    build_argv = [str(tools.cmake), "--build", str(build), f"-j{_jobs()}", "--target", *TOOLS]
+    # The flags stay exactly as documented: ninja is found through PATH, not CMAKE_MAKE_PROGRAM.
+    path = os.pathsep.join([str(tools.ninja.parent), os.environ.get("PATH", os.defpath)])
+    env = {**os.environ, "PATH": path}
+    with log_path.open("a", encoding="utf-8") as log:
+        step = bar.add_task("configuring", total=None)
+        run_logged("configure", configure, log, log_path, lambda _line: None, env)
+        bar.update(step, total=1, completed=1)
+        task = bar.add_task(f"building {', '.join(TOOLS)}", total=None)
+        on_line = lambda line: _advance(bar, task, line)  # noqa: E731
+        run_logged("build", build_argv, log, log_path, on_line, env)
+
+
+def _advance(bar: Progress, task: Any, line: str) -> None:
+    if (done := parse_ninja_progress(line)) is not None:
+        bar.update(task, completed=done[0], total=done[1])
+
+
+def _stage(work: Path, stage: Path, dest: Path, backend: str, seconds: float) -> None:
+    """Copy the binaries into ``stage/bin`` and write ``stage/install.json``."""
+    binaries: dict[str, dict[str, Any]] = {}
+    for tool in TOOLS:
+        built = work / "build" / "bin" / tool
+        if not built.is_file():
+            raise _failure("install", f"the build produced no {built}", stage / "build.log")
+        shutil.copy2(built, stage / "bin" / tool)
+        binaries[tool] = {
+            "path": str(dest / "bin" / tool),
+            "sha256": sha256_file(built),
+            "size_bytes": built.stat().st_size,
+        }
+    flags = cpu_flags()
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": KIND,
+        "version": SDIST_VERSION,
+        "source": SDIST_REQUIREMENT,
+        "commit": LLAMA_CPP_COMMIT,
+        "backend": backend,
+        "cpu_key": cpu_key(),
+        "cpu_flags_summary": [f for f in _SUMMARY_FLAGS if f in flags],
+        "machine": platform.machine(),
+        "cmake_flags": [*CMAKE_FLAGS, *([CUDA_FLAG] if backend == "cuda" else [])],
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "build_duration_s": round(seconds, 1),
+        "binaries": binaries,
+    }
+    write_json_atomic(stage / "install.json", meta)
+
+
+def _move_into_place(stage: Path, dest: Path) -> None:
+    """Rename ``stage`` to ``dest``; an older ``dest`` is renamed aside first and then removed."""
+    old = dest.with_name(f".old-{os.getpid()}-{dest.name}")
+    if dest.exists():
+        dest.rename(old)
+    try:
+        stage.rename(dest)
+    except OSError:
+        if old.exists():
+            old.rename(dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale(root: Path) -> None:
+    """Remove build and old directories left by processes that no longer run."""
+    for path in root.glob(".*-*"):
+        parts = path.name.split("-")
+        ours = path.is_dir() and parts[0] in (".build", ".old") and parts[1].isdigit()
+        if ours and not psutil.pid_exists(int(parts[1])):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _build_and_install(
+    sdist: Path, tools: BuildTools, backend: str, dest: Path, console: Console, progress: bool
+) -> InstalledEngine:
+    _remove_stale(dest.parent)
+    work = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=dest.parent))
+    stage = work / "stage"
+    (stage / "bin").mkdir(parents=True)
+    log_path = stage / "build.log"
+    log_path.write_text(f"# servelab build of {SDIST_REQUIREMENT} ({backend})\n", encoding="utf-8")
+    started = time.monotonic()
+    try:
+        with _status(console, progress, "extracting vendor/llama.cpp"):
+            _extract_logged(sdist, work / "src", log_path)
+        with _progress(progress, console) as bar:
+            _compile(tools, work, backend, log_path, bar)
+        _stage(work, stage, dest, backend, time.monotonic() - started)
+        _move_into_place(stage, dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    engine = load_installed(dest)
+    assert engine is not None
+    return engine
+
+
+def install_llamacpp(
+    cuda: bool | None = None, force: bool = False, progress: bool = True
+) -> InstalledEngine:
+    """Build and install llama.cpp's tools for this machine (idempotent; ``force`` rebuilds)."""
+    console = Console(stderr=True)
+    backend = choose_backend(cuda)
+    dest = engine_dir(backend)
+    existing = load_installed(dest)
+    if existing is not None and not force:
+        if progress:
+            console.print(f"llama.cpp {LLAMA_CPP_COMMIT} ({backend}) is already installed")
+        return existing
+    tools = find_build_tools(backend)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(dest.parent / ".install.lock"):
+        existing = load_installed(dest)
+        if existing is not None and not force:
+            return existing
+        sdist = fetch_sdist(console, progress)
+        return _build_and_install(sdist, tools, backend, dest, console, progress)

@@ -1,0 +1,147 @@
+"""The metric dictionary: every per-request metric servelab reports, defined once.
+
+Owns the names, units, provenance and formulas of request metrics (see docs/metrics.md, which a
+test keeps in step with ``METRICS``). Pure: takes an ``Observation``, returns numbers. Failed
+requests get no latency metrics at all, so they can never leak into latency statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from servelab.records import Observation, Outcome
+
+
+class Provenance(StrEnum):
+    MEASURED = "measured"  # timed by servelab's own monotonic clock
+    SERVER = "server-reported"  # a number the engine sent
+    DERIVED = "derived"  # computed from the two above
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDef:
+    name: str
+    unit: str
+    provenance: Provenance
+    lower_is_better: bool | None  # None: not a performance direction (a count)
+    summary: str
+
+
+M, S, D = Provenance.MEASURED, Provenance.SERVER, Provenance.DERIVED
+
+METRICS: tuple[MetricDef, ...] = (
+    MetricDef("ttft_s", "s", M, True, "wait + send -> first token-bearing chunk (content, reasoning or tool-call name)"),
+    MetricDef("ttft_content_s", "s", M, True, "wait + send -> first content token"),
+    MetricDef("ttft_tool_s", "s", M, True, "wait + send -> first tool-call name"),
+    MetricDef("e2e_s", "s", M, True, "wait + send -> end of the stream"),
+    MetricDef("wait_s", "s", M, True, "concurrency slot free -> send (client-side queueing)"),
+    MetricDef("itl_s", "s", M, True, "per gap between token-bearing chunks: gap / tokens in the later chunk"),
+    MetricDef("tpot_s", "s", D, True, "(e2e_s - ttft_s) / (n_out - 1)"),
+    MetricDef("decode_tps", "tok/s", D, False, "(n_out - 1) / (e2e_s - ttft_s)"),
+    MetricDef("e2e_tps", "tok/s", D, False, "n_out / e2e_s (includes prefill and waiting)"),
+    MetricDef("n_out", "tokens", S, None, "usage.completion_tokens; chunk-count fallback is recorded in n_out_source"),
+    MetricDef("n_in", "tokens", S, None, "usage.prompt_tokens"),
+    MetricDef("prefill_tps", "tok/s", S, False, "timings.prompt_per_second (llama.cpp)"),
+    MetricDef("server_prompt_s", "s", S, True, "timings.prompt_ms / 1000 (llama.cpp)"),
+    MetricDef("server_decode_tps", "tok/s", S, False, "timings.predicted_per_second (llama.cpp: (n-1) / predicted_ms)"),
+    MetricDef("cache_n", "tokens", S, None, "timings.cache_n: prompt tokens reused from the prompt cache"),
+    MetricDef("draft_n", "tokens", S, None, "timings.draft_n: tokens drafted by speculative decoding"),
+    MetricDef("draft_accepted", "tokens", S, None, "timings.draft_n_accepted"),
+    MetricDef("acceptance_rate", "ratio", D, False, "draft_accepted / draft_n"),
+)  # fmt: skip
+
+METRIC_BY_NAME = {m.name: m for m in METRICS}
+
+# Scalar metrics a summary table shows, in order.
+SUMMARY_METRICS = ("ttft_s", "e2e_s", "tpot_s", "decode_tps", "e2e_tps", "n_out", "n_in")
+
+
+def _ttft(obs: Observation) -> float | None:
+    firsts = [
+        t
+        for t in (obs.first_content_s, obs.first_tool_s, obs.extra.get("first_reasoning_s"))
+        if t is not None
+    ]
+    return min(firsts) if firsts else None
+
+
+def _plus_wait(obs: Observation, t: float | None) -> float | None:
+    return None if t is None else obs.wait_s + t
+
+
+def itl_s(chunk_t_s: tuple[float, ...], chunk_tokens: tuple[int, ...]) -> list[float]:
+    """Gap between consecutive token-bearing chunks divided by the tokens the later one carries.
+
+    Chunks that carried no counted token (their tokens were reported with a later chunk) are
+    merged into the next one.
+    """
+    out: list[float] = []
+    prev: float | None = None
+    for t, n in zip(chunk_t_s, chunk_tokens, strict=True):
+        if n <= 0:
+            continue
+        if prev is not None:
+            out.append((t - prev) / n)
+        prev = t
+    return out
+
+
+def n_out(obs: Observation) -> tuple[int, str]:
+    """Output tokens and where the count came from: ``usage`` or the ``chunks`` fallback."""
+    if obs.usage is not None:
+        return obs.usage.completion_tokens, "usage"
+    return sum(obs.chunk_tokens), "chunks"
+
+
+def _server(obs: Observation) -> dict[str, Any]:
+    t = obs.server_timings or {}
+    num = (int, float)
+
+    def get(key: str, scale: float = 1.0) -> float | None:
+        v = t.get(key)
+        return float(v) * scale if isinstance(v, num) and not isinstance(v, bool) else None
+
+    draft_n, accepted = get("draft_n"), get("draft_n_accepted")
+    return {
+        "prefill_tps": get("prompt_per_second"),
+        "server_prompt_s": get("prompt_ms", 1e-3),
+        "server_decode_tps": get("predicted_per_second"),
+        "cache_n": get("cache_n"),
+        "draft_n": draft_n,
+        "draft_accepted": accepted,
+        "acceptance_rate": accepted / draft_n if draft_n and accepted is not None else None,
+    }
+
+
+def derive(obs: Observation) -> dict[str, Any]:
+    """All request metrics for ``obs``; latency metrics are ``None`` unless the request is ok."""
+    out_n, out_src = n_out(obs)
+    base: dict[str, Any] = {
+        "n_out": out_n,
+        "n_out_source": out_src,
+        "n_in": obs.usage.prompt_tokens if obs.usage else None,
+        "wait_s": obs.wait_s,
+        **_server(obs),
+    }
+    if obs.outcome is not Outcome.OK:
+        return {**base, **dict.fromkeys(_LATENCY, None), "itl_s": []}
+    ttft = _plus_wait(obs, _ttft(obs))
+    e2e = obs.wait_s + obs.end_s
+    decode_s = e2e - ttft if ttft is not None else None
+    has_decode = decode_s is not None and decode_s > 0 and out_n >= 2
+    return {
+        **base,
+        "ttft_s": ttft,
+        "ttft_content_s": _plus_wait(obs, obs.first_content_s),
+        "ttft_tool_s": _plus_wait(obs, obs.first_tool_s),
+        "e2e_s": e2e,
+        "tpot_s": decode_s / (out_n - 1) if has_decode and decode_s else None,
+        "decode_tps": (out_n - 1) / decode_s if has_decode and decode_s else None,
+        "e2e_tps": out_n / e2e if e2e > 0 else None,
+        "itl_s": itl_s(obs.chunk_t_s, obs.chunk_tokens),
+    }
+
+
+_LATENCY = ("ttft_s", "ttft_content_s", "ttft_tool_s", "e2e_s", "tpot_s", "decode_tps", "e2e_tps")

@@ -1,0 +1,58 @@
+"""Where servelab keeps what it downloads and builds, and how it writes there safely.
+
+Owns the one rule for the cache directory, plus the two write primitives every cache writer
+shares: an atomic JSON write and an exclusive lock file. Must not know what is cached (engines,
+models) and must not create anything on import.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+CACHE_DIR_ENV = "SERVELAB_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """The cache root: ``$SERVELAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/servelab``, else
+    ``~/.cache/servelab``. Empty variables count as unset (as the XDG spec says)."""
+    explicit = os.environ.get(CACHE_DIR_ENV, "")
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if xdg:
+        return Path(xdg).expanduser().absolute() / "servelab"
+    return Path.home() / ".cache" / "servelab"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON so readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if needed) for the block; a second
+    process asking for the same lock waits, so two pulls or builds never race on one target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,79 @@
+"""Immutable records shared by every layer: what the client observed for one request.
+
+Owns the frozen dataclasses that cross layer boundaries (client -> metrics -> store). Pure:
+no I/O, no clocks, no HTTP. Times are seconds relative to the moment the request was sent,
+taken from a monotonic clock by the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    """How a request ended. Only ``OK`` requests enter latency statistics."""
+
+    OK = "ok"
+    HTTP_ERROR = "http_error"
+    TIMEOUT = "timeout"
+    TRUNCATED_STREAM = "truncated_stream"  # the connection closed before the stream's end
+    INVALID_STREAM = "invalid_stream"  # the bytes were not a valid SSE/JSON stream
+    CONNECTION_ERROR = "connection_error"  # could not connect or the connection reset
+
+
+class Phase(StrEnum):
+    """Warm-up requests are stored but never enter statistics."""
+
+    WARMUP = "warmup"
+    TRIAL = "trial"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool call as assembled from streamed deltas; ``arguments`` is the raw JSON text."""
+
+    index: int
+    name: str
+    arguments: str
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as the server reported them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Everything the client saw for one request.
+
+    ``wait_s`` is the time between the request's concurrency slot becoming free and the send;
+    every ``*_s`` time below is measured from the send. ``chunk_t_s[i]`` is the arrival of the
+    i-th token-bearing chunk (content, reasoning or tool-call delta) and ``chunk_tokens[i]``
+    the tokens it carried (exact when ``chunk_tokens_source == "server"``).
+    """
+
+    outcome: Outcome
+    wait_s: float
+    end_s: float
+    first_byte_s: float | None = None
+    first_content_s: float | None = None
+    first_tool_s: float | None = None
+    chunk_t_s: tuple[float, ...] = ()
+    chunk_tokens: tuple[int, ...] = ()
+    chunk_tokens_source: str = "estimated"  # "server" (timings_per_token) or "estimated"
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    server_timings: dict[str, Any] | None = None
+    http_status: int | None = None
+    error: str | None = None
+    invalid_utf8_bytes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)

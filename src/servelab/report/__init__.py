@@ -1,0 +1,1 @@
+"""Rendering results for people: tables now, Markdown and HTML reports later."""

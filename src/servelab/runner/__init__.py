@@ -1,0 +1,1 @@
+"""Orchestration: the lifecycle of a run, from preflight to stop."""

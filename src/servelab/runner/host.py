@@ -1,0 +1,81 @@
+"""What machine a run happened on: CPU, memory, OS, GPU and driver, and how busy it was.
+
+Owns host facts for the manifest and the pre-flight look at the machine's load. Reads /proc via
+psutil and asks ``nvidia-smi`` (argument list, short timeout) only when it is on PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from typing import Any
+
+import psutil
+
+ENGINE_PROCESS_NAMES = ("llama-server", "vllm", "sglang", "ollama", "mlx_lm.server")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpus() -> list[dict[str, str]]:
+    """GPUs from nvidia-smi, or [] when there is none (or no nvidia-smi)."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if out.returncode != 0:
+        return []
+    rows = [line.split(", ") for line in out.stdout.strip().splitlines() if line.strip()]
+    return [
+        {"name": r[0], "driver": r[1], "memory": r[2] if len(r) > 2 else ""}
+        for r in rows
+        if len(r) >= 2
+    ]
+
+
+def foreign_engines(own_pids: set[int] | None = None) -> list[dict[str, Any]]:
+    """Other LLM engine processes on this machine (they would share the CPU with ours)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        if own_pids and proc.info["pid"] in own_pids:
+            continue
+        name = proc.info["name"] or ""
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if any(n in name or n in cmd.split(" ", 1)[0] for n in ENGINE_PROCESS_NAMES):
+            found.append({"pid": proc.info["pid"], "name": name, "cmdline": cmd[:200]})
+    return found
+
+
+def host_facts() -> dict[str, Any]:
+    mem = psutil.virtual_memory()
+    load1, load5, load15 = os.getloadavg()
+    return {
+        "hostname": platform.node(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_count_logical": psutil.cpu_count(logical=True),
+        "cpu_count_physical": psutil.cpu_count(logical=False),
+        "memory_total_bytes": mem.total,
+        "memory_available_bytes": mem.available,
+        "gpus": gpus(),
+        "loadavg": [load1, load5, load15],
+    }

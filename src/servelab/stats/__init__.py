@@ -1,0 +1,1 @@
+"""Statistics over arrays of metric values: pure numpy, frozen results."""

@@ -1,0 +1,75 @@
+"""The run-directory layout: where each file of a run lives, and creating a new run.
+
+Owns paths and naming (``runs/<name>-<UTC timestamp>/``). A run directory is never reused by a
+new run: creating one that already holds requests is refused, so nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from servelab.errors import StoreError, UsageError
+
+
+@dataclass(frozen=True, slots=True)
+class RunDir:
+    root: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def requests(self) -> Path:
+        return self.root / "requests.jsonl"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.root / "metrics"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    def engine_log(self, arm: str) -> Path:
+        return self.root / f"engine-{arm}.log"
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
+    return slug or "run"
+
+
+def new_run_dir(name: str, out: Path | None = None, parent: Path = Path("runs")) -> RunDir:
+    """Create a fresh run directory: ``out`` itself, or ``parent/<name>-<timestamp>``."""
+    run = plan_run_dir(name, out, parent)
+    create_run_dir(run)
+    return run
+
+
+def plan_run_dir(name: str, out: Path | None = None, parent: Path = Path("runs")) -> RunDir:
+    """Choose a fresh run directory without creating it; refuse one that holds a run."""
+    if out is None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        out = parent / f"{_slug(name)}-{stamp}"
+    run = RunDir(out)
+    if run.requests.exists() and run.requests.stat().st_size > 0:
+        raise UsageError(
+            f"{out} already holds a run (requests.jsonl is not empty); "
+            "choose a new --out directory so nothing is overwritten"
+        )
+    return run
+
+
+def create_run_dir(run: RunDir) -> None:
+    try:
+        run.metrics_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create run directory {run.root}: {exc.strerror}") from exc

@@ -1,0 +1,78 @@
+"""Shared fixtures for tests against the real llama-server and the real default model.
+
+One server is shared by the whole session (two llama-servers on two cores slow each other
+down many-fold), so these tests run serially. A missing engine or model is a failure with
+the command that fixes it, never a skip: CI must not pass without the real parts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from servelab.engines.base import Engine, create_engine
+from servelab.errors import ServelabError
+from servelab.spec.engine import EngineConfig
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def engine_ready() -> None:
+    from servelab.engines.install import find_llama_binary
+    from servelab.models import resolve_model
+
+    try:
+        find_llama_binary("llama-server")
+        resolve_model(DEFAULT_MODEL)
+    except ServelabError as exc:
+        pytest.fail(f"integration tests need the engine and model ({exc}); run `make test`")
+
+
+@pytest.fixture(scope="session")
+def server(engine_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    log = tmp_path_factory.mktemp("server") / "engine.log"
+    engine = create_engine(EngineConfig(model=DEFAULT_MODEL), log)
+    engine.launch()
+    try:
+        engine.wait_healthy(120)
+        yield engine
+    finally:
+        engine.stop()
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m servelab`` as a user would, in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "servelab", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+
+
+def llama_servers() -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["name", "cmdline", "status"]):
+        if p.info["name"] == "llama-server" and p.info["status"] != psutil.STATUS_ZOMBIE:
+            out.append(p)
+    return out
+
+
+def children_named(pid: int, name: str) -> list[psutil.Process]:
+    try:
+        return [c for c in psutil.Process(pid).children(recursive=True) if c.name() == name]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("servelab: error:")]
+
+
+MODEL_PATH_HINT = Path("~/.cache/servelab/models").expanduser()

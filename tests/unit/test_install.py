@@ -1,0 +1,215 @@
+"""The llama.cpp installer around the build: CPU keys, logged steps, installs and lookup.
+
+The real build takes minutes and is not run here; these tests use real subprocesses, real tar
+files and real install directories in a temporary cache.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import re
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from servelab.cli.engines_cmd import engines_app
+from servelab.engines.install import (
+    CMAKE_FLAGS,
+    TOOLS,
+    USER_BINARY_ENV,
+    InstalledEngine,
+    cpu_flags,
+    cpu_key,
+    engine_dir,
+    extract_llama_cpp,
+    find_build_tools,
+    find_llama_binary,
+    install_llamacpp,
+    list_installed,
+    parse_ninja_progress,
+    run_logged,
+)
+from servelab.errors import BuildError, EngineNotInstalledError, EnvironmentProblem, UsageError
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "cache"
+    monkeypatch.setenv("SERVELAB_CACHE_DIR", str(root))
+    monkeypatch.delenv(USER_BINARY_ENV, raising=False)
+    return root
+
+
+def fake_install(
+    backend: str = "cpu", key: str | None = None, built_at: str = "2026-01-01"
+) -> Path:
+    """A complete install directory whose binaries are tiny scripts."""
+    dest = engine_dir(backend, key)
+    (dest / "bin").mkdir(parents=True)
+    for tool in TOOLS:
+        binary = dest / "bin" / tool
+        binary.write_text("#!/bin/sh\necho 'version: 0 (0c1e57098)' >&2\n")
+        binary.chmod(0o755)
+    meta = {
+        "kind": "llamacpp", "version": "0.3.36", "commit": "0c1e57098", "backend": backend,
+        "cpu_key": key or cpu_key(), "built_at": built_at,
+    }  # fmt: skip
+    (dest / "install.json").write_text(json.dumps(meta))
+    return dest
+
+
+# --- CPU key ---------------------------------------------------------------------------------
+
+
+def test_cpu_key_is_stable_and_shaped() -> None:
+    assert cpu_key() == cpu_key()
+    assert re.fullmatch(rf"{re.escape(platform.machine())}-[0-9a-f]{{10}}", cpu_key())
+
+
+def test_cpu_key_depends_on_the_flag_set_only() -> None:
+    assert cpu_key(["avx2", "sse4_2"]) == cpu_key(["sse4_2", "avx2", "avx2"])
+    assert cpu_key(["avx2", "sse4_2"]) != cpu_key(["sse4_2"])
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="needs Linux /proc/cpuinfo")
+def test_cpu_key_hashes_proc_cpuinfo_flags() -> None:
+    assert cpu_flags() == tuple(sorted(set(cpu_flags())))
+    assert cpu_key() == cpu_key(cpu_flags())
+
+
+# --- build steps -----------------------------------------------------------------------------
+
+
+def test_cmake_flags_are_the_documented_ones() -> None:
+    documented = (
+        "-G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF "
+        "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON "
+        "-DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF "
+        "-DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_NUMBER=0 -DLLAMA_BUILD_COMMIT=0c1e57098"
+    )
+    assert tuple(documented.split()) == CMAKE_FLAGS
+
+
+def test_parse_ninja_progress() -> None:
+    assert parse_ninja_progress("[12/218] Building CXX object common/x.o\n") == (12, 218)
+    assert parse_ninja_progress("-- Configuring done") is None
+    assert parse_ninja_progress("  [1/2] indented is not ninja status") is None
+
+
+def test_run_logged_streams_lines_to_log_and_callback(tmp_path: Path) -> None:
+    log_path, seen = tmp_path / "build.log", []
+    script = "print('[1/2] one'); print('[2/2] two')"
+    with log_path.open("w") as log:
+        run_logged("build", [sys.executable, "-c", script], log, log_path, seen.append)
+    assert [parse_ninja_progress(line) for line in seen] == [(1, 2), (2, 2)]
+    assert "[2/2] two" in log_path.read_text()
+
+
+def test_failed_step_names_step_exit_code_and_kept_log(cache: Path, tmp_path: Path) -> None:
+    log_path = tmp_path / "build.log"
+    script = "print('[1/9] compiling'); print('error: boom'); raise SystemExit(3)"
+    with log_path.open("w") as log, pytest.raises(BuildError) as err:
+        run_logged("build", [sys.executable, "-c", script], log, log_path, lambda _: None)
+    kept = cache / "engines" / "llamacpp" / "last-failed-build.log"
+    first, *tail = str(err.value).splitlines()
+    assert first == f"llama.cpp build failed (exit code 3); log: {kept}"
+    assert any("error: boom" in line for line in tail)
+    assert "error: boom" in kept.read_text()
+
+
+def test_missing_program_is_a_build_error(cache: Path, tmp_path: Path) -> None:
+    log_path = tmp_path / "build.log"
+    with log_path.open("w") as log, pytest.raises(BuildError, match="configure failed"):
+        run_logged("configure", [str(tmp_path / "no-cmake")], log, log_path, lambda _: None)
+
+
+def test_missing_compiler_is_an_environment_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", "no-such-cc-servelab")
+    with pytest.raises(EnvironmentProblem, match="no-such-cc-servelab"):
+        find_build_tools("cpu")
+
+
+def test_extract_takes_only_vendor_llama_cpp(tmp_path: Path) -> None:
+    sdist = tmp_path / "llama_cpp_python-0.3.36.tar.gz"
+    with tarfile.open(sdist, "w:gz") as archive:
+        for name in ("vendor/llama.cpp/CMakeLists.txt", "vendor/llama.cpp/src/a.c", "setup.py"):
+            data = name.encode()
+            info = tarfile.TarInfo(f"llama_cpp_python-0.3.36/{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    extract_llama_cpp(sdist, tmp_path / "src")
+    files = sorted(
+        p.relative_to(tmp_path / "src").as_posix() for p in (tmp_path / "src").rglob("*")
+    )
+    assert files == ["CMakeLists.txt", "src", "src/a.c"]
+
+
+# --- installs and lookup ---------------------------------------------------------------------
+
+
+def test_install_returns_at_once_when_installed(cache: Path) -> None:
+    dest = fake_install()
+    started = time.perf_counter()
+    engine = install_llamacpp(cuda=False, progress=False)
+    assert time.perf_counter() - started < 0.5
+    assert engine == InstalledEngine(
+        "llamacpp", "0.3.36", "0c1e57098", "cpu", cpu_key(), dest, dest / "bin", "2026-01-01"
+    )
+
+
+def test_incomplete_installs_are_not_listed(cache: Path) -> None:
+    dest = fake_install()
+    (dest / "bin" / "llama-bench").unlink()
+    (dest.parent / ".build-1-abc").mkdir()
+    assert list_installed() == []
+
+
+def test_find_llama_binary_order(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = fake_install(built_at="2026-01-01")
+    other_cpu = fake_install(key="x86_64-0000000000", built_at="2027-01-01")
+    assert find_llama_binary() == old / "bin" / "llama-server"
+    assert find_llama_binary("llama-bench") == old / "bin" / "llama-bench"
+    mine = other_cpu / "bin" / "llama-server"
+    assert find_llama_binary(explicit=mine) == mine
+    monkeypatch.setenv(USER_BINARY_ENV, str(mine))
+    assert find_llama_binary() == mine
+    assert find_llama_binary("llama-quantize") == other_cpu / "bin" / "llama-quantize"
+    with pytest.raises(UsageError, match="does not exist"):
+        find_llama_binary(explicit=cache / "nothing")
+
+
+def test_user_binary_missing_names_the_variable(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(USER_BINARY_ENV, str(cache / "llama-server"))
+    with pytest.raises(EngineNotInstalledError, match=USER_BINARY_ENV):
+        find_llama_binary()
+
+
+def test_not_installed_message(cache: Path) -> None:
+    with pytest.raises(EngineNotInstalledError) as err:
+        find_llama_binary()
+    assert str(err.value) == (
+        "no llama.cpp engine installed; run `servelab engines install llamacpp` "
+        "or set SERVELAB_LLAMA_SERVER=/path/to/llama-server"
+    )
+    fake_install(key="x86_64-0000000000")
+    with pytest.raises(EngineNotInstalledError, match="other CPUs: x86_64-0000000000"):
+        find_llama_binary()
+
+
+def test_engines_list_marks_active_and_user(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = fake_install()
+    wide = {"COLUMNS": "300"}
+    result = CliRunner().invoke(engines_app, ["list"], env=wide)
+    assert result.exit_code == 0, result.output
+    assert "active" in result.output and str(dest) in result.output
+    monkeypatch.setenv(USER_BINARY_ENV, str(dest / "bin" / "llama-server"))
+    result = CliRunner().invoke(engines_app, ["list"], env=wide)
+    assert "user" in result.output and "b0-0c1e57098" in result.output
