@@ -103,12 +103,16 @@ def _server(obs: Observation) -> dict[str, Any]:
         v = t.get(key)
         return float(v) * scale if isinstance(v, num) and not isinstance(v, bool) else None
 
-    draft_n, accepted = get("draft_n"), get("draft_n_accepted")
+    def count(key: str) -> int | None:
+        v = get(key)
+        return None if v is None else round(v)
+
+    draft_n, accepted = count("draft_n"), count("draft_n_accepted")
     return {
         "prefill_tps": get("prompt_per_second"),
         "server_prompt_s": get("prompt_ms", 1e-3),
         "server_decode_tps": get("predicted_per_second"),
-        "cache_n": get("cache_n"),
+        "cache_n": count("cache_n"),
         "draft_n": draft_n,
         "draft_accepted": accepted,
         "acceptance_rate": accepted / draft_n if draft_n and accepted is not None else None,

@@ -1,7 +1,8 @@
 """Shared fixtures for tests against the real llama-server and the real default model.
 
-One server is shared by the whole session (two llama-servers on two cores slow each other
-down many-fold), so these tests run serially. A missing engine or model is a failure with
+One server is shared by each module that needs it and stopped when the module ends, so no two
+llama-servers ever run at once (on two cores they slow each other down many-fold); these tests
+run serially. A missing engine or model is a failure with
 the command that fixes it, never a skip: CI must not pass without the real parts.
 """
 
@@ -35,8 +36,9 @@ def engine_ready() -> None:
         pytest.fail(f"integration tests need the engine and model ({exc}); run `make test`")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(engine_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """One llama-server for a module; stopped before the next module may start its own."""
     log = tmp_path_factory.mktemp("server") / "engine.log"
     engine = create_engine(EngineConfig(model=DEFAULT_MODEL), log)
     engine.launch()

@@ -146,14 +146,6 @@ def test_on_result_exception_propagates_and_stops_the_run() -> None:
     assert len(rec.cancelled) == len(rec.started) - len(rec.delivered)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: closed_loop runs workers in an asyncio.TaskGroup, so an exception from on_result "
-        "(e.g. StoreError) escapes wrapped in an ExceptionGroup; `except ServelabError` in "
-        "cli/main.py and `except EngineError` in runner/bench.py never see it"
-    ),
-)
 def test_on_result_exception_propagates_as_itself() -> None:
     exc = run_with_failing_on_result(Recorder(default_delay_s=0.003))
     assert type(exc) is StoreError

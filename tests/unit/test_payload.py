@@ -67,29 +67,18 @@ def test_completions_body() -> None:
     assert body["stream_options"] == {"include_usage": True}
 
 
-def test_unique_prefix_goes_on_the_first_user_message_only() -> None:
+def test_unique_prefix_goes_on_the_first_message_only() -> None:
     original = copy.deepcopy(MESSAGES)
     _, body = build_payload(
         model="m", sampling=Sampling(), messages=MESSAGES, unique_prefix="[abc123] "
     )
     sent = body["messages"]
-    assert sent[1]["content"] == "[abc123] What's the weather in Taipei?"
-    assert [m["content"] for i, m in enumerate(sent) if i != 1] == [
-        m["content"] for i, m in enumerate(MESSAGES) if i != 1
-    ]
+    assert sent[0]["content"] == "[abc123] " + MESSAGES[0]["content"]
+    assert [m["content"] for m in sent[1:]] == [m["content"] for m in MESSAGES[1:]]
     assert original == MESSAGES  # the caller's (shared, workload) messages are not touched
     assert sum("[abc123]" in m["content"] for m in sent) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (confirm intent): the unique prefix is put on the first *user* message, after the "
-        "system prompt (and the tool block the template renders with it), so that shared "
-        "prefix stays cacheable and --unique-prefix does not defeat prefix caches as "
-        "EngineConfig.unique_prefix and the payload docstring claim"
-    ),
-)
 def test_unique_prefix_leaves_no_shared_prefix() -> None:
     _, body = build_payload(model="m", sampling=Sampling(), messages=MESSAGES, unique_prefix="[u] ")
     assert body["messages"][0]["content"].startswith("[u] ")

@@ -51,6 +51,7 @@ class ResponseAssembler:
     error: str | None = None
     malformed: str | None = None
     saw_done: bool = False
+    cut_mid_message: bool = False
     token_timings_seen: int = 0
     _tools: dict[int, _ToolParts] = field(default_factory=dict)
     _counted_n: int = 0
@@ -131,6 +132,8 @@ class ResponseAssembler:
             return Outcome.HTTP_ERROR, f"server error in stream: {self.error}"
         if self.malformed is not None:
             return Outcome.INVALID_STREAM, self.malformed
+        if self.cut_mid_message:
+            return Outcome.TRUNCATED_STREAM, "stream ended in the middle of a message"
         if self.finish_reason is None:
             how = "closed" if stream_closed_cleanly else "cut"
             return Outcome.TRUNCATED_STREAM, f"stream {how} before a finish_reason arrived"

@@ -51,6 +51,10 @@ async def closed_loop(
             free_ns = clock.now_ns()  # the slot is free now; recording it counts as waiting
             on_result(job, result)
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(concurrency, len(jobs))):
-            group.create_task(worker())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(concurrency, len(jobs))):
+                group.create_task(worker())
+    except* Exception as group_error:
+        # Callers catch servelab's own errors by type: hand them the first one, not a group.
+        raise group_error.exceptions[0] from None

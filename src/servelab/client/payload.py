@@ -21,11 +21,22 @@ class Sampling:
 
 
 def _with_prefix(messages: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """Put ``prefix`` at the very start of the first message, so no two prompts share a prefix.
+
+    (Templates may still render tool definitions before it; engines cache only exact prefixes,
+    so those few template tokens are all that can be reused.)
+    """
     out = copy.deepcopy(messages)
-    for msg in out:
-        if msg.get("role") == "user" and isinstance(msg.get("content"), str):
-            msg["content"] = prefix + msg["content"]
-            break
+    if not out:
+        return out
+    first = out[0]
+    content = first.get("content")
+    if isinstance(content, str):
+        first["content"] = prefix + content
+    elif isinstance(content, list):
+        first["content"] = [{"type": "text", "text": prefix}, *content]
+    else:
+        first["content"] = prefix
     return out
 
 

@@ -88,8 +88,9 @@ TOKEN_EVENTS = (ContentDelta, ReasoningDelta, ToolCallDelta)
 def decode_utf8(data: bytes) -> tuple[str, int]:
     """Decode ``data`` as UTF-8; return the text and the number of invalid bytes.
 
-    Each invalid byte run becomes one U+FFFD, and is counted, so a reader can tell a replacement
-    the server sent from one made here.
+    Invalid bytes become U+FFFD exactly as Python's ``"replace"`` handler would make them, and
+    every invalid byte is counted, so a reader can tell a replacement the server sent from one
+    made here.
     """
     parts: list[str] = []
     invalid = 0
@@ -109,15 +110,20 @@ def decode_utf8(data: bytes) -> tuple[str, int]:
 class LineSplitter:
     """Cut a byte stream into decoded lines, whatever the chunk boundaries.
 
-    Lines end at LF, CRLF or CR (the SSE rule). A CR at the very end of a chunk is held back
-    until the next byte shows whether an LF follows.
+    Lines end at LF, CRLF or CR (the SSE rule). A CR ends its line at once, even at the very end
+    of a chunk, and an LF right after it (possibly in the next chunk) is skipped.
     """
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._skip_lf = False
         self.invalid_bytes = 0
 
     def feed(self, chunk: bytes) -> list[str]:
+        if self._skip_lf and chunk:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]  # the LF of a CRLF split across chunks
         self._buf += chunk
         lines: list[str] = []
         start = 0
@@ -126,10 +132,10 @@ class LineSplitter:
         while i < len(buf):
             b = buf[i]
             if b == 0x0A or b == 0x0D:
-                if b == 0x0D and i + 1 == len(buf):
-                    break  # wait: this CR may be half of a CRLF
                 lines.append(self._decode(bytes(buf[start:i])))
-                i += 2 if b == 0x0D and buf[i + 1] == 0x0A else 1
+                if b == 0x0D and i + 1 == len(buf):
+                    self._skip_lf = True  # a CR ends the line now; an LF may still follow
+                i += 2 if b == 0x0D and i + 1 < len(buf) and buf[i + 1] == 0x0A else 1
                 start = i
                 continue
             i += 1
@@ -138,7 +144,7 @@ class LineSplitter:
 
     def flush(self) -> list[str]:
         """Return the last line when the stream ended without a final newline."""
-        rest = bytes(self._buf).rstrip(b"\r")
+        rest = bytes(self._buf)
         self._buf.clear()
         return [self._decode(rest)] if rest else []
 
@@ -216,9 +222,21 @@ def _error_message(obj: dict[str, Any]) -> str:
 
 
 def chunk_events(obj: dict[str, Any]) -> list[Event]:
-    """Events carried by one chat.completion.chunk or text_completion chunk object."""
+    """Events carried by one chat.completion.chunk or text_completion chunk object.
+
+    A field of the wrong type makes the whole message ``Malformed``; this never raises.
+    """
+    try:
+        return _chunk_events(obj)
+    except (TypeError, ValueError, AttributeError) as exc:
+        return [Malformed(f"a field has the wrong type ({exc})")]
+
+
+def _chunk_events(obj: dict[str, Any]) -> list[Event]:
     events: list[Event] = []
-    choices = obj.get("choices") or []
+    choices = obj.get("choices", [])
+    if choices is None:
+        choices = []
     if not isinstance(choices, list):
         return [Malformed("'choices' is not a list")]
     for choice in choices[:1]:  # servelab always asks for n=1
@@ -251,8 +269,10 @@ def _choice_events(choice: dict[str, Any]) -> list[Event]:
         content = delta.get("content")
         if isinstance(content, str) and content:
             events.append(ContentDelta(content))
-        for call in delta.get("tool_calls") or []:
-            events.append(_tool_delta(call))
+        calls = delta.get("tool_calls") or []
+        if not isinstance(calls, list):
+            return [Malformed("'tool_calls' is not a list")]
+        events.extend(_tool_delta(call) for call in calls)
     text = choice.get("text")  # /v1/completions
     if isinstance(text, str) and text:
         events.append(ContentDelta(text))

@@ -16,7 +16,7 @@ import httpx
 
 from servelab.client.assemble import ResponseAssembler
 from servelab.client.clock import Clock
-from servelab.client.sse import LineSplitter, SSEParser
+from servelab.client.sse import LineSplitter, Malformed, SSEParser
 from servelab.records import Observation, Outcome
 
 ERROR_BODY_LIMIT = 2000
@@ -65,11 +65,13 @@ class _Stream:
             self._line(line, t_s)
 
     def end(self) -> None:
+        """The connection closed: anything still buffered is an unfinished message."""
         t_s = self.since_send()
-        for line in self.lines.flush():
-            self._line(line, t_s)
-        events = self.parser.finish()
-        if events:
+        events = [e for line in self.lines.flush() for e in self.parser.feed_line(line)]
+        events += self.parser.finish()
+        if any(isinstance(e, Malformed) for e in events):
+            self.acc.cut_mid_message = True  # a half-sent JSON line is a cut, not bad data
+        elif events:
             self.acc.add(events, t_s)
 
     def _line(self, line: str, t_s: float) -> None:
