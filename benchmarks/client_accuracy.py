@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import tempfile
 from pathlib import Path
@@ -28,10 +29,12 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--workload", default="chat-tools")
+    ap.add_argument("--flags", default="", help='extra llama-server flags, e.g. "--cache-ram 0"')
     args = ap.parse_args()
     cfg = BenchConfig(
-        engine=EngineConfig(model=args.model), workload=args.workload, requests=args.n,
-        warmup=2, max_tokens=args.max_tokens, ignore_eos=True, name="client-accuracy",
+        engine=EngineConfig(model=args.model, flags=tuple(shlex.split(args.flags))),
+        workload=args.workload, requests=args.n, warmup=2, max_tokens=args.max_tokens,
+        ignore_eos=True, name="client-accuracy",
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         result = run_bench(cfg, out=Path(tmp) / "run")
@@ -44,6 +47,8 @@ def main() -> None:
     gaps_ms = [(r["ttft_s"] - r["server_prompt_s"]) * 1e3 for r in rows]
     wait_us = [r["wait_s"] * 1e6 for r in rows]
     out = {
+        "workload": args.workload,
+        "flags": args.flags,
         "requests_ok": len(rows),
         "max_tokens": args.max_tokens,
         "decode_ratio_median": statistics.median(ratios),
@@ -57,7 +62,8 @@ def main() -> None:
     }
     print(json.dumps(out, indent=2))
     ok = abs(out["decode_ratio_median"] - 1) <= 0.01
-    print(f"decode ratio median {out['decode_ratio_median']:.4f}: {'PASS' if ok else 'FAIL'} (|x-1| <= 1 %)")
+    verdict = "PASS" if ok else "FAIL"
+    print(f"decode ratio median {out['decode_ratio_median']:.4f}: {verdict} (|x-1| <= 1 %)")
     print(f"ttft - prompt_ms median {out['ttft_minus_prompt_ms_median']:.2f} ms")
 
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -60,17 +61,37 @@ def _wait_rows(path: Path, n: int, timeout_s: float = 120) -> None:
     raise AssertionError(f"{path} never reached {n} rows")
 
 
-def _start_bench(out: Path, n: int = 60) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "servelab", "bench", "-n", str(n), "--warmup", "1",
-         "--max-tokens", "64", "--ignore-eos", "--quiet", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+StartBench = Callable[[Path], "subprocess.Popen[str]"]
 
 
-def test_engine_killed_mid_run(engine_ready: None, tmp_path: Path) -> None:
+@pytest.fixture
+def start_bench() -> Iterator[StartBench]:
+    """Start ``servelab bench`` in the background; whatever happens, it is gone afterwards."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(out: Path) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "servelab", "bench", "-n", "60", "--warmup", "1",
+             "--max-tokens", "64", "--ignore-eos", "--quiet", "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()  # servelab stops its engine on SIGTERM
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+
+
+def test_engine_killed_mid_run(engine_ready: None, tmp_path: Path, start_bench: StartBench) -> None:
     out = tmp_path / "killed"
-    proc = _start_bench(out)
+    proc = start_bench(out)
     _wait_rows(out / "requests.jsonl", 4)
     servers = children_named(proc.pid, "llama-server")
     assert len(servers) == 1
@@ -91,10 +112,10 @@ def test_engine_killed_mid_run(engine_ready: None, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_no_orphan_engine_when_servelab_dies(
-    engine_ready: None, tmp_path: Path, sig: signal.Signals
+    engine_ready: None, tmp_path: Path, sig: signal.Signals, start_bench: StartBench
 ) -> None:
     out = tmp_path / f"sig{int(sig)}"
-    proc = _start_bench(out)
+    proc = start_bench(out)
     _wait_rows(out / "requests.jsonl", 2)
     servers = children_named(proc.pid, "llama-server")
     assert len(servers) == 1

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 
 from servelab.client.clock import MonotonicClock
 from servelab.client.payload import Sampling, build_payload
+from servelab.client.session import StreamSession
 from servelab.client.stream import HttpRequest, stream_request
 from servelab.engines.base import Engine
 from servelab.engines.prom import counter_deltas
@@ -29,15 +29,15 @@ def _run(engine: Engine, max_tokens: int, extras: dict[str, object] | None = Non
     )
 
     async def go() -> Observation:
-        async with httpx.AsyncClient() as client:
+        with StreamSession(1, keepalive=False) as session:
             req = HttpRequest(engine.chat_url(), body)
-            return await stream_request(client, req, MonotonicClock())
+            return await stream_request(session, req, MonotonicClock())
 
     return asyncio.run(go())
 
 
 def test_token_counts_are_exact_with_per_chunk_timings(server: Engine) -> None:
-    obs = _run(server, 48)
+    obs = _run(server, 48, extras={"cache_prompt": False, "timings_per_token": True})
     assert obs.outcome is Outcome.OK
     assert obs.finish_reason == "length"
     assert obs.usage is not None and obs.usage.completion_tokens == 48
@@ -60,7 +60,10 @@ def test_client_timings_agree_with_the_server(server: Engine) -> None:
 
 
 def test_without_server_timings_counts_are_estimated(server: Engine) -> None:
-    obs = _run(server, 16, extras={"cache_prompt": False})
+    assert (
+        "timings_per_token" not in server.request_extras()
+    )  # the default costs the engine nothing
+    obs = _run(server, 16)
     assert obs.outcome is Outcome.OK
     assert obs.chunk_tokens_source == "estimated"
     assert all(n == 1 for n in obs.chunk_tokens)

@@ -24,6 +24,7 @@ from servelab.engines.install import (
     TOOLS,
     USER_BINARY_ENV,
     InstalledEngine,
+    choose_backend,
     cpu_flags,
     cpu_key,
     engine_dir,
@@ -36,6 +37,8 @@ from servelab.engines.install import (
     run_logged,
 )
 from servelab.errors import BuildError, EngineNotInstalledError, EnvironmentProblem, UsageError
+
+VERSION_LINE = "version: 0.5.0-dev (build 0, commit 0c1e57098)"  # as the real binary prints it
 
 
 @pytest.fixture
@@ -54,7 +57,7 @@ def fake_install(
     (dest / "bin").mkdir(parents=True)
     for tool in TOOLS:
         binary = dest / "bin" / tool
-        binary.write_text("#!/bin/sh\necho 'version: 0 (0c1e57098)' >&2\n")
+        binary.write_text(f"#!/bin/sh\necho '{VERSION_LINE}' >&2\n")
         binary.chmod(0o755)
     meta = {
         "kind": "llamacpp", "version": "0.3.36", "commit": "0c1e57098", "backend": backend,
@@ -83,6 +86,29 @@ def test_cpu_key_hashes_proc_cpuinfo_flags() -> None:
     assert cpu_key() == cpu_key(cpu_flags())
 
 
+def _fake_tool(folder: Path, name: str, script: str) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(f"#!/bin/sh\n{script}\n")
+    (folder / name).chmod(0o755)
+
+
+def test_cuda_auto_needs_nvcc_and_a_listed_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    monkeypatch.setenv("PATH", str(bin_dir))
+    _fake_tool(bin_dir, "nvcc", "exit 0")
+    assert choose_backend(None) == "cpu"  # a toolkit without nvidia-smi: this dev machine
+    _fake_tool(bin_dir, "nvidia-smi", "echo 'No devices were found'; exit 6")
+    assert choose_backend(None) == "cpu"
+    _fake_tool(bin_dir, "nvidia-smi", "echo 'GPU 0: NVIDIA H100 (UUID: GPU-1)'")
+    assert choose_backend(None) == "cuda"
+    assert choose_backend(False) == "cpu"
+    (bin_dir / "nvcc").unlink()
+    assert choose_backend(None) == "cpu"
+    assert choose_backend(True) == "cuda"
+
+
 # --- build steps -----------------------------------------------------------------------------
 
 
@@ -103,7 +129,8 @@ def test_parse_ninja_progress() -> None:
 
 
 def test_run_logged_streams_lines_to_log_and_callback(tmp_path: Path) -> None:
-    log_path, seen = tmp_path / "build.log", []
+    log_path = tmp_path / "build.log"
+    seen: list[str] = []
     script = "print('[1/2] one'); print('[2/2] two')"
     with log_path.open("w") as log:
         run_logged("build", [sys.executable, "-c", script], log, log_path, seen.append)
@@ -209,7 +236,7 @@ def test_engines_list_marks_active_and_user(cache: Path, monkeypatch: pytest.Mon
     wide = {"COLUMNS": "300"}
     result = CliRunner().invoke(engines_app, ["list"], env=wide)
     assert result.exit_code == 0, result.output
-    assert "active" in result.output and str(dest) in result.output
+    assert "active" in result.output and dest.name in result.output
     monkeypatch.setenv(USER_BINARY_ENV, str(dest / "bin" / "llama-server"))
     result = CliRunner().invoke(engines_app, ["list"], env=wide)
     assert "user" in result.output and "b0-0c1e57098" in result.output

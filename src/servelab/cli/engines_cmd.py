@@ -18,6 +18,7 @@ from rich.table import Table
 from servelab.engines.install import (
     USER_BINARY_ENV,
     cpu_key,
+    engines_root,
     install_llamacpp,
     list_installed,
     preferred_engine,
@@ -52,22 +53,25 @@ def _user_row() -> list[str] | None:
     user = os.environ.get(USER_BINARY_ENV, "")
     if not user:
         return None
-    version = probe_version(Path(user).expanduser()) or "unknown"
-    return ["llamacpp", "user", version, "user", "-", user, f"active ({USER_BINARY_ENV})"]
+    commit = probe_version(Path(user).expanduser()) or "unknown"
+    return ["llamacpp", "user", commit, "user", "-", "active, user", user]
 
 
 @engines_app.command("list")
 def list_cmd() -> None:
     """Show installed engines; the one servelab would run is marked active."""
-    table = Table(title=f"installed engines (this CPU: {cpu_key()})")
-    for col in ("kind", "version", "commit", "backend", "cpu key", "path", "status"):
+    table = Table(
+        title=f"installed engines (this CPU: {cpu_key()})",
+        caption=f"paths under {engines_root()}; user = ${USER_BINARY_ENV}",
+    )
+    for col in ("kind", "version", "commit", "backend", "cpu key", "status", "path"):
         table.add_column(col, overflow="fold")
     user = _user_row()
     active = None if user else preferred_engine()
     for e in list_installed():
         mine = e.cpu_key == cpu_key()
         status = "active" if e == active else ("" if mine else "other CPU")
-        table.add_row(e.kind, e.version, e.commit, e.backend, e.cpu_key, str(e.root), status)
+        table.add_row(e.kind, e.version, e.commit, e.backend, e.cpu_key, status, e.root.name)
     if user:
         table.add_row(*user)
     if table.row_count == 0:

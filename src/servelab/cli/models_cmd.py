@@ -6,6 +6,7 @@ catch servelab errors (``cli.main`` turns them into one line and an exit code).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -25,7 +26,7 @@ from servelab.models import (
 
 models_app = typer.Typer(help="Pull and list models.", no_args_is_help=True)
 
-_COLUMNS = ("name", "path", "size", "sha256", "arch", "params", "quant", "ctx", "chat template")
+_COLUMNS = ("name", "size", "sha256", "arch", "params", "quant", "ctx", "chat", "path")
 
 
 @models_app.command("pull")
@@ -50,10 +51,15 @@ def _params(count: int) -> str:
 def _row(model: ResolvedModel, info: GgufInfo) -> list[str]:
     ctx = str(info.context_length) if info.context_length is not None else "?"
     return [
-        model.name, str(model.path), _mb(model.size_bytes), model.sha256[:12],
-        info.architecture or "?", _params(info.parameter_count), info.quantisation or "?",
-        ctx, "yes" if info.has_chat_template else "no",
+        model.name, _mb(model.size_bytes), model.sha256[:12], info.architecture or "?",
+        _params(info.parameter_count), info.quantisation or "?", ctx,
+        "yes" if info.has_chat_template else "no", _short(model.path),
     ]  # fmt: skip
+
+
+def _short(path: Path) -> str:
+    home = Path.home()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
 @models_app.command("list")
@@ -61,13 +67,13 @@ def list_cmd(
     paths: Annotated[list[str] | None, typer.Argument(help="extra GGUF files to describe")] = None,
 ) -> None:
     """Show the registry models (pulled or not) and any GGUF files given."""
-    table = Table(title="models")
+    table = Table(title="models", caption="chat = has a chat template")
     for col in _COLUMNS:
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("size", "params", "ctx"))
     for name in known_model_names():
         if pulled_model(name) is None:
             hint = f"not pulled: servelab models pull {name}"
-            table.add_row(name, hint, _mb(MODELS[name].size_bytes), *["-"] * 6)
+            table.add_row(name, _mb(MODELS[name].size_bytes), *["-"] * 6, hint)
             continue
         model = resolve_model(name)
         table.add_row(*_row(model, read_gguf_info(model.path)))

@@ -124,6 +124,16 @@ class LineSplitter:
             self._skip_lf = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]  # the LF of a CRLF split across chunks
+        if b"\r" not in chunk:  # the common case: LF only, split at C speed
+            self._buf += chunk
+            if b"\n" not in chunk:
+                return []
+            *complete, rest = bytes(self._buf).split(b"\n")
+            self._buf = bytearray(rest)
+            return [self._decode(line) for line in complete]
+        return self._feed_cr(chunk)
+
+    def _feed_cr(self, chunk: bytes) -> list[str]:
         self._buf += chunk
         lines: list[str] = []
         start = 0
@@ -153,6 +163,10 @@ class LineSplitter:
         return bool(self._buf)
 
     def _decode(self, raw: bytes) -> str:
+        try:
+            return raw.decode("utf-8")  # fast path: valid UTF-8
+        except UnicodeDecodeError:
+            pass
         text, invalid = decode_utf8(raw)
         self.invalid_bytes += invalid
         return text

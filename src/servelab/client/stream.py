@@ -1,9 +1,10 @@
 """One streamed request: send, timestamp every byte's arrival, hand back an ``Observation``.
 
-Owns the async loop around a single HTTP streaming request. It only reads the clock, forwards
-bytes to the pure decoders (``LineSplitter`` -> ``SSEParser`` -> ``ResponseAssembler``) and
-translates httpx exceptions into outcomes, in this one place. It never sleeps or polls: it
-awaits the socket, so it does not steal CPU from an engine on the same machine.
+Owns the loop around a single HTTP streaming request. It only reads the clock, forwards bytes
+to the pure decoders (``LineSplitter`` -> ``SSEParser`` -> ``ResponseAssembler``) and translates
+httpx exceptions into outcomes, in this one place. It never sleeps or polls: it blocks on the
+socket in a reader thread of the ``StreamSession`` (see session.py for why), and asyncio only
+schedules requests, so it does not steal CPU from an engine on the same machine.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import httpx
 
 from servelab.client.assemble import ResponseAssembler
 from servelab.client.clock import Clock
+from servelab.client.session import StreamSession
 from servelab.client.sse import LineSplitter, Malformed, SSEParser
 from servelab.records import Observation, Outcome
 
@@ -53,16 +55,25 @@ class _Stream:
         self.first_byte_s: float | None = None
         self.status: int | None = None
         self.closed_cleanly = False
+        self.arrivals: list[tuple[int, bytes]] = []
 
     def since_send(self) -> float:
         return (self.clock.now_ns() - self.t0_ns) / 1e9
 
-    def feed(self, chunk: bytes) -> None:
-        t_s = self.since_send()
-        if self.first_byte_s is None:
-            self.first_byte_s = t_s
-        for line in self.lines.feed(chunk):
-            self._line(line, t_s)
+    def arrive(self, chunk: bytes) -> None:
+        """Hot path while the engine decodes: only a timestamp and an append."""
+        self.arrivals.append((self.clock.now_ns(), chunk))
+
+    def decode_arrivals(self) -> None:
+        """Parse what arrived, each chunk with its own arrival time (after the stream, off the
+        engine's critical path)."""
+        for t_ns, chunk in self.arrivals:
+            t_s = (t_ns - self.t0_ns) / 1e9
+            if self.first_byte_s is None:
+                self.first_byte_s = t_s
+            for line in self.lines.feed(chunk):
+                self._line(line, t_s)
+        self.arrivals.clear()
 
     def end(self) -> None:
         """The connection closed: anything still buffered is an unfinished message."""
@@ -86,7 +97,7 @@ def _retryable(exc: httpx.HTTPError, st: _Stream) -> bool:
 
 
 async def stream_request(
-    client: httpx.AsyncClient,
+    session: StreamSession,
     request: HttpRequest,
     clock: Clock,
     deadline: Deadline | None = None,
@@ -94,18 +105,41 @@ async def stream_request(
 ) -> Observation:
     """Send ``request`` and observe its stream. Never raises for a failed request.
 
+    The bytes are read and timestamped in one of the session's reader threads; if this
+    coroutine is cancelled, the response is closed so that thread ends at once.
+    """
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(
+        session.executor, observe_blocking, session, request, clock, deadline, wait_s
+    )
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        session.abort_all()
+        raise
+
+
+def observe_blocking(
+    session: StreamSession,
+    request: HttpRequest,
+    clock: Clock,
+    deadline: Deadline | None = None,
+    wait_s: float = 0.0,
+) -> Observation:
+    """The whole request in the calling thread: send, read, timestamp, assemble.
+
     If the server closed a kept-alive connection before answering, the request is sent once
     more; the lost attempt's time is added to ``wait_s`` and ``extra["retries"]`` says so.
     """
     deadline = deadline or Deadline()
     retries = 0
     st = _Stream(clock, clock.now_ns())
-    outcome, error, exc = await _attempt(client, request, deadline, st)
+    outcome, error, exc = _attempt(session, request, deadline, st)
     if exc is not None and _retryable(exc, st):
         retries = 1
         wait_s += st.since_send()
         st = _Stream(clock, clock.now_ns())
-        outcome, error, exc = await _attempt(client, request, deadline, st)
+        outcome, error, exc = _attempt(session, request, deadline, st)
     end_s = st.since_send()
     if outcome is None:
         st.end()
@@ -124,27 +158,32 @@ async def stream_request(
     return obs
 
 
-async def _attempt(
-    client: httpx.AsyncClient, request: HttpRequest, deadline: Deadline, st: _Stream
+class _TotalTimeout(Exception):
+    pass
+
+
+def _attempt(
+    session: StreamSession, request: HttpRequest, deadline: Deadline, st: _Stream
 ) -> tuple[Outcome | None, str | None, httpx.HTTPError | None]:
     """One send; httpx's exceptions become outcomes here and nowhere else."""
     try:
-        async with asyncio.timeout(deadline.total_s):
-            outcome, error = await _exchange(client, request, deadline, st)
-            return outcome, error, None
-    except TimeoutError:
+        outcome, error = _exchange(session, request, deadline, st)
+        return outcome, error, None
+    except _TotalTimeout:
         return Outcome.TIMEOUT, f"no complete response within {deadline.total_s:g} s", None
     except httpx.TimeoutException as exc:
         return Outcome.TIMEOUT, f"{type(exc).__name__}: {exc or 'timed out'}", exc
+    except httpx.StreamClosed:
+        return Outcome.TRUNCATED_STREAM, "the run was aborted while this request streamed", None
     except httpx.HTTPError as exc:
         outcome = Outcome.CONNECTION_ERROR if st.first_byte_s is None else Outcome.TRUNCATED_STREAM
         return outcome, f"{type(exc).__name__}: {exc}", exc
 
 
-async def _exchange(
-    client: httpx.AsyncClient, request: HttpRequest, deadline: Deadline, st: _Stream
+def _exchange(
+    session: StreamSession, request: HttpRequest, deadline: Deadline, st: _Stream
 ) -> tuple[Outcome | None, str | None]:
-    async with client.stream(
+    with session.http.stream(
         "POST",
         request.url,
         json=request.payload,
@@ -153,12 +192,18 @@ async def _exchange(
     ) as response:
         st.status = response.status_code
         if response.status_code != 200:
-            body = (await response.aread())[:ERROR_BODY_LIMIT]
+            body = response.read()[:ERROR_BODY_LIMIT]
             text = body.decode("utf-8", "replace").strip().replace("\n", " ")
             return Outcome.HTTP_ERROR, f"HTTP {response.status_code}: {text[:300]}"
-        async for chunk in response.aiter_bytes():
-            st.feed(chunk)
-            if st.acc.failed:
-                return None, None
+        session.track(response)
+        limit_ns = st.t0_ns + round(deadline.total_s * 1e9)
+        try:
+            for chunk in response.iter_bytes():
+                st.arrive(chunk)
+                if st.arrivals[-1][0] > limit_ns:
+                    raise _TotalTimeout
+        finally:
+            session.untrack(response)
+            st.decode_arrivals()
         st.closed_cleanly = True
     return None, None

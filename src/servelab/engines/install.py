@@ -268,7 +268,11 @@ def probe_version(binary: Path) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    match = re.search(r"version: (\S+) \((\w+)\)", out.stdout + out.stderr)
+    text = out.stdout + out.stderr
+    # "version: 0.5.0-dev (build 0, commit 0c1e57098)"; older builds print "version: 0 (0c1e57098)"
+    match = re.search(r"\(build (\d+), commit (\w+)\)", text) or re.search(
+        r"version: (\d+) \((\w+)\)", text
+    )
     return f"b{match.group(1)}-{match.group(2)}" if match else None
 
 
@@ -283,7 +287,7 @@ def parse_ninja_progress(line: str) -> tuple[int, int] | None:
 
 def _log_tail(log_path: Path) -> str:
     with log_path.open(encoding="utf-8", errors="replace") as handle:
-        tail = deque((line.rstrip() for line in handle), maxlen=_LOG_TAIL_LINES)
+        tail = deque((s for line in handle if (s := line.rstrip())), maxlen=_LOG_TAIL_LINES)
     return "\n".join(f"  | {line}" for line in tail)
 
 

@@ -2,7 +2,7 @@
 
 Owns llama-server's argument list, health check, ``/props`` description, ``/metrics`` scrape
 and the request fields that make its numbers fair (``cache_prompt: false`` unless prefix caching
-is asked for; ``timings_per_token`` so every chunk says how many tokens it carries). Never starts
+is asked for; ``timings_per_token`` when exact tokens per chunk are asked for). Never starts
 it through a shell; binds to 127.0.0.1 unless the configuration says otherwise.
 """
 
@@ -155,7 +155,10 @@ class LlamaCppEngine:
             self._proc.stop()
 
     def request_extras(self) -> dict[str, Any]:
-        return {"cache_prompt": self.config.prefix_cache, "timings_per_token": True}
+        extras: dict[str, Any] = {"cache_prompt": self.config.prefix_cache}
+        if self.config.chunk_timings:
+            extras["timings_per_token"] = True
+        return extras
 
     def request_headers(self) -> dict[str, str]:
         return {}

@@ -20,7 +20,7 @@ import servelab
 from servelab.client.clock import MonotonicClock, WallAnchor
 from servelab.client.load import closed_loop
 from servelab.client.payload import Sampling, build_payload
-from servelab.client.session import async_session
+from servelab.client.session import StreamSession
 from servelab.client.stream import Deadline, HttpRequest, stream_request
 from servelab.engines.base import Engine, create_engine
 from servelab.engines.prom import MetricsSnapshot, counter_deltas
@@ -161,7 +161,7 @@ class _Bench:
     async def drive(self, engine: Engine, jobs: list[Job], writer: JsonlWriter) -> None:
         deadline = Deadline(total_s=self.config.request_timeout_s)
         keepalive = engine.kind != "llamacpp"  # loopback connections cost microseconds
-        async with async_session(self.config.concurrency, keepalive) as client:
+        with StreamSession(self.config.concurrency, keepalive) as client:
 
             async def run_one(job: Job, wait_s: float) -> tuple[float, Observation]:
                 request = self.request_for(job, engine)
