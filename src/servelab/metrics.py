@@ -37,7 +37,7 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("ttft_tool_s", "s", M, True, "wait + send -> first tool-call name"),
     MetricDef("e2e_s", "s", M, True, "wait + send -> end of the stream"),
     MetricDef("wait_s", "s", M, True, "concurrency slot free -> send (client-side queueing)"),
-    MetricDef("itl_s", "s", M, True, "per gap between token-bearing chunks: gap / tokens in the later chunk"),
+    MetricDef("itl_s", "s", M, True, "per gap between token-bearing chunks: gap / tokens in the later chunk (only when tokens per chunk are exact or verified)"),
     MetricDef("tpot_s", "s", D, True, "(e2e_s - ttft_s) / (n_out - 1)"),
     MetricDef("decode_tps", "tok/s", D, False, "(n_out - 1) / (e2e_s - ttft_s)"),
     MetricDef("e2e_tps", "tok/s", D, False, "n_out / e2e_s (includes prefill and waiting)"),
@@ -88,6 +88,22 @@ def itl_s(chunk_t_s: tuple[float, ...], chunk_tokens: tuple[int, ...]) -> list[f
     return out
 
 
+def chunk_tokens_source(obs: Observation) -> str:
+    """``server`` (exact per chunk), ``verified`` or ``estimated``.
+
+    Without per-chunk counts each token-bearing chunk is taken as one token. That guess is
+    ``verified`` when the server's own total agrees: n_out equals the chunks, plus the one
+    end-of-sequence token that carries no text when generation stopped by itself. Otherwise
+    some chunks carried several tokens (llama.cpp holds back text, for example half of a CJK
+    character split across tokens) and the per-chunk counts stay ``estimated``.
+    """
+    if obs.chunk_tokens_source == "server" or obs.usage is None:
+        return obs.chunk_tokens_source
+    eos = 0 if obs.finish_reason == "length" else 1
+    expected = len(obs.chunk_t_s) + eos
+    return "verified" if obs.usage.completion_tokens == expected else "estimated"
+
+
 def n_out(obs: Observation) -> tuple[int, str]:
     """Output tokens and where the count came from: ``usage`` or the ``chunks`` fallback."""
     if obs.usage is not None:
@@ -122,9 +138,11 @@ def _server(obs: Observation) -> dict[str, Any]:
 def derive(obs: Observation) -> dict[str, Any]:
     """All request metrics for ``obs``; latency metrics are ``None`` unless the request is ok."""
     out_n, out_src = n_out(obs)
+    source = chunk_tokens_source(obs)
     base: dict[str, Any] = {
         "n_out": out_n,
         "n_out_source": out_src,
+        "chunk_tokens_source": source,
         "n_in": obs.usage.prompt_tokens if obs.usage else None,
         "wait_s": obs.wait_s,
         **_server(obs),
@@ -144,7 +162,8 @@ def derive(obs: Observation) -> dict[str, Any]:
         "tpot_s": decode_s / (out_n - 1) if has_decode and decode_s else None,
         "decode_tps": (out_n - 1) / decode_s if has_decode and decode_s else None,
         "e2e_tps": out_n / e2e if e2e > 0 else None,
-        "itl_s": itl_s(obs.chunk_t_s, obs.chunk_tokens),
+        # Unverified per-chunk counts would make ITL wrong by their factor: leave it out.
+        "itl_s": itl_s(obs.chunk_t_s, obs.chunk_tokens) if source != "estimated" else [],
     }
 
 

@@ -41,7 +41,6 @@ def build_row(obs: Observation, ctx: RowContext) -> dict[str, Any]:
         "first_byte_s": obs.first_byte_s,
         "chunk_t_s": list(obs.chunk_t_s),
         "chunk_tokens": list(obs.chunk_tokens),
-        "chunk_tokens_source": obs.chunk_tokens_source,
         "usage": asdict(obs.usage) if obs.usage else None,
         "server_timings": obs.server_timings,
         "text": obs.text,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -44,6 +45,7 @@ def test_bench_writes_a_complete_run(engine_ready: None, tmp_path: Path) -> None
         assert r["ttft_s"] > 0 and r["e2e_s"] > r["ttft_s"]
         assert 1 <= r["n_out"] <= 24 and r["n_in"] > 0
         assert r["server_timings"]["cache_n"] == 0
+        assert r["invalid_utf8_bytes"] == 0  # zh-TW replies included
     summary = json.loads((out / "summary.json").read_text())
     arm = summary["arms"]["bench"]
     assert arm["n_ok"] == 6 and arm["n_failed"] == 0 and arm["n_warmup"] == 2
@@ -175,3 +177,35 @@ def test_bad_workload_file_is_one_line(engine_ready: None, tmp_path: Path) -> No
     res = run_cli("bench", "--workload", str(wl), "-n", "1")
     assert res.returncode == 2
     assert len(error_lines(res.stderr)) == 1 and "w.yaml" in res.stderr
+
+
+def test_closed_loop_keeps_two_in_flight(engine_ready: None, tmp_path: Path) -> None:
+    out = tmp_path / "c2"
+    res = run_cli(
+        "bench", "-n", "6", "-c", "2", "--warmup", "0", "--max-tokens", "32", "--ignore-eos",
+        "--quiet", "--out", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["arms"]["bench"]["describe"]["total_slots"] == 2
+    rows = read_jsonl(out / "requests.jsonl").rows
+    assert len(rows) == 6 and all(r["outcome"] == "ok" and r["concurrency"] == 2 for r in rows)
+    spans = sorted(
+        (r["t_send_unix_s"], r["t_send_unix_s"] + r["e2e_s"] - r["wait_s"]) for r in rows
+    )
+    overlaps = sum(1 for (_, end), (start, _) in itertools.pairwise(spans) if start < end)
+    assert overlaps >= 3  # requests really ran side by side
+    assert all(0 <= r["wait_s"] < 0.5 for r in rows)
+
+
+def test_long_prefill_workload_fits_and_is_measured(engine_ready: None, tmp_path: Path) -> None:
+    out = tmp_path / "lp"
+    res = run_cli(
+        "bench", "--workload", "long-prefill", "-n", "2", "--warmup", "0", "--max-tokens", "8",
+        "--quiet", "--out", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = read_jsonl(out / "requests.jsonl").rows
+    assert all(r["outcome"] == "ok" for r in rows)
+    assert all(r["n_in"] >= 2000 and r["server_timings"]["prompt_n"] >= 2000 for r in rows)
+    assert all(r["cache_n"] == 0 for r in rows)  # prefill really measured

@@ -67,7 +67,10 @@ def test_without_server_timings_counts_are_estimated(server: Engine) -> None:
     assert obs.outcome is Outcome.OK
     assert obs.chunk_tokens_source == "estimated"
     assert all(n == 1 for n in obs.chunk_tokens)
-    assert derive(obs)["n_out"] == 16  # usage is still the source of n_out
+    m = derive(obs)
+    assert m["n_out"] == 16  # usage is still the source of n_out
+    assert m["chunk_tokens_source"] == "verified"  # English: one token per chunk, checked
+    assert len(m["itl_s"]) == 15
 
 
 def test_prompt_cache_is_off_by_default(server: Engine) -> None:

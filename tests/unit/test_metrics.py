@@ -251,7 +251,7 @@ def test_metric_names_are_unique_and_carry_units() -> None:
 def test_derive_returns_exactly_the_dictionary() -> None:
     names = {m.name for m in METRICS}
     for obs in (OBS, replace(OBS, outcome=Outcome.TIMEOUT)):
-        assert set(derive(obs)) == names | {"n_out_source"}
+        assert set(derive(obs)) == names | {"n_out_source", "chunk_tokens_source"}
 
 
 def test_provenance_of_key_metrics() -> None:
@@ -347,3 +347,33 @@ def test_rows_never_hold_nan_or_infinity(end: float, wait: float, n: int, outcom
         usage=Usage(3, n),
     )
     json.dumps(build_row(obs, CTX), allow_nan=False)
+
+
+def _estimated(n_chunks: int, n_out: int, finish: str) -> Observation:
+    times = tuple(0.1 + 0.01 * i for i in range(n_chunks))
+    return Observation(
+        outcome=Outcome.OK, wait_s=0.0, end_s=times[-1] + 0.01, first_content_s=0.1,
+        chunk_t_s=times, chunk_tokens=(1,) * n_chunks, chunk_tokens_source="estimated",
+        finish_reason=finish, usage=Usage(prompt_tokens=5, completion_tokens=n_out),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("n_chunks", "n_out", "finish", "source"),
+    [
+        (10, 10, "length", "verified"),  # one token per chunk, cut at max_tokens
+        (10, 11, "stop", "verified"),  # plus the end-of-sequence token, which has no text
+        (10, 11, "length", "estimated"),  # a chunk carried two tokens
+        (6, 11, "stop", "estimated"),  # CJK-like: many chunks carried two tokens
+    ],
+)
+def test_estimated_chunk_counts_are_verified_against_usage(
+    n_chunks: int, n_out: int, finish: str, source: str
+) -> None:
+    m = derive(_estimated(n_chunks, n_out, finish))
+    assert m["chunk_tokens_source"] == source
+    if source == "verified":
+        assert len(m["itl_s"]) == n_chunks - 1
+    else:
+        assert m["itl_s"] == []  # never an ITL off by an unknown factor
+    assert m["decode_tps"] is not None  # decode speed uses usage, not chunk counts

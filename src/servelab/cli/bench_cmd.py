@@ -11,7 +11,7 @@ from rich.console import Console
 
 from servelab.cli.errors import validation_to_usage
 from servelab.errors import EngineCrashedError, ServelabError, UsageError
-from servelab.report.table import failure_lines, summary_table
+from servelab.report.table import failure_lines, summary_table, warning_lines
 from servelab.runner.bench import run_bench
 from servelab.runner.progress import NullReporter, Reporter, RichReporter
 from servelab.spec.bench import BenchConfig
@@ -79,6 +79,8 @@ def bench(
         console.print(summary_table(arm, arm_summary))
         for line in failure_lines(arm_summary):
             console.print(f"[red]failed[/] {line}")
+        for line in warning_lines(arm_summary):
+            console.print(f"[yellow]note[/] {line}")
         failed += arm_summary["n_failed"]
         if arm_summary["n_ok"] == 0:
             raise ServelabError(f"every measured request failed; see {result.run_dir.requests}")

@@ -47,3 +47,22 @@ def summary_table(arm: str, arm_summary: dict[str, Any]) -> Table:
 
 def failure_lines(arm_summary: dict[str, Any]) -> list[str]:
     return [f"{outcome}: {count}" for outcome, count in sorted(arm_summary["failures"].items())]
+
+
+def warning_lines(arm_summary: dict[str, Any]) -> list[str]:
+    """Caveats a reader of the table must see, each with the flag that removes it."""
+    lines = []
+    unverified = arm_summary.get("itl_unverified", 0)
+    if unverified:
+        lines.append(
+            f"itl_s leaves out {unverified} request(s) whose chunks carried several tokens "
+            "the server did not count (e.g. CJK text); rerun with --chunk-timings for exact ITL"
+        )
+    if arm_summary.get("n_out_fallback"):
+        lines.append(
+            f"{arm_summary['n_out_fallback']} request(s) had no usage from the server; "
+            "n_out for them counts chunks"
+        )
+    if arm_summary.get("invalid_utf8_requests"):
+        lines.append(f"{arm_summary['invalid_utf8_requests']} request(s) had invalid UTF-8")
+    return lines

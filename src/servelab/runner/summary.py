@@ -68,6 +68,7 @@ def summarize_arm(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "failures": dict(failed),
         "finish_reasons": dict(Counter(str(r.get("finish_reason")) for r in ok)),
         "n_out_fallback": sum(1 for r in ok if r.get("n_out_source") != "usage"),
+        "itl_unverified": sum(1 for r in ok if r.get("chunk_tokens_source") == "estimated"),
         "invalid_utf8_requests": sum(1 for r in ok if r.get("invalid_utf8_bytes")),
         "metrics": metrics,
     }
