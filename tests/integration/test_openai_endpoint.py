@@ -26,7 +26,9 @@ def test_openai_kind_drives_an_existing_endpoint(server: Engine, tmp_path: Path)
     assert res.returncode == 0, res.stderr
     rows = read_jsonl(out / "requests.jsonl").rows
     assert len(rows) == 3 and all(r["outcome"] == "ok" for r in rows)
-    assert all(r["chunk_tokens_source"] == "estimated" for r in rows)
+    # no per-chunk timings from a generic endpoint: counts are checked against usage instead
+    assert all(r["chunk_tokens_source"] in ("verified", "estimated") for r in rows)
+    assert all(r["n_out_source"] == "usage" for r in rows)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["arms"]["bench"]["describe"]["kind"] == "openai"
 
