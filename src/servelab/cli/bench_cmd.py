@@ -18,6 +18,7 @@ from servelab.spec.bench import BenchConfig
 from servelab.spec.engine import EngineConfig
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+FLAGS = {"kind": "--engine", "request_timeout_s": "--timeout", "engine": "--engine"}
 
 
 def _split_flags(flags: str) -> tuple[str, ...]:
@@ -98,4 +99,4 @@ def _config(**kw: object) -> BenchConfig:
         engine = EngineConfig.model_validate(engine_kw)
         return BenchConfig.model_validate({"engine": engine, **kw})
     except ValidationError as exc:
-        raise validation_to_usage(exc, "bench options") from exc
+        raise validation_to_usage(exc, "bench", FLAGS) from exc

@@ -12,9 +12,14 @@ from pydantic import ValidationError
 from servelab.errors import UsageError
 
 
-def validation_to_usage(exc: ValidationError, what: str) -> UsageError:
+def validation_to_usage(
+    exc: ValidationError, what: str, flags: dict[str, str] | None = None
+) -> UsageError:
+    """One line naming the bad field (as its command-line flag when ``flags`` maps it)."""
     first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or what
+    field = ".".join(str(p) for p in first["loc"])
+    if flags is not None and field:
+        field = flags.get(field, "--" + field.replace("_", "-"))
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     msg = str(first["msg"]).removeprefix("Value error, ")
-    return UsageError(f"{what}: {loc}: {msg}{more}")
+    return UsageError(f"{what}: {field + ': ' if field else ''}{msg}{more}")

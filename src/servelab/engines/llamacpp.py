@@ -8,7 +8,6 @@ it through a shell; binds to 127.0.0.1 unless the configuration says otherwise.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,12 @@ from servelab.engines.base import register
 from servelab.engines.process import ManagedProcess, check_port_free, free_port, wait_until
 from servelab.engines.prom import MetricsSnapshot, parse_metrics
 from servelab.errors import EngineCrashedError, EngineStartError
+from servelab.models import file_sha256
 from servelab.spec.engine import EngineConfig
 
 # llama-server reads LLAMA_ARG_* variables as flags; inheriting them would change a
 # configuration behind the user's back, so only the ones declared in the config pass.
 _ENGINE_ENV_PREFIX = "LLAMA_ARG_"
-
-
-def binary_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def split_build_info(build_info: str) -> tuple[str, str]:
@@ -129,7 +121,7 @@ class LlamaCppEngine:
             "commit": commit,
             "build_info": props.get("build_info"),
             "binary": str(self.binary),
-            "binary_sha256": binary_sha256(Path(self.binary)),
+            "binary_sha256": file_sha256(Path(self.binary)),
             "argv": self.argv,
             "env": dict(self.config.env),
             "ignored_env": self.stripped_env,

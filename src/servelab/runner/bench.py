@@ -238,7 +238,10 @@ class _Bench:
         status = "failed"
         try:
             self.stage("launch")
-            self.reporter.note(f"starting {engine.kind} engine (log: {self.run.engine_log(ARM)})")
+            if engine.kind == "llamacpp":
+                self.reporter.note(f"starting llama-server (log: {self.run.engine_log(ARM)})")
+            else:
+                self.reporter.note(f"connecting to {engine.base_url}")
             engine.launch()
             engine.wait_healthy(self.config.engine.startup_timeout_s)
             self.stage("healthy")
