@@ -407,13 +407,19 @@ def _compile(tools: BuildTools, work: Path, backend: str, log_path: Path, bar: P
         run_logged("configure", configure, log, log_path, lambda _line: None, env)
         bar.update(step, total=1, completed=1)
         task = bar.add_task(f"building {', '.join(TOOLS)}", total=None)
-        on_line = lambda line: _advance(bar, task, line)  # noqa: E731
+        shown: list[int] = []
+        on_line = lambda line: _advance(bar, task, line, shown)  # noqa: E731
         run_logged("build", build_argv, log, log_path, on_line, env)
 
 
-def _advance(bar: Progress, task: Any, line: str) -> None:
+def _advance(bar: Progress, task: Any, line: str, shown: list[int]) -> None:
     if (done := parse_ninja_progress(line)) is not None:
         bar.update(task, completed=done[0], total=done[1])
+        # Without a terminal (CI logs) the bar draws nothing: print every tenth instead.
+        tenth = done[0] * 10 // max(done[1], 1)
+        if not bar.disable and not bar.console.is_terminal and tenth not in shown:
+            shown.append(tenth)
+            bar.console.print(f"building llama.cpp: {done[0]}/{done[1]} steps", markup=False)
 
 
 def _stage(work: Path, stage: Path, dest: Path, backend: str, seconds: float) -> None:
