@@ -76,6 +76,9 @@ def start_bench() -> Iterator[StartBench]:
             [sys.executable, "-m", "servelab", "bench", "-n", "60", "--warmup", "1",
              "--max-tokens", "64", "--ignore-eos", "--quiet", "--out", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            # CI may start us with SIGINT ignored (a background job inherits SIG_IGN, and then
+            # Python installs no Ctrl-C handler); give servelab the disposition a terminal has.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
         procs.append(proc)
         return proc

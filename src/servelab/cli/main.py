@@ -7,6 +7,8 @@ function and print its result; they hold no logic of their own.
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 
 import typer
@@ -46,6 +48,8 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` prints every thread's stack: for hangs
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     err = Console(stderr=True, highlight=False)
     try:
         app(args=argv, prog_name="servelab")  # standalone: handles --help and usage errors
