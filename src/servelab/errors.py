@@ -15,7 +15,8 @@ Messages say what failed and what to do about it.
     ├── EngineError                 (exit 5)  an engine process misbehaved
     │   ├── EngineStartError                  it died or never became healthy
     │   └── EngineCrashedError                it died while servelab was measuring
-    └── StoreError                  (exit 6)  a run directory that cannot be read or written
+    ├── StoreError                  (exit 6)  a run directory that cannot be read or written
+    └── Interrupted               (exit 130)  Ctrl-C; says where the results so far are
 """
 
 from __future__ import annotations
@@ -81,3 +82,9 @@ class StoreError(ServelabError):
     """A run directory or one of its files cannot be read or written."""
 
     exit_code = 6
+
+
+class Interrupted(ServelabError):
+    """The user interrupted a run; what was recorded before is kept."""
+
+    exit_code = 130

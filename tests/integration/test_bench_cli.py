@@ -125,10 +125,14 @@ def test_no_orphan_engine_when_servelab_dies(
     servers = children_named(proc.pid, "llama-server")
     assert len(servers) == 1
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     _gone, alive = psutil.wait_procs(servers, timeout=10)
     assert not alive, f"llama-server survived {sig.name} of servelab"
     assert read_jsonl(out / "requests.jsonl").bad_lines == []
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        lines = error_lines(stderr)
+        assert len(lines) == 1 and "interrupted" in lines[0] and str(out) in lines[0]
     if sig != signal.SIGKILL:
         assert proc.returncode != 0
         manifest = json.loads((out / "manifest.json").read_text())

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from servelab.cli.errors import validation_to_usage
-from servelab.errors import EngineCrashedError, ServelabError, UsageError
+from servelab.errors import ServelabError, UsageError
 from servelab.report.table import failure_lines, summary_table, warning_lines
 from servelab.runner.bench import run_bench
 from servelab.runner.progress import NullReporter, Reporter, RichReporter
@@ -68,21 +68,14 @@ def bench(
         request_timeout_s=timeout,
     )  # fmt: skip
     reporter: Reporter = NullReporter() if quiet else RichReporter()
-    try:
-        result = run_bench(config, out=out, reporter=reporter)
-    except EngineCrashedError as exc:
-        raise EngineCrashedError(
-            f"{exc}; requests recorded so far are in {out or 'runs/'}"
-        ) from exc
+    result = run_bench(config, out=out, reporter=reporter)
     console = Console()
-    failed = 0
     for arm, arm_summary in result.summary["arms"].items():
         console.print(summary_table(arm, arm_summary))
         for line in failure_lines(arm_summary):
             console.print(f"[red]failed[/] {line}")
         for line in warning_lines(arm_summary):
             console.print(f"[yellow]note[/] {line}")
-        failed += arm_summary["n_failed"]
         if arm_summary["n_ok"] == 0:
             raise ServelabError(f"every measured request failed; see {result.run_dir.requests}")
     console.print(f"results: {result.run_dir.root}", markup=False)

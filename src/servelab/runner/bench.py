@@ -24,7 +24,7 @@ from servelab.client.session import StreamSession
 from servelab.client.stream import Deadline, HttpRequest, stream_request
 from servelab.engines.base import Engine, create_engine
 from servelab.engines.prom import MetricsSnapshot, counter_deltas
-from servelab.errors import EngineCrashedError, EngineError
+from servelab.errors import EngineCrashedError, EngineError, Interrupted
 from servelab.records import Observation, Outcome, Phase
 from servelab.rows import RowContext, build_row
 from servelab.runner.host import foreign_engines, host_facts
@@ -282,5 +282,10 @@ def run_bench(
     run = plan_run_dir(config.name, out)
     bench = _Bench(config, run, bench_reporter)
     create_run_dir(run)
-    summary = bench.execute()
+    try:
+        summary = bench.execute()
+    except KeyboardInterrupt as exc:
+        raise Interrupted(f"interrupted; requests recorded so far are in {run.root}") from exc
+    except EngineCrashedError as exc:
+        raise EngineCrashedError(f"{exc}; requests recorded so far are in {run.root}") from exc
     return BenchResult(run_dir=run, summary=summary)
