@@ -7,6 +7,7 @@ function and print its result; they hold no logic of their own.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import signal
 import sys
@@ -48,8 +49,6 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> int:
-    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` prints every thread's stack: for hangs
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
     err = Console(stderr=True, highlight=False)
     try:
         app(args=argv, prog_name="servelab")  # standalone: handles --help and usage errors
@@ -62,4 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:  # pragma: no cover - console script
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` prints every thread's stack: for hangs
+        with contextlib.suppress(OSError, ValueError):
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
     sys.exit(main())
