@@ -43,6 +43,11 @@ def main() -> None:
             for r in read_jsonl(result.run_dir.requests).rows
             if r["phase"] == "trial" and r["outcome"] == "ok"
         ]
+        failed = [
+            (r["outcome"], r["error"])
+            for r in read_jsonl(result.run_dir.requests).rows
+            if r["outcome"] != "ok"
+        ]
     ratios = [r["decode_tps"] / r["server_decode_tps"] for r in rows]
     gaps_ms = [(r["ttft_s"] - r["server_prompt_s"]) * 1e3 for r in rows]
     wait_us = [r["wait_s"] * 1e6 for r in rows]
@@ -50,6 +55,7 @@ def main() -> None:
         "workload": args.workload,
         "flags": args.flags,
         "requests_ok": len(rows),
+        "requests_failed": failed,
         "max_tokens": args.max_tokens,
         "decode_ratio_median": statistics.median(ratios),
         "decode_ratio_min": min(ratios),

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from servelab.client.clock import MonotonicClock
 from servelab.client.payload import Sampling, build_payload
 from servelab.client.session import StreamSession
@@ -89,6 +91,14 @@ async def interleaved(
     return res
 
 
+def bootstrap_median_ci(x: np.ndarray, n: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the median over rounds (seeded)."""
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(x, size=(n, x.size), replace=True), axis=1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=12)
@@ -119,15 +129,19 @@ def main() -> None:
             engine.stop()
     # Paired per round: B against the mean of the two minimal runs around it, so slow drift of
     # a shared machine cancels; A2 / A is the same statistic for two identical drivers.
-    ratio = statistics.median(bi / ((ai + a2i) / 2) for ai, a2i, bi in zip(a, a2, b, strict=True))
-    noise = statistics.median(a2i / ai for ai, a2i in zip(a, a2, strict=True))
+    per_round = np.array([bi / ((ai + a2i) / 2) for ai, a2i, bi in zip(a, a2, b, strict=True)])
+    noise_rounds = np.array([a2i / ai for ai, a2i in zip(a, a2, strict=True)])
+    ratio, noise = float(np.median(per_round)), float(np.median(noise_rounds))
+    ci_low, ci_high = bootstrap_median_ci(per_round)
     out = {
         "rounds": args.rounds,
         "max_tokens": args.max_tokens,
         "engine_decode_tps_minimal_client_median": statistics.median(a),
         "engine_decode_tps_servelab_median": statistics.median(b),
         "ratio_servelab_over_minimal_paired_median": ratio,
+        "ratio_95ci_bootstrap": [ci_low, ci_high],
         "noise_floor_minimal_over_minimal": noise,
+        "noise_floor_95ci_bootstrap": list(bootstrap_median_ci(noise_rounds)),
         "chunk_timings": engine.config.chunk_timings,
         "ttft_minus_prompt_ms_minimal_median": statistics.median(gap_a) * 1e3,
         "ttft_minus_prompt_ms_servelab_median": statistics.median(gap_b) * 1e3,
