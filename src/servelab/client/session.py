@@ -1,12 +1,13 @@
 """The session a run's requests go through: one HTTP client and one reader thread per slot.
 
-Owns connection and thread policy. Each request in flight is read by a blocking httpx client in
-its own thread, while asyncio schedules them. Why not httpx's async client: on a 2-core machine
+Owns connection and thread policy. Each request in flight is read by a blocking reader in its
+own thread, while asyncio schedules them. Why not httpx's async client: on a 2-core machine
 shared with the engine, its per-chunk CPU cost (async generators through httpcore and h11, about
-0.35 ms a chunk here) cut the engine's own decode rate by 3-5 %; a blocking reader costs a
-third of that and the engine runs within 1 % of its speed under a minimal client
-(benchmarks/client_overhead.py). Local engines get a fresh loopback connection per request
-(microseconds), so no request ever meets a kept-alive connection the server is closing.
+0.35 ms a chunk here) cut the engine's own decode rate by 3-5 %. Plain-HTTP requests on fresh
+connections (local engines) go through ``plainhttp`` (a socket and h11); others (TLS,
+keep-alive) through a blocking httpx client (benchmarks/client_overhead.py has the figures).
+Local engines get a fresh loopback connection per request (microseconds), so no request ever
+meets a kept-alive connection the server is closing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from types import TracebackType
 
 import httpx
 
+from servelab.client.plainhttp import PlainHttpStream
+
 
 class StreamSession:
     """``concurrency`` reader threads over one connection pool; use as a context manager."""
@@ -30,14 +33,19 @@ class StreamSession:
         self.executor = ThreadPoolExecutor(
             max_workers=max(1, concurrency), thread_name_prefix="servelab-reader"
         )
-        self._open: set[httpx.Response] = set()
+        self.keepalive = keepalive
+        self._open: set[httpx.Response | PlainHttpStream] = set()
         self._lock = threading.Lock()
 
-    def track(self, response: httpx.Response) -> None:
+    def plain_for(self, url: str) -> bool:
+        """Use the lean socket reader: plain HTTP and a fresh connection per request."""
+        return not self.keepalive and url.startswith("http://")
+
+    def track(self, response: httpx.Response | PlainHttpStream) -> None:
         with self._lock:
             self._open.add(response)
 
-    def untrack(self, response: httpx.Response) -> None:
+    def untrack(self, response: httpx.Response | PlainHttpStream) -> None:
         with self._lock:
             self._open.discard(response)
 
@@ -46,7 +54,10 @@ class StreamSession:
         with self._lock:
             open_now = list(self._open)
         for response in open_now:
-            _shutdown_socket(response)
+            if isinstance(response, PlainHttpStream):
+                response.abort()
+            else:
+                _shutdown_socket(response)
 
     def close(self) -> None:
         self.abort_all()

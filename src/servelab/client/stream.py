@@ -10,6 +10,7 @@ schedules requests, so it does not steal CPU from an engine on the same machine.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ import httpx
 
 from servelab.client.assemble import ResponseAssembler
 from servelab.client.clock import Clock
+from servelab.client.plainhttp import PlainHttpError, PlainHttpStream
 from servelab.client.session import StreamSession
 from servelab.client.sse import LineSplitter, Malformed, SSEParser
 from servelab.records import Observation, Outcome
@@ -165,7 +167,7 @@ class _TotalTimeout(Exception):
 def _attempt(
     session: StreamSession, request: HttpRequest, deadline: Deadline, st: _Stream
 ) -> tuple[Outcome | None, str | None, httpx.HTTPError | None]:
-    """One send; httpx's exceptions become outcomes here and nowhere else."""
+    """One send; transport exceptions become outcomes here and nowhere else."""
     try:
         outcome, error = _exchange(session, request, deadline, st)
         return outcome, error, None
@@ -175,14 +177,54 @@ def _attempt(
         return Outcome.TIMEOUT, f"{type(exc).__name__}: {exc or 'timed out'}", exc
     except httpx.StreamClosed:
         return Outcome.TRUNCATED_STREAM, "the run was aborted while this request streamed", None
+    except PlainHttpError as exc:
+        return _plain_outcome(exc, st), str(exc), None
     except httpx.HTTPError as exc:
         outcome = Outcome.CONNECTION_ERROR if st.first_byte_s is None else Outcome.TRUNCATED_STREAM
         return outcome, f"{type(exc).__name__}: {exc}", exc
 
 
+def _plain_outcome(exc: PlainHttpError, st: _Stream) -> Outcome:
+    if exc.kind == "timeout":
+        return Outcome.TIMEOUT
+    if exc.kind == "connect" or st.status is None:
+        return Outcome.CONNECTION_ERROR
+    return Outcome.TRUNCATED_STREAM
+
+
+def _exchange_plain(
+    session: StreamSession, request: HttpRequest, deadline: Deadline, st: _Stream
+) -> tuple[Outcome | None, str | None]:
+    body = json.dumps(request.payload, ensure_ascii=False, separators=(",", ":")).encode()
+    stream = PlainHttpStream(
+        request.url, body, request.headers, deadline.connect_s, deadline.read_s
+    )
+    session.track(stream)
+    try:
+        st.status = stream.open()
+        if st.status != 200:
+            text = stream.read_body(ERROR_BODY_LIMIT).decode("utf-8", "replace")
+            return Outcome.HTTP_ERROR, f"HTTP {st.status}: {text.strip()[:300]}".replace("\n", " ")
+        limit_ns = st.t0_ns + round(deadline.total_s * 1e9)
+        try:
+            for chunk in stream.chunks():
+                st.arrive(chunk)
+                if st.arrivals[-1][0] > limit_ns:
+                    raise _TotalTimeout
+        finally:
+            st.decode_arrivals()
+        st.closed_cleanly = True
+        return None, None
+    finally:
+        session.untrack(stream)
+        stream.close()
+
+
 def _exchange(
     session: StreamSession, request: HttpRequest, deadline: Deadline, st: _Stream
 ) -> tuple[Outcome | None, str | None]:
+    if session.plain_for(request.url):
+        return _exchange_plain(session, request, deadline, st)
     with session.http.stream(
         "POST",
         request.url,
