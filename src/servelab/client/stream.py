@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,17 +204,8 @@ def _exchange_plain(
     try:
         st.status = stream.open()
         if st.status != 200:
-            text = stream.read_body(ERROR_BODY_LIMIT).decode("utf-8", "replace")
-            return Outcome.HTTP_ERROR, f"HTTP {st.status}: {text.strip()[:300]}".replace("\n", " ")
-        limit_ns = st.t0_ns + round(deadline.total_s * 1e9)
-        try:
-            for chunk in stream.chunks():
-                st.arrive(chunk)
-                if st.arrivals[-1][0] > limit_ns:
-                    raise _TotalTimeout
-        finally:
-            st.decode_arrivals()
-        st.closed_cleanly = True
+            return _http_error(st.status, stream.read_body(ERROR_BODY_LIMIT))
+        _receive(st, stream.chunks(), deadline)
         return None, None
     finally:
         session.untrack(stream)
@@ -234,18 +226,28 @@ def _exchange(
     ) as response:
         st.status = response.status_code
         if response.status_code != 200:
-            body = response.read()[:ERROR_BODY_LIMIT]
-            text = body.decode("utf-8", "replace").strip().replace("\n", " ")
-            return Outcome.HTTP_ERROR, f"HTTP {response.status_code}: {text[:300]}"
+            return _http_error(response.status_code, response.read()[:ERROR_BODY_LIMIT])
         session.track(response)
-        limit_ns = st.t0_ns + round(deadline.total_s * 1e9)
         try:
-            for chunk in response.iter_bytes():
-                st.arrive(chunk)
-                if st.arrivals[-1][0] > limit_ns:
-                    raise _TotalTimeout
+            _receive(st, response.iter_bytes(), deadline)
         finally:
             session.untrack(response)
-            st.decode_arrivals()
-        st.closed_cleanly = True
     return None, None
+
+
+def _http_error(status: int, body: bytes) -> tuple[Outcome, str]:
+    text = body.decode("utf-8", "replace").strip().replace("\n", " ")
+    return Outcome.HTTP_ERROR, f"HTTP {status}: {text[:300]}"
+
+
+def _receive(st: _Stream, chunks: Iterator[bytes], deadline: Deadline) -> None:
+    """Timestamp every block of body bytes; parse them all once the stream has ended."""
+    limit_ns = st.t0_ns + round(deadline.total_s * 1e9)
+    try:
+        for chunk in chunks:
+            st.arrive(chunk)
+            if st.arrivals[-1][0] > limit_ns:
+                raise _TotalTimeout
+    finally:
+        st.decode_arrivals()
+    st.closed_cleanly = True
