@@ -9,16 +9,20 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "servelab"
 
-PURE = ("spec", "workloads", "stats", "records", "metrics", "rows", "errors")
+PURE = (
+    "spec", "workloads", "stats", "theory", "scoring", "records", "metrics", "rows", "errors",
+)  # fmt: skip
 PURE_FILES = ("client/sse.py", "client/assemble.py", "client/payload.py", "engines/prom.py")
-EFFECTS = ("engines", "client", "store", "models")
+EFFECTS = ("engines", "client", "store", "models", "importers")
 ORCHESTRATION = ("runner", "report")
 FORBIDDEN_IN_PURE = {"asyncio", "httpx", "subprocess", "matplotlib", "socket", "psutil"}
 
 
 def _module_files(part: str) -> list[Path]:
     path = SRC / part
-    return sorted(path.rglob("*.py")) if path.is_dir() else [SRC / f"{part}.py"]
+    if path.is_dir():
+        return sorted(path.rglob("*.py"))
+    return [f for f in (SRC / f"{part}.py",) if f.exists()]
 
 
 def _imports(path: Path) -> set[str]:
