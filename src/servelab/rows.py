@@ -25,6 +25,7 @@ class RowContext:
     prompt_id: str
     concurrency: int
     t_send_unix_s: float  # wall clock of the send, from the run's anchor
+    request_id: str = ""  # experiments: stable id of the planned request (resume skips done ids)
 
 
 def build_row(obs: Observation, ctx: RowContext) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from servelab import __version__
 from servelab.cli.bench_cmd import bench
 from servelab.cli.engines_cmd import engines_app
 from servelab.cli.models_cmd import models_app
+from servelab.cli.run_cmd import compare, report, resume, run
 from servelab.cli.workloads_cmd import workloads_app
 from servelab.errors import ServelabError
 
@@ -30,6 +31,10 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command(help="Benchmark one engine configuration on a workload.")(bench)
+app.command(help="Run an experiment spec: interleaved A/B with a verdict and a report.")(run)
+app.command(help="Continue an interrupted experiment exactly where it stopped.")(resume)
+app.command(help="Rebuild summary.json, report.md and report.html from a run directory.")(report)
+app.command(help="Compare two existing runs with the same statistics.")(compare)
 app.add_typer(engines_app, name="engines", help="Install and list inference engines.")
 app.add_typer(models_app, name="models", help="Pull and list models.")
 app.add_typer(workloads_app, name="workloads", help="List and check workloads.")

@@ -8,7 +8,9 @@ it through a shell; binds to 127.0.0.1 unless the configuration says otherwise.
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,27 @@ def split_build_info(build_info: str) -> tuple[str, str]:
     """``"b0-0c1e57098"`` -> (``"b0"``, ``"0c1e57098"``)."""
     version, _, commit = build_info.partition("-")
     return version, commit
+
+
+@functools.lru_cache(maxsize=8)
+def binary_text(binary: str, flag: str) -> str:
+    """What ``binary --help`` or ``--version`` prints (stdout and stderr); cached per process."""
+    try:
+        done = subprocess.run(
+            [binary, flag], capture_output=True, text=True, timeout=30, check=False,
+            env={k: v for k, v in os.environ.items() if not k.startswith(_ENGINE_ENV_PREFIX)},
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EngineStartError(f"cannot run {binary} {flag}: {exc}") from exc
+    return done.stdout + done.stderr
+
+
+def build_from_version(text: str) -> str:
+    """``version: 0.5.0-dev (build 0, commit 0c1e57098)`` -> ``0.5.0-dev commit 0c1e57098``."""
+    for line in text.splitlines():
+        if line.startswith("version:"):
+            return line.removeprefix("version:").strip()
+    return text.strip().splitlines()[0] if text.strip() else "unknown"
 
 
 class LlamaCppEngine:

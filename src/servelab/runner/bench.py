@@ -9,24 +9,19 @@ every request already sent has been recorded.
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import servelab
 from servelab.client.clock import MonotonicClock, WallAnchor
-from servelab.client.load import closed_loop
-from servelab.client.payload import Sampling, build_payload
-from servelab.client.session import StreamSession
-from servelab.client.stream import Deadline, HttpRequest, stream_request
 from servelab.engines.base import Engine, create_engine
 from servelab.engines.prom import MetricsSnapshot, counter_deltas
 from servelab.errors import EngineCrashedError, EngineError, Interrupted
 from servelab.records import Observation, Outcome, Phase
 from servelab.rows import RowContext, build_row
+from servelab.runner.drive import RequestParams, build_request, run_jobs
 from servelab.runner.host import foreign_engines, host_facts
 from servelab.runner.progress import NullReporter, Reporter
 from servelab.runner.summary import summarize_rows
@@ -134,48 +129,9 @@ class _Bench:
         trial = [Job(base + i, Phase.TRIAL, i % n_prompts) for i in range(self.config.requests)]
         return warm + trial
 
-    def request_for(self, job: Job, engine: Engine) -> HttpRequest:
-        item = self.workload.prompts[job.prompt_index]
+    def params(self) -> RequestParams:
         cfg = self.config
-        sampling = Sampling(
-            max_tokens=item.max_tokens or cfg.max_tokens,
-            temperature=cfg.temperature,
-            seed=cfg.seed,
-            ignore_eos=cfg.ignore_eos,
-        )
-        prefix = f"[{uuid.uuid4().hex[:12]}] " if engine.config.unique_prefix else None
-        if item.prompt is not None:
-            kind, body = build_payload(
-                model=engine.config.model, sampling=sampling, prompt=item.prompt,
-                extras=engine.request_extras(), unique_prefix=prefix,
-            )  # fmt: skip
-        else:
-            kind, body = build_payload(
-                model=engine.config.model, sampling=sampling,
-                messages=self.workload.chat_messages(item), tools=self.workload.tools_for(item),
-                extras=engine.request_extras(), unique_prefix=prefix,
-            )  # fmt: skip
-        url = engine.chat_url() if kind == "chat" else engine.completions_url()
-        return HttpRequest(url=url, payload=body, headers=engine.request_headers())
-
-    async def drive(self, engine: Engine, jobs: list[Job], writer: JsonlWriter) -> None:
-        deadline = Deadline(total_s=self.config.request_timeout_s)
-        keepalive = engine.kind != "llamacpp"  # loopback connections cost microseconds
-        with StreamSession(self.config.concurrency, keepalive) as client:
-
-            async def run_one(job: Job, wait_s: float) -> tuple[float, Observation]:
-                request = self.request_for(job, engine)
-                sent = self.anchor.to_unix_s(self.clock.now_ns())
-                obs = await stream_request(client, request, self.clock, deadline, wait_s)
-                return sent, obs
-
-            def on_result(job: Job, result: tuple[float, Observation]) -> None:
-                self.record(job, result[0], result[1], writer, engine)
-
-            await closed_loop(
-                jobs, self.config.concurrency, run_one, on_result, self.clock,
-                should_stop=lambda: self.crash is not None,
-            )  # fmt: skip
+        return RequestParams(cfg.max_tokens, cfg.temperature, cfg.seed, cfg.ignore_eos)
 
     def record(
         self, job: Job, sent: float, obs: Observation, writer: JsonlWriter, engine: Engine
@@ -198,7 +154,13 @@ class _Bench:
         if not jobs:
             return
         self.reporter.phase(f"{name} ({self.config.concurrency} in flight)", len(jobs))
-        asyncio.run(self.drive(engine, jobs, writer))
+        params = self.params()
+        run_jobs(
+            engine, jobs, self.config.concurrency, self.config.request_timeout_s,
+            request_for=lambda job: build_request(self.workload, job.prompt_index, engine, params),
+            on_result=lambda job, sent, obs: self.record(job, sent, obs, writer, engine),
+            clock=self.clock, anchor=self.anchor, should_stop=lambda: self.crash is not None,
+        )  # fmt: skip
         if self.crash is None:
             engine.check_alive()
 

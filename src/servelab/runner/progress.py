@@ -89,3 +89,45 @@ class RichReporter:
         if self._started:
             self.progress.stop()
             self._started = False
+
+
+class ExperimentReporter(RichReporter):
+    """One bar over all of an experiment's measured requests; the description names the
+    current block and arm, and the stats column holds every arm's running medians."""
+
+    def __init__(self, total_trials: int, console: Console | None = None) -> None:
+        super().__init__(console)
+        self.total = total_trials
+        self._arms: dict[str, tuple[list[float], list[float], list[int]]] = {}
+
+    def phase(self, name: str, total: int) -> None:
+        if not self._started:
+            self.progress.start()
+            self._started = True
+            self._task = self.progress.add_task(name, total=self.total, stats="")
+        self.progress.update(self._task, description=name)
+
+    def request_done(self, row: dict[str, Any]) -> None:
+        if row.get("phase") != "trial":
+            return
+        decode, ttft, failed = self._arms.setdefault(str(row.get("arm")), ([], [], [0]))
+        if row.get("outcome") != "ok":
+            failed[0] += 1
+        if row.get("decode_tps") is not None:
+            decode.append(row["decode_tps"])
+        if row.get("ttft_s") is not None:
+            ttft.append(row["ttft_s"])
+        self.progress.update(self._task, advance=1, stats=self._arm_stats())
+
+    def _arm_stats(self) -> str:
+        parts = []
+        for arm, (decode, ttft, failed) in self._arms.items():
+            bits = [arm]
+            if decode:
+                bits.append(f"{statistics.median(decode):.1f} tok/s")
+            if ttft:
+                bits.append(f"{statistics.median(ttft) * 1e3:.0f} ms")
+            if failed[0]:
+                bits.append(f"[red]{failed[0]} failed[/]")
+            parts.append(" ".join(bits))
+        return "medians: " + " | ".join(parts) if parts else ""

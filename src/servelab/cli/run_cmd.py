@@ -1,0 +1,116 @@
+"""``servelab run``, ``resume``, ``report`` and ``compare``: experiments from the command line.
+
+Each command calls one library function and prints the verdicts and where the report is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from servelab.report.build import Report, build_report
+from servelab.runner.compare import compare_runs
+from servelab.runner.experiment import (
+    ExperimentResult,
+    load_spec,
+    resume_experiment,
+    run_experiment,
+)
+from servelab.runner.preflight import DEFAULT_MAX_FOREIGN_CPU
+from servelab.runner.progress import ExperimentReporter, NullReporter, Reporter
+
+
+def _reporter(quiet: bool, total: int) -> Reporter:
+    return NullReporter() if quiet else ExperimentReporter(total)
+
+
+def print_verdicts(report: Report, console: Console | None = None) -> None:
+    console = console or Console()
+    summary: dict[str, Any] = report.summary
+    for confound in summary.get("allowed_confounds") or []:
+        values = ", ".join(f"{a}: {v}" for a, v in confound.get("values", {}).items())
+        console.print(f"[bold red]CONFOUNDED[/] arms differ in {confound['field']} ({values})",
+                      markup=True, highlight=False)  # fmt: skip
+    by_candidate: dict[str, list[str]] = {}
+    for c in summary.get("comparisons") or []:
+        key = c["candidate"] + (f" (c={c['concurrency']})" if c.get("concurrency", 1) != 1 else "")
+        by_candidate.setdefault(key, []).append(str(c.get("summary") or c.get("verdict")))
+    for candidate, parts in by_candidate.items():
+        console.print(f"{candidate} vs {summary.get('baseline')}: " + ", ".join(parts),
+                      markup=False, highlight=False)  # fmt: skip
+    for w in summary.get("warnings") or []:
+        arm = f" [{w['arm']}]" if w.get("arm") else ""
+        console.print(f"warning{arm}: {w.get('detail')}", markup=False, highlight=False)
+    console.print(f"report: {report.html}", markup=False, highlight=False)
+    console.print(f"        {report.markdown}", markup=False, highlight=False)
+
+
+def run(
+    spec: Path = typer.Argument(..., help="experiment spec (YAML)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="run directory to create"),
+    allow_confound: list[str] = typer.Option(
+        [], "--allow-confound", help="run although arms differ in FIELD (flagged in the report)"
+    ),
+    force: bool = typer.Option(False, "--force", help="run although preflight found problems"),
+    max_foreign_cpu: float = typer.Option(
+        DEFAULT_MAX_FOREIGN_CPU,
+        "--max-foreign-cpu",
+        help="preflight: share of the machine another process may use",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+) -> None:
+    parsed, _ = load_spec(spec)
+    total = len(parsed.expand()) * len(parsed.concurrency_levels) * parsed.max_blocks
+    result = run_experiment(
+        spec, out, allow_confound=tuple(allow_confound), force=force,
+        max_foreign_cpu=max_foreign_cpu,
+        reporter=_reporter(quiet, total * parsed.requests_per_block),
+    )  # fmt: skip
+    _finish(result)
+
+
+def _finish(result: ExperimentResult) -> None:
+    console = Console()
+    if result.stopped_early:
+        console.print(f"stopped early: {result.looks[-1].get('reason', '')}", markup=False)
+    print_verdicts(build_report(result.run_dir.root), console)
+
+
+def resume(
+    run_dir: Path = typer.Argument(..., help="run directory of an unfinished experiment"),
+    force: bool = typer.Option(False, "--force", help="resume although preflight found problems"),
+    max_foreign_cpu: float = typer.Option(DEFAULT_MAX_FOREIGN_CPU, "--max-foreign-cpu"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+) -> None:
+    result = resume_experiment(
+        run_dir, force=force, max_foreign_cpu=max_foreign_cpu,
+        reporter=NullReporter() if quiet else ExperimentReporter(0),
+    )  # fmt: skip
+    _finish(result)
+
+
+def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
+    print_verdicts(build_report(run_dir))
+
+
+def compare(
+    run_a: Path = typer.Argument(..., help="baseline run directory"),
+    run_b: Path = typer.Argument(..., help="candidate run directory"),
+    arm_a: str | None = typer.Option(None, "--arm-a", help="arm of RUN_A (if it has several)"),
+    arm_b: str | None = typer.Option(None, "--arm-b", help="arm of RUN_B (if it has several)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="comparison directory to create"),
+    allow_workload_mismatch: bool = typer.Option(False, "--allow-workload-mismatch"),
+) -> None:
+    run = compare_runs(
+        run_a, run_b, arm_a=arm_a, arm_b=arm_b, out=out,
+        allow_workload_mismatch=allow_workload_mismatch,
+    )  # fmt: skip
+    console = Console()
+    console.print(
+        "note: these runs were not interleaved; drift between them cannot be separated from "
+        "the configuration effect", markup=False,
+    )  # fmt: skip
+    print_verdicts(build_report(run.root), console)

@@ -1,0 +1,70 @@
+"""``servelab report``: rebuild ``summary.json``, ``report.md`` and ``report.html`` from a run
+directory alone (its manifest and its requests), so a report can be regenerated at any time.
+
+Owns reading the run directory for reporting and writing the three files atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from servelab.errors import StoreError, UsageError
+from servelab.report.analyze import analyze
+from servelab.report.html import render_html
+from servelab.report.markdown import render_markdown
+from servelab.store.jsonl import read_jsonl, write_json_atomic
+from servelab.store.rundir import RunDir
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    run_dir: RunDir
+    summary: dict[str, Any]
+    markdown: Path
+    html: Path
+    bad_lines: list[int]
+
+
+def read_run(root: Path) -> tuple[RunDir, dict[str, Any], list[dict[str, Any]], list[int]]:
+    run = RunDir(root)
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory; give a run directory (runs/<name>-<time>)")
+    if not run.manifest.exists():
+        raise UsageError(f"{root} has no manifest.json; is it a servelab run directory?")
+    try:
+        manifest = json.loads(run.manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read {run.manifest}: {exc}") from exc
+    read = read_jsonl(run.requests) if run.requests.exists() else None
+    rows = read.rows if read else []
+    return run, manifest, rows, read.bad_lines if read else []
+
+
+def build_report(root: Path) -> Report:
+    run, manifest, rows, bad = read_run(root)
+    summary = analyze(manifest, rows)
+    if bad:
+        summary.setdefault("warnings", []).append({
+            "kind": "unreadable_rows",
+            "detail": f"{len(bad)} line(s) of requests.jsonl could not be read "
+            f"(lines {', '.join(map(str, bad[:5]))}); a hard kill can tear the last line",
+            "advice": "those requests are not counted; `servelab resume` re-runs them",
+        })  # fmt: skip
+    write_json_atomic(run.summary, summary)
+    md = run.root / "report.md"
+    html = run.root / "report.html"
+    _write_text(md, render_markdown(summary, manifest))
+    _write_text(html, render_html(summary, manifest, rows))
+    return Report(run, summary, md, html, bad)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror}") from exc

@@ -1,0 +1,92 @@
+"""Driving requests at an engine: one workload prompt -> one HTTP request -> one observation.
+
+Owns the request a workload prompt becomes (sampling, unique prefix, the engine's fairness
+extras) and the closed loop that sends a list of jobs with a fixed number in flight, handing
+each observation to a callback the moment it completes. Shared by ``bench`` and experiments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from servelab.client.clock import MonotonicClock, WallAnchor
+from servelab.client.load import closed_loop
+from servelab.client.payload import Sampling, build_payload
+from servelab.client.session import StreamSession
+from servelab.client.stream import Deadline, HttpRequest, stream_request
+from servelab.engines.base import Engine
+from servelab.records import Observation
+from servelab.workloads import Workload
+
+J = TypeVar("J")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestParams:
+    max_tokens: int
+    temperature: float
+    seed: int
+    ignore_eos: bool
+
+
+def build_request(
+    workload: Workload, prompt_index: int, engine: Engine, params: RequestParams
+) -> HttpRequest:
+    item = workload.prompts[prompt_index]
+    sampling = Sampling(
+        max_tokens=item.max_tokens or params.max_tokens,
+        temperature=params.temperature,
+        seed=params.seed,
+        ignore_eos=params.ignore_eos,
+    )
+    prefix = f"[{uuid.uuid4().hex[:12]}] " if engine.config.unique_prefix else None
+    if item.prompt is not None:
+        kind, body = build_payload(
+            model=engine.config.model, sampling=sampling, prompt=item.prompt,
+            extras=engine.request_extras(), unique_prefix=prefix,
+        )  # fmt: skip
+    else:
+        kind, body = build_payload(
+            model=engine.config.model, sampling=sampling,
+            messages=workload.chat_messages(item), tools=workload.tools_for(item),
+            extras=engine.request_extras(), unique_prefix=prefix,
+        )  # fmt: skip
+    url = engine.chat_url() if kind == "chat" else engine.completions_url()
+    return HttpRequest(url=url, payload=body, headers=engine.request_headers())
+
+
+def run_jobs(
+    engine: Engine,
+    jobs: Sequence[J],
+    concurrency: int,
+    timeout_s: float,
+    request_for: Callable[[J], HttpRequest],
+    on_result: Callable[[J, float, Observation], None],
+    clock: MonotonicClock,
+    anchor: WallAnchor,
+    should_stop: Callable[[], bool],
+) -> None:
+    """Send ``jobs`` with ``concurrency`` in flight; ``on_result(job, sent_unix_s, obs)``."""
+    if not jobs:
+        return
+    deadline = Deadline(total_s=timeout_s)
+    keepalive = engine.kind != "llamacpp"  # loopback connections cost microseconds
+
+    async def drive() -> None:
+        with StreamSession(concurrency, keepalive) as client:
+
+            async def run_one(job: J, wait_s: float) -> tuple[float, Observation]:
+                request = request_for(job)
+                sent = anchor.to_unix_s(clock.now_ns())
+                return sent, await stream_request(client, request, clock, deadline, wait_s)
+
+            def done(job: J, result: tuple[float, Observation]) -> None:
+                on_result(job, result[0], result[1])
+
+            await closed_loop(list(jobs), concurrency, run_one, done, clock, should_stop)
+
+    asyncio.run(drive())

@@ -1,0 +1,80 @@
+"""Each arm's effective configuration, resolved before any request is sent.
+
+Owns the flat ``{field: value}`` the confound guard compares: the engine's full argument list
+with every llama-server option made explicit (defaults read from the binary's own ``--help``),
+the binary, its sha256 and build, the model file and its sha256, the environment passed to the
+engine, sampling, output limit, workload hash, cache settings and slots. The port is left out:
+every start picks a free one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from servelab.engines.base import create_engine
+from servelab.engines.llamacpp import LlamaCppEngine, binary_text, build_from_version
+from servelab.models import file_sha256
+from servelab.spec.experiment import ArmConfig, ExperimentSpec
+from servelab.spec.llamaargs import canonicalize, parse_help
+from servelab.workloads import Workload
+
+_NOT_COMPARED = ("port",)  # chosen afresh at every start
+
+
+def effective_config(
+    spec: ExperimentSpec, arm: ArmConfig, workload: Workload, log_dir: Path
+) -> tuple[dict[str, Any], list[str]]:
+    """The arm's effective configuration, and its engine argument list (port masked)."""
+    engine = create_engine(arm.engine, log_dir / f"engine-{arm.name}.log")
+    c = arm.engine
+    eff: dict[str, Any] = {
+        "engine.kind": c.kind,
+        "sampling.temperature": arm.temperature,
+        "sampling.seed": arm.seed,
+        "max_tokens": arm.max_tokens,
+        "ignore_eos": arm.ignore_eos,
+        "workload.name": workload.name,
+        "workload.hash": workload.content_hash,
+        "prefix_cache": c.prefix_cache,
+        "unique_prefix": c.unique_prefix,
+        "chunk_timings": c.chunk_timings,
+        "parallel": c.parallel,
+        "ctx_per_slot": c.ctx_per_slot,
+        "requests_per_block": spec.requests_per_block,
+        "warmup": spec.warmup,
+        "request_timeout_s": spec.base.request_timeout_s,
+    }
+    eff.update({f"env.{k}": v for k, v in sorted(c.env.items())})
+    if isinstance(engine, LlamaCppEngine):
+        binary = str(engine.binary)
+        table = parse_help(binary_text(binary, "--help"))
+        canon = canonicalize(engine.argv[1:], table)
+        eff.update({
+            "engine.binary": binary,
+            "engine.binary_sha256": file_sha256(Path(binary)),
+            "engine.build": build_from_version(binary_text(binary, "--version")),
+            "model.path": str(engine.model.path),
+            "model.sha256": engine.model.sha256,
+            "engine.ignored_env": ",".join(engine.stripped_env),
+        })  # fmt: skip
+        eff.update(
+            {f"llama.{k}": v for k, v in sorted(canon.values.items()) if k not in _NOT_COMPARED}
+        )
+        if canon.unknown:
+            eff["llama.unknown_arguments"] = " ".join(canon.unknown)
+        return eff, argv_without_port(engine.argv)
+    eff.update({
+        "engine.endpoint": c.endpoint,
+        "engine.served_model": c.model,
+        "engine.api_key_env": c.api_key_env,
+    })  # fmt: skip
+    return eff, []
+
+
+def argv_without_port(argv: list[str]) -> list[str]:
+    out = list(argv)
+    if "--port" in out:
+        i = out.index("--port")
+        out[i + 1] = "<free port>"
+    return out

@@ -1,0 +1,84 @@
+"""The confound guard: arms may differ only in what the spec declared.
+
+Owns the field-by-field diff of arms' effective configurations and the decision to refuse a run
+whose arms differ in an undeclared field (naming the field and both values), or to record it as
+an allowed confound when the user said ``--allow-confound FIELD``. Pure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servelab.errors import UsageError
+from servelab.spec.experiment import declared_fields
+
+
+class ConfoundError(UsageError):
+    """Arms differ in a field the spec does not declare."""
+
+
+def config_diff(effective: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{field: {arm: value}}`` for every field whose value is not the same in every arm."""
+    fields = sorted({f for values in effective.values() for f in values})
+    diff: dict[str, dict[str, Any]] = {}
+    for field in fields:
+        values = {arm: eff.get(field) for arm, eff in effective.items()}
+        if len({_key(v) for v in values.values()}) > 1:
+            diff[field] = values
+    return diff
+
+
+def _key(value: Any) -> str:
+    return repr(value)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = "(unset)" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def user_name(field: str) -> str:
+    """How a user writes a field in ``declare`` / ``--allow-confound``."""
+    return field.removeprefix("llama.")
+
+
+def check_confounds(
+    effective: dict[str, dict[str, Any]],
+    declared: dict[str, tuple[str, ...]],
+    baseline: str,
+    declare: tuple[str, ...] = (),
+    allow: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """Refuse undeclared differences; return the allowed confounds, ``[{field, values}]``."""
+    spec_declared = {f for name in declare for f in declared_fields(name)}
+    allowed_fields = {f for name in allow for f in declared_fields(name)}
+    allowed: list[dict[str, Any]] = []
+    for field, values in config_diff(effective).items():
+        base_value = values.get(baseline)
+        for arm, value in values.items():
+            if arm == baseline or _key(value) == _key(base_value):
+                continue
+            ok = (
+                field in spec_declared
+                or field in declared.get(arm, ())
+                or field in declared.get(baseline, ())
+            )
+            if ok:
+                continue
+            if field in allowed_fields:
+                allowed.append({"field": field, "values": values})
+                break
+            name = user_name(field)
+            raise ConfoundError(
+                f"arms {baseline!r} and {arm!r} differ in {field} ({baseline}: "
+                f"{_short(base_value)}, {arm}: {_short(value)}), which the spec does not "
+                f"declare; make it a named setting or add it to `declare:`, or run anyway with "
+                f"--allow-confound {name}"
+            )
+    unknown = [n for n in allow if not any(a["field"] in declared_fields(n) for a in allowed)]
+    if unknown:
+        raise UsageError(
+            f"--allow-confound {unknown[0]}: the arms do not differ undeclared in that field; "
+            "drop the option"
+        )
+    return allowed

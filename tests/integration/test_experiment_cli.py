@@ -1,0 +1,220 @@
+"""Experiments end to end with the real llama-server: the shipped examples, the confound guard,
+preflight, and ``resume`` after ``kill -9``. One engine at a time; these run serially."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from servelab.runner.preflight import MachineLock
+from servelab.store.jsonl import read_jsonl
+from tests.integration.conftest import error_lines, llama_servers, run_cli
+
+pytestmark = pytest.mark.engine
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _summary(run: Path) -> dict[str, Any]:
+    return dict(json.loads((run / "summary.json").read_text()))
+
+
+def _verdicts(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["metric"]: c for c in summary["comparisons"]}
+
+
+def _trial_ids(run: Path) -> list[str]:
+    return [r["request_id"] for r in read_jsonl(run / "requests.jsonl").rows
+            if r["phase"] == "trial"]  # fmt: skip
+
+
+def test_aa_experiment_finds_no_difference(engine_ready: None, tmp_path: Path) -> None:
+    out = tmp_path / "aa"
+    done = run_cli("run", str(EXAMPLES / "aa.yaml"), "--out", str(out), "--quiet", timeout=900)
+    assert done.returncode == 0, done.stderr
+    summary = _summary(out)
+    for metric, c in _verdicts(summary).items():
+        assert c["verdict"] in ("no_difference", "inconclusive"), (metric, c)
+        assert c["ci_low"] <= 1.0 <= c["ci_high"] or c["verdict"] == "no_difference"
+    assert summary["arms"]["a"]["n_ok"] == summary["arms"]["b"]["n_ok"] == 36
+    assert (out / "report.html").stat().st_size > 10_000
+    assert "report:" in done.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["config_diff"] == {}
+    ids = _trial_ids(out)
+    assert len(ids) == len(set(ids)) == 72
+
+
+def test_threads_effect_has_the_right_direction(engine_ready: None, tmp_path: Path) -> None:
+    out = tmp_path / "threads"
+    done = run_cli("run", str(EXAMPLES / "threads.yaml"), "--out", str(out), "--quiet",
+                   timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    decode = _verdicts(_summary(out))["decode_tps"]
+    assert decode["candidate"] == "t1" and decode["baseline"] == "t2"
+    assert decode["verdict"] == "worse", decode  # one thread decodes slower on two cores
+    assert decode["ci_high"] < 1.0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["config_diff"]) == {"llama.threads"}
+    argv = manifest["arms"]["t1"]["starts"][0]["describe"]["argv"]
+    assert argv[-2:] == ["--threads", "1"]
+
+
+def test_undeclared_difference_is_refused_before_any_request(
+    engine_ready: None, tmp_path: Path
+) -> None:
+    out = tmp_path / "confound"
+    done = run_cli("run", str(EXAMPLES / "confound.yaml"), "--out", str(out), "--quiet")
+    assert done.returncode == 2, done.stderr
+    lines = error_lines(done.stderr)
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert "llama.cache-ram" in lines[0] and "none: 0" in lines[0]
+    assert "ngram-simple: 8192" in lines[0] and "--allow-confound cache-ram" in lines[0]
+    assert not (out / "requests.jsonl").exists()
+
+
+def test_allowed_confound_is_flagged_first(engine_ready: None, tmp_path: Path) -> None:
+    out = tmp_path / "allowed"
+    done = run_cli("run", str(EXAMPLES / "confound.yaml"), "--out", str(out), "--quiet",
+                   "--allow-confound", "cache-ram")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("CONFOUNDED"), done.stdout
+    summary = _summary(out)
+    assert summary["allowed_confounds"][0]["field"] == "llama.cache-ram"
+    assert summary["warnings"][0]["kind"] == "allowed_confound"
+    md = (out / "report.md").read_text()
+    first = "\n".join(md.splitlines()[:8])
+    assert "cache-ram" in first, first
+
+
+def _busy_loop() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def test_preflight_refuses_a_busy_machine_and_force_records_it(
+    engine_ready: None, tmp_path: Path
+) -> None:
+    busy = _busy_loop()
+    try:
+        time.sleep(0.5)
+        done = run_cli("run", str(EXAMPLES / "confound.yaml"), "--out", str(tmp_path / "x"),
+                       "--allow-confound", "cache-ram", "--quiet")  # fmt: skip
+        assert done.returncode == 3, done.stderr
+        line = error_lines(done.stderr)[0]
+        assert f"pid {busy.pid}" in line and "--force" in line
+        assert not (tmp_path / "x" / "requests.jsonl").exists()
+    finally:
+        busy.kill()
+        busy.wait()
+    lock = MachineLock()
+    assert lock.acquire(tmp_path / "holder") is None
+    try:
+        out = tmp_path / "forced"
+        done = run_cli("run", str(EXAMPLES / "confound.yaml"), "--out", str(out), "--quiet",
+                       "--allow-confound", "cache-ram")  # fmt: skip
+        assert done.returncode == 3 and "holds the machine" in done.stderr
+        done = run_cli("run", str(EXAMPLES / "confound.yaml"), "--out", str(out), "--quiet",
+                       "--allow-confound", "cache-ram", "--force")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    finally:
+        lock.release()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["forced"] is True
+    assert manifest["preflight"][0]["kind"] == "machine_locked"
+    assert any(w["kind"] == "preflight" for w in _summary(out)["warnings"])
+
+
+RESUME_SPEC = """
+name: resume
+base:
+  engine: {model: smollm2-135m-instruct, flags: ["--cache-ram", "0"]}
+  workload: chat-tools
+  max_tokens: 48
+arms: {a: {}, b: {threads: 1}}
+blocks: 3
+requests_per_block: 4
+warmup: 1
+"""
+
+
+def test_resume_after_kill_9_completes_without_duplicates(
+    engine_ready: None, tmp_path: Path
+) -> None:
+    spec = tmp_path / "resume.yaml"
+    spec.write_text(RESUME_SPEC)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "servelab", "run", str(spec), "--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            rows = out / "requests.jsonl"
+            if rows.exists() and sum(1 for _ in rows.open()) >= 9:
+                break
+            time.sleep(0.1)
+        servers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                   if c.name() == "llama-server"]  # fmt: skip
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    psutil.wait_procs(servers, timeout=10)  # the engine dies with servelab (PDEATHSIG)
+    assert not any(s.is_running() and s.status() != psutil.STATUS_ZOMBIE for s in servers)
+    before = _trial_ids(out)
+    assert 0 < len(before) < 24
+    assert json.loads((out / "manifest.json").read_text())["status"] == "running"
+    done = run_cli("resume", str(out), "--quiet", timeout=600)
+    assert done.returncode == 0, done.stderr
+    ids = _trial_ids(out)
+    assert len(ids) == 24 and Counter(ids).most_common(1)[0][1] == 1
+    assert set(before) <= set(ids)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and len(manifest["resumes"]) == 1
+    assert _summary(out)["arms"]["a"]["n_ok"] + _summary(out)["arms"]["b"]["n_ok"] == 24
+    assert llama_servers() == []
+    again = run_cli("resume", str(out), "--quiet")
+    assert again.returncode == 2 and "already complete" in again.stderr
+
+
+def test_demo_spec_runs_to_a_verdict(engine_ready: None, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    done = run_cli("run", str(EXAMPLES / "demo.yaml"), "--out", str(out), "--quiet", timeout=900)
+    assert done.returncode == 0, done.stderr
+    summary = _summary(out)
+    assert {c["metric"] for c in summary["comparisons"]} == {"decode_tps", "ttft_s", "e2e_s"}
+    assert all(c["verdict"] in ("better", "worse", "no_difference", "inconclusive")
+               for c in summary["comparisons"])  # fmt: skip
+    assert "ngram-simple vs none:" in done.stdout
+    assert (out / "report.html").exists() and (out / "report.md").exists()
+
+
+def test_report_rebuilds_from_the_run_directory_alone(engine_ready: None, tmp_path: Path) -> None:
+    out = tmp_path / "small"
+    spec = tmp_path / "small.yaml"
+    spec.write_text(RESUME_SPEC.replace("blocks: 3", "blocks: 2").replace("threads: 1", ""))
+    assert run_cli("run", str(spec), "--out", str(out), "--quiet").returncode == 0
+    first = (out / "summary.json").read_text()
+    for name in ("summary.json", "report.md", "report.html"):
+        (out / name).unlink()
+    done = run_cli("report", str(out))
+    assert done.returncode == 0, done.stderr
+    assert (out / "summary.json").read_text() == first
+    copy = tmp_path / "compare"
+    done = run_cli("compare", str(out), str(out), "--arm-a", "a", "--arm-b", "b",
+                   "--out", str(copy))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "not interleaved" in done.stdout
+    kinds = [w["kind"] for w in _summary(copy)["warnings"]]
+    assert "not_interleaved" in kinds, kinds
