@@ -26,7 +26,7 @@ model: setup
 	$(SERVELAB) models pull $(MODEL)
 
 demo: engine model
-	$(SERVELAB) bench --model $(MODEL) --workload chat-tools --requests 20 --warmup 2 --name demo
+	$(SERVELAB) run examples/demo.yaml
 
 test: engine model
 	$(PY) -m pytest

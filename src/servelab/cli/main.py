@@ -18,7 +18,9 @@ from rich.console import Console
 from servelab import __version__
 from servelab.cli.bench_cmd import bench
 from servelab.cli.engines_cmd import engines_app
+from servelab.cli.import_cmd import import_cmd
 from servelab.cli.models_cmd import models_app
+from servelab.cli.predict_cmd import predict
 from servelab.cli.run_cmd import compare, report, resume, run
 from servelab.cli.workloads_cmd import workloads_app
 from servelab.errors import ServelabError
@@ -35,6 +37,10 @@ app.command(help="Run an experiment spec: interleaved A/B with a verdict and a r
 app.command(help="Continue an interrupted experiment exactly where it stopped.")(resume)
 app.command(help="Rebuild summary.json, report.md and report.html from a run directory.")(report)
 app.command(help="Compare two existing runs with the same statistics.")(compare)
+app.command(name="import", help="Turn result files from other tools into a run directory.")(
+    import_cmd
+)
+app.command(help="Predict KV memory, ceilings and spec-decode speedup before measuring.")(predict)
 app.add_typer(engines_app, name="engines", help="Install and list inference engines.")
 app.add_typer(models_app, name="models", help="Pull and list models.")
 app.add_typer(workloads_app, name="workloads", help="List and check workloads.")

@@ -56,7 +56,7 @@ def build_report(root: Path) -> Report:
     write_json_atomic(run.summary, summary)
     md = run.root / "report.md"
     html = run.root / "report.html"
-    _write_text(md, render_markdown(summary, manifest))
+    _write_text(md, render_markdown(summary, manifest, rows))
     _write_text(html, render_html(summary, manifest, rows))
     return Report(run, summary, md, html, bad)
 

@@ -37,8 +37,10 @@ def build_request(
     workload: Workload, prompt_index: int, engine: Engine, params: RequestParams
 ) -> HttpRequest:
     item = workload.prompts[prompt_index]
+    # The run's max_tokens is a cap; a prompt's own, lower limit still applies.
+    limit = min(item.max_tokens, params.max_tokens) if item.max_tokens else params.max_tokens
     sampling = Sampling(
-        max_tokens=item.max_tokens or params.max_tokens,
+        max_tokens=limit,
         temperature=params.temperature,
         seed=params.seed,
         ignore_eos=params.ignore_eos,

@@ -195,7 +195,9 @@ class ExperimentSpec(BaseModel):
     def _metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for m in v:
             if m not in METRIC_BY_NAME:
-                raise ValueError(f"unknown metric {m!r}; known: {', '.join(sorted(METRIC_BY_NAME))}")
+                raise ValueError(
+                    f"unknown metric {m!r}; known: {', '.join(sorted(METRIC_BY_NAME))}"
+                )
             if METRIC_BY_NAME[m].lower_is_better is None:
                 raise ValueError(f"metric {m!r} has no better direction; decide on another")
         return v

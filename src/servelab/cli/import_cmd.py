@@ -1,0 +1,51 @@
+"""``servelab import``: parse options into ``ImportOptions``, import the files, print the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from servelab.importers import FORMATS, PRESETS, ImportOptions, import_results
+
+
+def import_cmd(
+    files: list[str] = typer.Argument(
+        ..., help="result files; FILE=ARM names the arm a file holds (default: its stem)"
+    ),
+    fmt: str = typer.Option("auto", "--format", "-f", help=f"input format: {', '.join(FORMATS)}"),
+    preset: str | None = typer.Option(
+        None, "--preset", help=f"a known layout: {', '.join(PRESETS)}"
+    ),
+    maps: list[str] = typer.Option(
+        [], "--map", help="SRC=TARGET[:UNIT], e.g. ttft_ms=ttft_s:ms (repeatable; SRC?= optional)"
+    ),
+    arm_column: str | None = typer.Option(None, "--arm-column", help="column naming the arm"),
+    arm_from: str | None = typer.Option(
+        None, "--arm-from", help="llama-bench: fields naming the arm; vllm: result key (label)"
+    ),
+    rows_key: str | None = typer.Option(
+        None, "--rows-key", help="JSON: key path of the list of rows, e.g. data.rows"
+    ),
+    baseline: str | None = typer.Option(None, "--baseline", help="baseline arm (default: first)"),
+    warmup_first: int = typer.Option(
+        0, "--warmup-first", help="mark the first N rows of each arm as warm-up"
+    ),
+    name: str | None = typer.Option(None, "--name", help="run name (directory prefix)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="run directory to create"),
+) -> None:
+    options = ImportOptions(
+        format=fmt, preset=preset, maps=tuple(maps), arm_column=arm_column, arm_from=arm_from,
+        rows_key=rows_key, baseline=baseline, warmup_first=warmup_first,
+    )  # fmt: skip
+    result = import_results(files, options, name=name, out=out)
+    console = Console()
+    for arm, n in result.arms.items():
+        console.print(f"{arm}: {n} rows", markup=False)
+    if result.n_skipped:
+        console.print(f"[yellow]skipped[/] {result.n_skipped} rows (see manifest source.skipped)")
+    for entry in result.notes:
+        console.print(f"[yellow]note[/] {escape(entry['kind'] + ': ' + entry['detail'])}")
+    console.print(f"imported {result.n_rows} rows: {result.run_dir.root}", markup=False)

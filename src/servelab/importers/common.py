@@ -1,0 +1,345 @@
+"""What every importer shares: field mappings, units, source rows, notes and the finished row.
+
+Owns the shape of an imported row (the servelab row of docs/metrics.md, plus ``source`` and
+``raw``), the ``--map SRC=TARGET[:UNIT]`` syntax, unit conversion, derived metrics (by the
+formulas of ``servelab.metrics``, and only where the source did not give the metric itself),
+and the fixed set of note kinds an import can leave for the report. Reads files; writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from servelab.errors import UsageError
+from servelab.metrics import METRICS
+from servelab.rows import ROW_SCHEMA_VERSION
+
+METRIC_NAMES = tuple(m.name for m in METRICS)
+LATENCY = ("ttft_s", "ttft_content_s", "ttft_tool_s", "e2e_s", "tpot_s", "decode_tps", "e2e_tps")
+COUNTS = ("n_out", "n_in", "cache_n", "draft_n", "draft_accepted")
+CONTEXT_NUMBERS = ("block", "concurrency", "t_send_unix_s", "http_status")
+CONTEXT_TEXT = ("prompt_id", "outcome", "error", "finish_reason", "text", "reasoning", "phase")
+TARGETS = (*METRIC_NAMES, *CONTEXT_NUMBERS, *CONTEXT_TEXT, "tool_calls")
+# Divisors to servelab's units (seconds, ratios); dividing keeps 1644 ms -> 1.644 s exact.
+UNITS: dict[str, float] = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9, "%": 100.0, "1": 1.0}
+OUTCOMES = ("ok", "http_error", "timeout", "truncated_stream", "invalid_stream", "connection_error")
+
+# The fixed set of note kinds an importer may record in manifest["notes"].
+NOTE_KINDS = (
+    "no_warmup",  # the source harness sent no warm-up request
+    "cold_start",  # the first request of an arm is far slower than the rest
+    "rate_includes_prefill",  # a tok/s column is n_out / e2e: it includes prefill
+    "ttft_definition",  # what the source's TTFT measured (tool-call name, content only, ...)
+    "decode_definition",  # how the source's decode rate differs from servelab's
+    "reconstructed",  # a metric rebuilt from other fields (say how)
+    "not_interleaved",  # arms ran one after another
+    "skipped_rows",  # source rows that could not be mapped (counted, with reasons)
+    "synthetic_load",  # llama-bench: no HTTP, no chat template, one test at a time
+    "open_loop",  # requests sent at a rate, not at a fixed concurrency
+    "arm_config_differs",  # arms differ in more than the arm (possible confound)
+    "source_summary",  # something the source says about itself
+)
+
+
+def note(kind: str, detail: str) -> dict[str, str]:
+    assert kind in NOTE_KINDS, kind
+    return {"kind": kind, "detail": detail}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMap:
+    """One ``SRC=TARGET[:UNIT]`` mapping: source column (dotted path allowed) to a row field."""
+
+    source: str
+    target: str
+    unit: str | None = None
+    optional: bool = False  # ``SRC?=TARGET``: a column only some files or rows have
+
+    @property
+    def divisor(self) -> float:
+        return UNITS[self.unit] if self.unit else 1.0
+
+    def as_dict(self) -> dict[str, str | bool | None]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "unit": self.unit,
+            "optional": self.optional,
+        }
+
+
+def infer_unit(source: str, target: str) -> str | None:
+    """A time target from a column named ``*_ms``/``*_us``/``*_ns`` takes that unit."""
+    if not target.endswith("_s"):
+        return None
+    match = re.search(r"(?:^|_)(ms|us|ns|s)$", source)
+    return match.group(1) if match else None
+
+
+def parse_map(spec: str) -> FieldMap:
+    """Parse ``ttft_ms=ttft_s:ms``, ``spec.accepted=draft_accepted``, ``err?=error`` (optional)."""
+    source, sep, rest = spec.partition("=")
+    optional = source.strip().endswith("?")
+    source = source.strip().removesuffix("?")
+    if not sep or not source.strip() or not rest.strip():
+        raise UsageError(f"--map {spec!r}: expected SRC=TARGET[:UNIT], e.g. ttft_ms=ttft_s:ms")
+    target, _, unit = rest.strip().partition(":")
+    source, target = source.strip(), target.strip()
+    if target not in TARGETS:
+        raise UsageError(
+            f"--map {spec!r}: unknown target {target!r}; targets: {', '.join(TARGETS)}"
+        )
+    if unit and unit not in UNITS:
+        raise UsageError(f"--map {spec!r}: unknown unit {unit!r}; units: {', '.join(UNITS)}")
+    return FieldMap(source, target, unit or infer_unit(source, target), optional)
+
+
+_MISSING = object()
+
+
+def lookup(row: dict[str, Any], path: str) -> Any:
+    """``row[path]``, else a dotted walk (``spec.accepted``); ``_MISSING`` when absent."""
+    if path in row:
+        return row[path]
+    node: Any = row
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def is_missing(value: Any) -> bool:
+    return value is _MISSING
+
+
+def column_names(rows: list[dict[str, Any]]) -> list[str]:
+    """Every column seen, nested dicts shown as dotted paths one level down."""
+    names: dict[str, None] = {}
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, dict):
+                names.update(dict.fromkeys(f"{key}.{sub}" for sub in value))
+            else:
+                names[key] = None
+    return list(names)
+
+
+def require_columns(rows: list[dict[str, Any]], paths: list[tuple[str, str]], where: str) -> None:
+    """Each (path, flag) must exist in at least one row, or one line names it and the columns."""
+    for path, flag in paths:
+        if not any(not is_missing(lookup(r, path)) for r in rows):
+            cols = ", ".join(column_names(rows)) or "(none)"
+            raise UsageError(f"{flag}: column {path!r} not found in {where}; columns: {cols}")
+
+
+class BadValue(ValueError):
+    """A source value that cannot become the field it is mapped to (the row is skipped)."""
+
+
+def to_number(value: Any, what: str) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip() in ("", "null", "None", "NA")):
+        return None
+    if isinstance(value, bool):
+        raise BadValue(f"{what}: {value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadValue(f"{what}: {str(value)[:40]!r} is not a number") from None
+    if not math.isfinite(number):
+        return None
+    return number
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """One input file, and the arm it holds when the user named it (``FILE=ARM``)."""
+
+    path: Path
+    arm: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> SourceSpec:
+        path, sep, arm = text.rpartition("=")
+        if sep and path and arm and not Path(text).exists():
+            return cls(Path(path), arm)
+        return cls(Path(text))
+
+    def check(self) -> None:
+        if not self.path.is_file():
+            raise UsageError(f"{self.path}: no such file; give a result file to import")
+
+
+@dataclass
+class Skipped:
+    """Rows that could not be mapped: counted by reason, a few examples kept."""
+
+    reasons: Counter[str] = field(default_factory=Counter)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, reason: str, source: dict[str, Any]) -> None:
+        self.reasons[reason.split(":")[0]] += 1
+        if len(self.examples) < 10:
+            self.examples.append({**source, "reason": reason})
+
+    @property
+    def count(self) -> int:
+        return sum(self.reasons.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "reasons": dict(self.reasons), "examples": self.examples}
+
+
+@dataclass
+class Imported:
+    """What a reader produced: partial rows in source order, and everything said about them."""
+
+    format: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[dict[str, str]] = field(default_factory=list)
+    mapping: dict[str, Any] = field(default_factory=dict)
+    skipped: Skipped = field(default_factory=Skipped)
+    preset: str | None = None
+
+    def add_note(self, kind: str, detail: str) -> None:
+        entry = note(kind, detail)
+        if entry not in self.notes:
+            self.notes.append(entry)
+
+
+def classify_error(error: str) -> str:
+    """An outcome for a source's error text (servelab's outcome names)."""
+    low = error.lower()
+    if "timeout" in low or "timed out" in low:
+        return "timeout"
+    if any(w in low for w in ("connect", "refused", "reset by peer", "broken pipe")):
+        return "connection_error"
+    return "http_error"
+
+
+def tool_calls_of(value: Any) -> list[dict[str, Any]]:
+    """Source tool calls as servelab's ``{index, id, name, arguments}`` (arguments as JSON text)."""
+    if not isinstance(value, list):
+        return []
+    out = []
+    for i, call in enumerate(value):
+        if not isinstance(call, dict):
+            continue
+        fn: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else call
+        args = fn.get("arguments", "")
+        out.append(
+            {
+                "index": call.get("index", i),
+                "id": call.get("id"),
+                "name": str(fn.get("name", "")),
+                "arguments": args if isinstance(args, str) else json.dumps(args),
+            }
+        )
+    return out
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den else None
+
+
+def derive_missing(row: dict[str, Any]) -> list[str]:
+    """Fill metrics the source did not give, by servelab's own formulas; return their names."""
+    filled: list[str] = []
+
+    def put(name: str, value: float | None) -> None:
+        if row.get(name) is None and value is not None and math.isfinite(value):
+            row[name] = value
+            filled.append(name)
+
+    ttft, e2e, n_out = row.get("ttft_s"), row.get("e2e_s"), row.get("n_out")
+    if ttft is not None and e2e is not None and n_out is not None and n_out >= 2 and e2e > ttft:
+        put("tpot_s", (e2e - ttft) / (n_out - 1))
+        put("decode_tps", (n_out - 1) / (e2e - ttft))
+    if row.get("tpot_s") and row.get("decode_tps") is None:
+        put("decode_tps", 1.0 / row["tpot_s"])
+    if row.get("decode_tps") and row.get("tpot_s") is None:
+        put("tpot_s", 1.0 / row["decode_tps"])
+    if e2e and n_out is not None:
+        put("e2e_tps", n_out / e2e)
+    if row.get("draft_n"):
+        put("acceptance_rate", _ratio(row.get("draft_accepted"), row["draft_n"]))
+    return filled
+
+
+def split_ttft(row: dict[str, Any]) -> None:
+    """A reply that is only text or only tool calls tells which kind its first token was."""
+    ttft = row.get("ttft_s")
+    if ttft is None:
+        return
+    has_text, has_tools = bool(row.get("text")), bool(row.get("tool_calls"))
+    if has_text and not has_tools and row.get("ttft_content_s") is None:
+        row["ttft_content_s"] = ttft
+    if has_tools and not has_text and row.get("ttft_tool_s") is None:
+        row["ttft_tool_s"] = ttft
+
+
+def finish_row(partial: dict[str, Any], run_id: str, seq: int) -> tuple[dict[str, Any], list[str]]:
+    """A full servelab row from a reader's partial row; also the names of derived metrics."""
+    row: dict[str, Any] = {
+        "schema_version": ROW_SCHEMA_VERSION,
+        "run_id": run_id,
+        "arm": partial["arm"],
+        "block": int(partial.get("block") or 0),
+        "phase": partial.get("phase") or "trial",
+        "seq": seq,
+        "prompt_id": str(partial.get("prompt_id") if partial.get("prompt_id") is not None else ""),
+        "concurrency": partial.get("concurrency", 1),
+        "t_send_unix_s": partial.get("t_send_unix_s"),
+        "outcome": partial.get("outcome") or "ok",
+        "error": partial.get("error"),
+        "http_status": partial.get("http_status"),
+        "finish_reason": partial.get("finish_reason"),
+        **{m: partial.get(m) for m in METRIC_NAMES if m != "itl_s"},
+        "itl_s": list(partial.get("itl_s") or []),
+        # "usage" where the reader knows the count is the server's own; "source" otherwise.
+        "n_out_source": partial.get("n_out_source", "source") if partial.get("n_out") else None,
+        "chunk_tokens_source": partial.get("chunk_tokens_source"),
+        "first_byte_s": None,
+        "chunk_t_s": list(partial.get("chunk_t_s") or []),
+        "chunk_tokens": list(partial.get("chunk_tokens") or []),
+        "usage": None,
+        "server_timings": None,
+        "text": partial.get("text"),
+        "reasoning": partial.get("reasoning"),
+        "tool_calls": partial.get("tool_calls") or [],
+        "invalid_utf8_bytes": 0,
+        "saw_done": None,
+        "source": partial["source"],
+        "raw": partial.get("raw") or {},
+    }
+    for name in COUNTS:
+        if row[name] is not None:
+            row[name] = round(row[name])
+    if row["n_out"] is not None and row["n_in"] is not None:
+        row["usage"] = {"prompt_tokens": row["n_in"], "completion_tokens": row["n_out"]}
+    derived: list[str] = []
+    if row["outcome"] == "ok":
+        derived = derive_missing(row)
+        split_ttft(row)
+    else:  # failures never carry latency (docs/metrics.md); the source values move to raw
+        kept = {m: row[m] for m in LATENCY if row[m] is not None}
+        if kept:
+            row["raw"] = {**row["raw"], "failed_request_latency": kept}
+        row.update(dict.fromkeys(LATENCY, None), itl_s=[])
+    return row, derived

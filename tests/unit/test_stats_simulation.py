@@ -1,0 +1,114 @@
+"""Simulation evidence for the comparison statistics (docs/statistics.md quotes these numbers).
+
+A/A experiments (both arms the same configuration) on a model of a shared, noisy 2-core machine:
+per-round drift shared by both arms of a round (lognormal, sd 0.15), a little drift of each arm's
+own block (sd 0.03), one block in ten 2x slow (independently per arm and block), and lognormal
+per-request noise (sd 0.15), 8 requests per block. Over 200 seeds the share of false verdicts
+(better or worse) must stay at most 5 %, for fixed-size runs and with sequential stopping. A true
+15 % speed-up must be found, in the right direction. The bootstrap uses 500 resamples here
+(2000 by default) to keep the file under ~20 s; the interval reads the bootstrap's 10th and 90th
+percentiles, which 500 resamples estimate well.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from servelab.stats.compare import Verdict, compare_blocks, decide
+from servelab.stats.sequential import plan_looks
+
+SEEDS = 200
+RESAMPLES = 500
+PER_BLOCK = 8
+MIN_EFFECT = 0.03
+
+
+def experiment(
+    rng: np.random.Generator, n_rounds: int, effect: float = 1.0, slow_p: float = 0.1
+) -> tuple[list[NDArray[np.float64]], list[NDArray[np.float64]]]:
+    """decode tok/s per block for a baseline and a candidate ``effect`` times as fast."""
+    shared = rng.normal(0.0, 0.15, n_rounds)
+    arms = []
+    for factor in (1.0, effect):
+        own = rng.normal(0.0, 0.03, n_rounds) - np.log(2) * (rng.random(n_rounds) < slow_p)
+        noise = rng.normal(0.0, 0.15, (n_rounds, PER_BLOCK))
+        arms.append(list(120.0 * factor * np.exp((shared + own)[:, None] + noise)))
+    return arms[0], arms[1]
+
+
+def fixed_verdict(seed: int, n_rounds: int, paired: bool, effect: float = 1.0) -> Verdict:
+    rng = np.random.default_rng(seed)
+    base, cand = experiment(rng, n_rounds, effect)
+    r = compare_blocks(base, cand, paired=paired, rng=rng, n_resamples=RESAMPLES)
+    return decide(
+        r.median, lower_is_better=False, min_effect=MIN_EFFECT, n_blocks=r.n_blocks
+    ).verdict
+
+
+def sequential_verdict(
+    seed: int, min_blocks: int, max_blocks: int, effect: float = 1.0
+) -> tuple[Verdict, int]:
+    """Look after every round from min_blocks on; stop at the first decided verdict."""
+    plan = plan_looks(min_blocks, max_blocks)
+    rng = np.random.default_rng(seed)
+    base, cand = experiment(rng, max_blocks, effect)
+    verdict: Verdict = "inconclusive"
+    for n in plan.looks:
+        r = compare_blocks(
+            base[:n],
+            cand[:n],
+            paired=True,
+            rng=rng,
+            confidence=plan.confidence_at(n),
+            n_resamples=RESAMPLES,
+        )
+        verdict = decide(r.median, lower_is_better=False, min_effect=MIN_EFFECT, n_blocks=n).verdict
+        if verdict != "inconclusive":
+            return verdict, n
+    return verdict, max_blocks
+
+
+def false_rate(verdicts: list[Verdict]) -> float:
+    return sum(v in ("better", "worse") for v in verdicts) / len(verdicts)
+
+
+@pytest.mark.parametrize("paired", [True, False], ids=["paired", "unpaired"])
+@pytest.mark.parametrize("n_rounds", [3, 10])
+def test_fixed_size_a_a_false_verdicts_at_most_5_percent(n_rounds: int, paired: bool) -> None:
+    verdicts = [fixed_verdict(seed, n_rounds, paired) for seed in range(SEEDS)]
+    assert false_rate(verdicts) <= 0.05
+
+
+def test_sequential_a_a_false_verdicts_at_most_5_percent_over_all_looks() -> None:
+    verdicts = [sequential_verdict(seed, 3, 10)[0] for seed in range(SEEDS)]
+    assert false_rate(verdicts) <= 0.05
+
+
+def test_plain_percentile_interval_would_fail_the_same_check() -> None:
+    """The check has teeth: the textbook percentile interval over 3 rounds under-covers."""
+    from servelab.stats import compare as c
+
+    false = 0
+    for seed in range(SEEDS):
+        rng = np.random.default_rng(seed)
+        base, cand = experiment(rng, 3)
+        counts = c._counts(rng, 3, RESAMPLES)
+        reps = np.log(c._weighted_medians(c._arm(cand), counts))
+        reps -= np.log(c._weighted_medians(c._arm(base), counts))
+        low, high = np.quantile(reps, [0.025, 0.975])
+        false += bool(low > 0 or high < 0)
+    assert false / SEEDS > 0.10
+
+
+def test_a_true_15_percent_speedup_is_found_in_the_right_direction() -> None:
+    results = [sequential_verdict(10_000 + seed, 4, 20, effect=1.15) for seed in range(SEEDS)]
+    verdicts = Counter(v for v, _ in results)
+    assert verdicts["worse"] == 0
+    assert verdicts["no_difference"] == 0
+    assert verdicts["better"] / SEEDS >= 0.65
+    # and decided runs stop early on average
+    assert np.mean([n for v, n in results if v == "better"]) < 20
