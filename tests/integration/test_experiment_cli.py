@@ -198,6 +198,14 @@ def test_demo_spec_runs_to_a_verdict(engine_ready: None, tmp_path: Path) -> None
                for c in summary["comparisons"])  # fmt: skip
     assert "ngram-simple vs none:" in done.stdout
     assert (out / "report.html").exists() and (out / "report.md").exists()
+    theory = summary["theory"]
+    assert theory["hardware"]["source"] == "measured"  # a CPU run measures this machine
+    base = theory["arms"]["none"]
+    assert 0.05 < base["pct_of_roofline"] < 1.5
+    assert base["kv_matches"] is True  # predicted KV == llama-server's own report
+    spec = theory["arms"]["ngram-simple"]["spec"]
+    assert spec["predicted_speedup"] > 0 and spec["measured_speedup"] > 0
+    assert 0 < spec["acceptance"] <= 1
 
 
 def test_report_rebuilds_from_the_run_directory_alone(engine_ready: None, tmp_path: Path) -> None:
@@ -218,3 +226,40 @@ def test_report_rebuilds_from_the_run_directory_alone(engine_ready: None, tmp_pa
     assert "not interleaved" in done.stdout
     kinds = [w["kind"] for w in _summary(copy)["warnings"]]
     assert "not_interleaved" in kinds, kinds
+
+
+SWEEP_SPEC = """
+name: sweep
+base:
+  engine: {model: smollm2-135m-instruct, flags: ["--cache-ram", "0"]}
+  workload: chat-tools
+  max_tokens: 32
+  length_matched: true
+arms: {a: {}, b: {batch: 1024}}
+blocks: 2
+requests_per_block: 4
+warmup: 1
+concurrency: [1, 2]
+"""
+
+
+def test_concurrency_sweep_is_measured_and_plotted(engine_ready: None, tmp_path: Path) -> None:
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(SWEEP_SPEC)
+    out = tmp_path / "sweep"
+    done = run_cli("run", str(spec), "--out", str(out), "--quiet", timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = _summary(out)
+    for arm in ("a", "b"):
+        points = {p["concurrency"]: p for p in summary["sweep"][arm]}
+        assert set(points) == {1, 2}
+        assert points[1]["efficiency"] == pytest.approx(1.0)
+        assert points[2]["aggregate_tps"] > points[1]["aggregate_tps"]  # two slots do more work
+        assert 0.3 < points[2]["efficiency"] <= 1.2
+    assert {c["concurrency"] for c in summary["comparisons"]} == {1, 2}
+    rows = read_jsonl(out / "requests.jsonl").rows
+    assert {r["n_out"] for r in rows if r["outcome"] == "ok"} == {32}  # length-matched
+    html = (out / "report.html").read_text()
+    assert "Aggregate tok/s and scaling efficiency" in html
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["arms"]["a"]["engine_config"]["parallel"] == 2

@@ -10,7 +10,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from servelab.cli.predict_cmd import predict, resolve_hardware
+from servelab.cli.predict_cmd import predict
+from servelab.runner.hardware import resolve_hardware
 from servelab.errors import UsageError
 
 ARCH = {
@@ -67,12 +68,16 @@ def test_spec_k_without_acceptance_is_an_error(arch_file: Path) -> None:
 
 
 def test_auto_hardware_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("servelab.cli.predict_cmd.gpus", lambda: [])
+    monkeypatch.setattr("servelab.runner.hardware.gpus", lambda: [])
     assert resolve_hardware("auto") is None
     fake = [{"name": "NVIDIA GeForce RTX 4090", "driver": "x", "memory": "24564 MiB"}]
-    monkeypatch.setattr("servelab.cli.predict_cmd.gpus", lambda: fake)
+    monkeypatch.setattr("servelab.runner.hardware.gpus", lambda: fake)
     found = resolve_hardware("auto")
     assert found is not None and found.name == "rtx-4090"
+    monkeypatch.setattr("servelab.runner.hardware.gpus", lambda: [])
+    cpu = resolve_hardware("auto", measure_cpu=True)  # a run on a CPU measures this machine
+    assert cpu is not None and cpu.source == "measured"
+    assert 0.1 < cpu.bandwidth_gbs < 2000 and cpu.fp16_tflops > 0
 
 
 def test_user_hardware_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

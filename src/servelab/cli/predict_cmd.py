@@ -14,10 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from servelab.errors import UsageError
-from servelab.models.arch_files import load_architecture, read_user_hardware
-from servelab.runner.host import gpus
+from servelab.models.arch_files import load_architecture
+from servelab.runner.hardware import resolve_hardware
 from servelab.theory.arch import Architecture
-from servelab.theory.hardware import Hardware, find_hardware, match_gpu, parse_memory_mib
 from servelab.theory.predict import PredictInput, Prediction, prediction_to_json
 from servelab.theory.predict import predict as run_prediction
 
@@ -62,20 +61,6 @@ def predict(
         print(json.dumps(prediction_to_json(result), indent=2, sort_keys=True))
         return
     _print(result)
-
-
-def resolve_hardware(name: str) -> Hardware | None:
-    """``auto``: the first local NVIDIA GPU in the catalog (or None); ``none``: None."""
-    key = name.strip().lower()
-    if key == "none":
-        return None
-    if key != "auto":
-        return find_hardware(name, read_user_hardware())
-    for gpu in gpus():
-        found = match_gpu(gpu.get("name", ""), parse_memory_mib(gpu.get("memory", "")))
-        if found is not None:
-            return found
-    return None
 
 
 def _mib(n: float) -> str:

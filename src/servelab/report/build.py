@@ -15,6 +15,7 @@ from servelab.errors import StoreError, UsageError
 from servelab.report.analyze import analyze
 from servelab.report.html import render_html
 from servelab.report.markdown import render_markdown
+from servelab.report.theory import run_theory
 from servelab.store.jsonl import read_jsonl, write_json_atomic
 from servelab.store.rundir import RunDir
 
@@ -46,6 +47,7 @@ def read_run(root: Path) -> tuple[RunDir, dict[str, Any], list[dict[str, Any]], 
 def build_report(root: Path) -> Report:
     run, manifest, rows, bad = read_run(root)
     summary = analyze(manifest, rows)
+    summary["theory"] = run_theory(manifest, rows, run.root)
     if bad:
         summary.setdefault("warnings", []).append({
             "kind": "unreadable_rows",

@@ -559,6 +559,7 @@ def report_sections(
             "drift of the machine, which interleaving cancels; a jump in one arm is not."),
             Figures("drift", "the per-block medians over time"))),
         Section("sweep", "Concurrency", _sweep_blocks(summary)),
+        Section("theory", "Theory beside measurement", theory_blocks(summary)),
         Section("config", "Configuration differences", _config_blocks(summary, manifest)),
         Section("stopping", "Stopping record", _kv_or(stopping_items(summary, manifest),
                                                       "No stopping record.")),
@@ -568,6 +569,12 @@ def report_sections(
                 else (Para("Sample replies are shown in report.html."),)),
     ]  # fmt: skip
     return sections
+
+
+def theory_blocks(summary: Mapping[str, Any]) -> tuple[Block, ...]:
+    from servelab.report.theory_view import theory_blocks as blocks
+
+    return blocks(summary)
 
 
 def _kv_or(items: list[tuple[str, str]], empty: str) -> tuple[Block, ...]:

@@ -10,6 +10,7 @@ flushed as it completes and carries a stable ``request_id``, so ``resume`` (also
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -30,19 +31,21 @@ from servelab.records import Observation, Outcome, Phase
 from servelab.report.analyze import look
 from servelab.rows import RowContext, build_row
 from servelab.runner.drive import RequestParams, build_request, run_jobs
+from servelab.runner.hardware import resolve_hardware
 from servelab.runner.host import host_facts
 from servelab.runner.preflight import MachineLock, refuse_or_record, run_preflight
 from servelab.runner.progress import NullReporter, Reporter
-from servelab.runner.resolve import effective_config
+from servelab.runner.resolve import canonical_names, effective_config
 from servelab.spec.confound import check_confounds, config_diff
 from servelab.spec.experiment import ArmConfig, ExperimentSpec, resolve_arm
 from servelab.spec.schedule import BlockPlan, plan_blocks, prompt_index, request_id
 from servelab.store import SCHEMA_VERSION
 from servelab.store.jsonl import JsonlWriter, read_jsonl, write_json_atomic
 from servelab.store.rundir import RunDir, create_run_dir, plan_run_dir
+from servelab.theory.kvreport import measured_kv_from_log
 from servelab.workloads import Workload, load_workload
 
-STAGES = ("load", "resolve", "confound_guard", "preflight", "blocks", "report")
+STAGES = ("load", "resolve", "confound_guard", "preflight", "kv_probe", "blocks")
 
 
 def _yaml_error(path: Path, exc: yaml.YAMLError) -> UsageError:
@@ -255,6 +258,32 @@ class Experiment:
                  "concurrency": bp.concurrency, "counter_deltas": counter_deltas(before, after)},
             )  # fmt: skip
 
+    # -- KV memory as the engine reports it ------------------------------------------------
+    def probe_kv(self) -> None:
+        """Start each llama.cpp arm once at ``-lv 4`` (the level at which llama-server prints
+        its KV cache sizes) and record what it reports; measuring runs stay at the default
+        level, which costs the engine nothing."""
+        for name, arm in self.arms.items():
+            entry = self.manifest["arms"][name]
+            if arm.engine.kind != "llamacpp" or "kv_reported" in entry:
+                continue
+            log = self.run.root / f"kv-probe-{_slug(name)}.log"
+            config = arm.engine.model_copy(update={"flags": (*arm.engine.flags, "-lv", "4")})
+            engine = create_engine(config, log)
+            self.reporter.note(f"reading {name}'s KV cache size from llama-server")
+            try:
+                engine.launch()
+                engine.wait_healthy(arm.engine.startup_timeout_s)
+            finally:
+                engine.stop()
+            measured = measured_kv_from_log(log.read_text(encoding="utf-8", errors="replace"))
+            entry["kv_reported"] = (
+                {"kv_mib": measured.kv_mib, "recurrent_mib": measured.recurrent_mib,
+                 "lines": [dataclasses.asdict(x) for x in measured.target], "log": log.name}
+                if measured else None
+            )  # fmt: skip
+            self.save()
+
     # -- plan and sequential looks ----------------------------------------------------------
     def sequential(self) -> bool:
         s = self.spec
@@ -386,7 +415,10 @@ def run_experiment(
     reporter.note(f"resolving {len(spec.expand())} arms")
     arms, effective, argvs = _effective(spec, run.root)
     declared = {name: arm.declared for name, arm in arms.items()}
-    allowed = check_confounds(effective, declared, spec.baseline_arm, spec.declare, allow_confound)
+    allowed = check_confounds(
+        effective, declared, spec.baseline_arm, canonical_names(spec.declare, arms),
+        canonical_names(allow_confound, arms),
+    )  # fmt: skip
     ports = [(a.engine.host, a.engine.port) for a in arms.values() if a.engine.port]
     lock = MachineLock()
     holder = lock.acquire(run.root)
@@ -400,10 +432,12 @@ def run_experiment(
         })  # fmt: skip
     try:
         refuse_or_record(findings, force)
+        hardware = resolve_hardware(spec.hardware, measure_cpu=True)
         create_run_dir(run)
         manifest = new_manifest(spec, raw, spec_path, run, arms, effective, argvs, allowed,
                                 findings, force)  # fmt: skip
         manifest["stages"] = list(STAGES[:4])
+        manifest["hardware"] = dataclasses.asdict(hardware) if hardware else None
         write_json_atomic(run.manifest, manifest)
         return _execute(spec, run, manifest, reporter)
     finally:
@@ -417,8 +451,12 @@ def _execute(
     status = "failed"
     stopped_early = False
     try:
-        exp.stage("blocks")
         exp.save("running")
+        if spec.kv_probe:
+            exp.stage("kv_probe")
+            exp.probe_kv()
+        exp.stage("blocks")
+        exp.save()
         with JsonlWriter(run.requests) as writer:
             stopped_early = exp.execute(writer)
         status = "stopped_early" if stopped_early else "complete"

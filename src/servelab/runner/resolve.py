@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from servelab.engines.base import create_engine
+from servelab.engines.install import find_llama_binary
 from servelab.engines.llamacpp import LlamaCppEngine, binary_text, build_from_version
 from servelab.models import file_sha256
 from servelab.spec.experiment import ArmConfig, ExperimentSpec
@@ -70,6 +71,25 @@ def effective_config(
         "engine.api_key_env": c.api_key_env,
     })  # fmt: skip
     return eff, []
+
+
+def canonical_names(names: tuple[str, ...], arms: dict[str, ArmConfig]) -> tuple[str, ...]:
+    """``declare`` / ``--allow-confound`` names with llama-server aliases made canonical
+    (``-lv`` and ``log-verbosity`` both mean ``verbosity``), using the arms' binaries' help."""
+    binaries = {
+        str(find_llama_binary("llama-server", explicit=a.engine.binary))
+        for a in arms.values() if a.engine.kind == "llamacpp"
+    }  # fmt: skip
+    tables = [parse_help(binary_text(b, "--help")) for b in sorted(binaries)]
+    out = []
+    for name in names:
+        bare = name.removeprefix("llama.")
+        found = None
+        for table in tables:
+            for candidate in (bare, f"--{bare.lstrip('-')}", f"-{bare.lstrip('-')}"):
+                found = found or table.canonical(candidate)
+        out.append(f"llama.{found}" if found else name)
+    return tuple(out)
 
 
 def argv_without_port(argv: list[str]) -> list[str]:

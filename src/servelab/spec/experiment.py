@@ -181,6 +181,15 @@ class ExperimentSpec(BaseModel):
     restart: Literal["arm_change", "every_block"] = "arm_change"
     stop: StopSpec = StopSpec()
     metrics: tuple[str, ...] = DEFAULT_DECISION_METRICS
+    kv_probe: bool = Field(
+        default=True,
+        description="llamacpp: start each arm once at -lv 4 to record the KV size it reports",
+    )
+    hardware: str = Field(
+        default="auto",
+        description="roofline hardware: a catalog name, auto (local GPU, else this CPU "
+        "measured at run start) or none",
+    )
 
     @field_validator("concurrency")
     @classmethod

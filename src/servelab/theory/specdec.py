@@ -18,7 +18,7 @@ from servelab.theory.hardware import Hardware
 from servelab.theory.kvtypes import CacheType
 from servelab.theory.roofline import distinct_experts, flops_per_token, step_bytes
 
-MAX_DRAFT = 32
+MAX_DRAFT = 256  # llama.cpp n-gram drafters propose up to 64+ tokens at once
 
 
 def expected_tokens(accept: float, k: int) -> float:
