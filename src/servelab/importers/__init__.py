@@ -153,6 +153,18 @@ def _detect(result: Imported, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return diff
 
 
+_DECISION_CANDIDATES = ("decode_tps", "ttft_s", "e2e_s", "prefill_tps", "e2e_tps")
+
+
+def _decision_metrics(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The usual decision metrics the source measured: an import decides only on what it has
+    (llama-bench has no TTFT), so a report never says "inconclusive" for a missing metric."""
+    present = [m for m in _DECISION_CANDIDATES[:3] if any(r.get(m) is not None for r in rows)]
+    if present:
+        return present
+    return [m for m in _DECISION_CANDIDATES[3:] if any(r.get(m) is not None for r in rows)]
+
+
 def _manifest(
     run: RunDir, result: Imported, specs: list[SourceSpec], opts: ImportOptions, status: str
 ) -> dict[str, Any]:
@@ -176,6 +188,7 @@ def _manifest(
         "arms": {arm: result.arms.get(arm, {}) for arm in arms},
         "baseline": opts.baseline or (arms[0] if arms else None),
         "interleaved": False,
+        "decision_metrics": _decision_metrics(result.rows),
         # Strings, so any reader can print them; each starts with its kind (common.NOTE_KINDS).
         "notes": [f"{n['kind']}: {n['detail']}" for n in result.notes],
     }

@@ -6,18 +6,17 @@ Owns reading the run directory for reporting and writing the three files atomica
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from servelab.errors import StoreError, UsageError
+from servelab.errors import StoreError
 from servelab.report.analyze import analyze
 from servelab.report.html import render_html
 from servelab.report.markdown import render_markdown
 from servelab.report.theory import run_theory
 from servelab.store.jsonl import read_jsonl, write_json_atomic
-from servelab.store.rundir import RunDir
+from servelab.store.rundir import RunDir, read_manifest
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,14 +30,7 @@ class Report:
 
 def read_run(root: Path) -> tuple[RunDir, dict[str, Any], list[dict[str, Any]], list[int]]:
     run = RunDir(root)
-    if not root.is_dir():
-        raise UsageError(f"{root} is not a directory; give a run directory (runs/<name>-<time>)")
-    if not run.manifest.exists():
-        raise UsageError(f"{root} has no manifest.json; is it a servelab run directory?")
-    try:
-        manifest = json.loads(run.manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot read {run.manifest}: {exc}") from exc
+    manifest = read_manifest(run)
     read = read_jsonl(run.requests) if run.requests.exists() else None
     rows = read.rows if read else []
     return run, manifest, rows, read.bad_lines if read else []

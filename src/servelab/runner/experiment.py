@@ -11,7 +11,6 @@ flushed as it completes and carries a stable ``request_id``, so ``resume`` (also
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import servelab
 from servelab.client.clock import MonotonicClock, WallAnchor
 from servelab.engines.base import Engine, create_engine
 from servelab.engines.prom import MetricsSnapshot, counter_deltas
-from servelab.errors import EngineCrashedError, EngineError, Interrupted, StoreError, UsageError
+from servelab.errors import EngineCrashedError, EngineError, Interrupted, UsageError
 from servelab.models import resolve_model
 from servelab.records import Observation, Outcome, Phase
 from servelab.report.analyze import look
@@ -41,7 +40,7 @@ from servelab.spec.experiment import ArmConfig, ExperimentSpec, resolve_arm
 from servelab.spec.schedule import BlockPlan, plan_blocks, prompt_index, request_id
 from servelab.store import SCHEMA_VERSION
 from servelab.store.jsonl import JsonlWriter, read_jsonl, write_json_atomic
-from servelab.store.rundir import RunDir, create_run_dir, plan_run_dir
+from servelab.store.rundir import RunDir, create_run_dir, plan_run_dir, read_manifest
 from servelab.theory.kvreport import measured_kv_from_log
 from servelab.workloads import Workload, load_workload
 
@@ -400,6 +399,23 @@ def new_manifest(
     }
 
 
+def _lock_and_preflight(
+    run: RunDir, ports: list[tuple[str, int]], arms: dict[str, ArmConfig], max_foreign_cpu: float
+) -> tuple[MachineLock, list[dict[str, Any]]]:
+    """Take the machine lock (or note who holds it) and run the preflight checks."""
+    lock = MachineLock()
+    holder = lock.acquire(run.root)
+    findings = run_preflight(ports=ports, model_bytes=_model_bytes(arms),
+                             max_foreign_cpu=max_foreign_cpu)  # fmt: skip
+    if holder is not None:
+        findings.insert(0, {
+            "kind": "machine_locked", "blocking": True,
+            "detail": f"another servelab experiment holds the machine ({holder})",
+            "advice": "wait for it to finish",
+        })  # fmt: skip
+    return lock, findings
+
+
 def run_experiment(
     spec_path: Path,
     out: Path | None = None,
@@ -420,16 +436,7 @@ def run_experiment(
         canonical_names(allow_confound, arms),
     )  # fmt: skip
     ports = [(a.engine.host, a.engine.port) for a in arms.values() if a.engine.port]
-    lock = MachineLock()
-    holder = lock.acquire(run.root)
-    findings = run_preflight(ports=ports, model_bytes=_model_bytes(arms),
-                             max_foreign_cpu=max_foreign_cpu)  # fmt: skip
-    if holder is not None:
-        findings.insert(0, {
-            "kind": "machine_locked", "blocking": True,
-            "detail": f"another servelab experiment holds the machine ({holder})",
-            "advice": "wait for it to finish",
-        })  # fmt: skip
+    lock, findings = _lock_and_preflight(run, ports, arms, max_foreign_cpu)
     try:
         refuse_or_record(findings, force)
         hardware = resolve_hardware(spec.hardware, measure_cpu=True)
@@ -487,12 +494,7 @@ def resume_experiment(
     reporter: Reporter | None = None,
 ) -> ExperimentResult:  # fmt: skip
     run = RunDir(run_root)
-    if not run.manifest.exists():
-        raise UsageError(f"{run_root} has no manifest.json; is it a servelab run directory?")
-    try:
-        manifest = json.loads(run.manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot read {run.manifest}: {exc}") from exc
+    manifest = read_manifest(run)
     if manifest.get("kind") != "experiment":
         raise UsageError(f"{run_root} is not an experiment run (kind {manifest.get('kind')!r})")
     if manifest.get("status") in ("complete", "stopped_early"):
@@ -513,16 +515,7 @@ def resume_experiment(
                 f"({k}: {before.get(k)} -> {eff.get(k)}); resume needs the same engine build, "
                 "model and flags; start a new run instead"
             )
-    lock = MachineLock()
-    holder = lock.acquire(run.root)
-    findings = run_preflight(ports=[], model_bytes=_model_bytes(arms),
-                             max_foreign_cpu=max_foreign_cpu)  # fmt: skip
-    if holder is not None:
-        findings.insert(0, {
-            "kind": "machine_locked", "blocking": True,
-            "detail": f"another servelab experiment holds the machine ({holder})",
-            "advice": "wait for it to finish",
-        })  # fmt: skip
+    lock, findings = _lock_and_preflight(run, [], arms, max_foreign_cpu)
     try:
         refuse_or_record(findings, force)
         manifest.setdefault("resumes", []).append({

@@ -6,10 +6,12 @@ new run: creating one that already holds requests is refused, so nothing is over
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from servelab.errors import StoreError, UsageError
 
@@ -40,6 +42,23 @@ class RunDir:
 
     def engine_log(self, arm: str) -> Path:
         return self.root / f"engine-{arm}.log"
+
+
+def read_manifest(run: RunDir) -> dict[str, Any]:
+    """A run directory's manifest; a missing or unreadable one is a one-line error."""
+    if not run.root.is_dir():
+        raise UsageError(
+            f"{run.root} is not a directory; give a run directory (runs/<name>-<time>)"
+        )
+    if not run.manifest.exists():
+        raise UsageError(f"{run.root} has no manifest.json; is it a servelab run directory?")
+    try:
+        manifest = json.loads(run.manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read {run.manifest}: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise StoreError(f"{run.manifest} is not a JSON object; the run directory is damaged")
+    return manifest
 
 
 def _slug(name: str) -> str:
