@@ -23,6 +23,7 @@ from servelab.models.arch_files import load_architecture
 from servelab.theory.hardware import Hardware
 from servelab.theory.kvreport import measured_kv_from_log, report_matches
 from servelab.theory.predict import predict_arm
+from servelab.theory.specdec import expected_tokens
 
 Row = Mapping[str, Any]
 
@@ -50,9 +51,9 @@ def _ok_trials(rows: Sequence[Row], arm: str) -> list[Row]:
             and r.get("outcome") == "ok"]  # fmt: skip
 
 
-def _draft_counters(run_root: Path, arm: str) -> tuple[float, float, float]:
-    """(drafts, drafted tokens, accepted tokens) summed over the arm's metrics deltas."""
-    drafts = drafted = accepted = 0.0
+def _draft_counters(run_root: Path, arm: str) -> tuple[float, float, float, float]:
+    """(drafts, drafted tokens, accepted tokens, decode calls) over the arm's metrics deltas."""
+    drafts = drafted = accepted = decodes = 0.0
     slug = re.sub(r"[^A-Za-z0-9._=+-]+", "_", arm)
     for path in sorted((run_root / "metrics").glob(f"{slug}-b*-c*.json")):
         try:
@@ -62,7 +63,8 @@ def _draft_counters(run_root: Path, arm: str) -> tuple[float, float, float]:
         drafts += deltas.get("llamacpp:spec_decode_num_drafts_total", 0.0)
         drafted += deltas.get("llamacpp:spec_decode_num_draft_tokens_total", 0.0)
         accepted += deltas.get("llamacpp:spec_decode_num_accepted_tokens_total", 0.0)
-    return drafts, drafted, accepted
+        decodes += deltas.get("llamacpp:n_decode_total", 0.0)
+    return drafts, drafted, accepted, decodes
 
 
 def _measured_kv(run_root: Path, arm: str) -> float | None:
@@ -96,7 +98,7 @@ def arm_theory(
     decode = _median([float(r["decode_tps"]) for r in ok if r.get("decode_tps") is not None])
     position = int((n_in or 0) + (n_out or 0) / 2) or None
     spec_type = str(eff.get("llama.spec-type", "none"))
-    drafts, drafted, accepted = _draft_counters(run_root, arm)
+    drafts, drafted, accepted, decodes = _draft_counters(run_root, arm)
     speculative = spec_type not in ("none", "(default)") and drafted > 0
     k = max(1, round(drafted / drafts)) if speculative and drafts else None
     accept = min(1.0, accepted / drafted) if speculative else None
@@ -131,12 +133,27 @@ def arm_theory(
         "kv_matches": report_matches(p.kv_bytes, measured_kv) if measured_kv is not None
         else None,
     }  # fmt: skip
-    if speculative:
+    if speculative and k is not None and accept is not None and p.spec_speedup:
+        # n-gram drafters draft only when they find a match: a fraction f of decode steps
+        # verifies K + 1 tokens at cost r, the rest are plain steps producing one token.
+        # r from the model: t_iid / speedup with c = 0. t itself is measured (accepted tokens
+        # per draft + 1): n-gram drafts are mostly all right or all wrong, far from the
+        # i.i.d.-per-token acceptance the closed form assumes (kept as t_iid for contrast).
+        t_iid = expected_tokens(accept, k)
+        r = t_iid / p.spec_speedup
+        t = accepted / drafts + 1 if drafts else t_iid
+        f = min(1.0, drafts / decodes) if decodes else 1.0
+        mixed = (f * t + (1 - f)) / (f * r + (1 - f))
         out["spec"] = {
             "spec_type": spec_type, "mean_draft_length": k, "acceptance": accept,
-            "predicted_speedup": p.spec_speedup,
+            "draft_step_fraction": f, "verify_cost": r, "tokens_per_verify_step": t,
+            "tokens_per_verify_step_iid": t_iid,
+            "predicted_speedup_per_draft_step": p.spec_speedup,
+            "predicted_speedup": mixed,
             "measured_speedup": decode / baseline_decode if decode and baseline_decode else None,
-            "assumes": "draft cost 0 (n-gram lookup); acceptance i.i.d. per drafted token",
+            "assumes": "draft cost 0 (n-gram lookup); verify cost r from bytes and FLOPs; "
+            "a fraction f of decode steps (drafts / decode calls) carries a draft and yields "
+            "the measured tokens per verify step t",
         }  # fmt: skip
     return out
 
