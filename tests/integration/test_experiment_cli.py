@@ -52,6 +52,14 @@ def test_aa_experiment_finds_no_difference(engine_ready: None, tmp_path: Path) -
     assert manifest["status"] == "complete" and manifest["config_diff"] == {}
     ids = _trial_ids(out)
     assert len(ids) == len(set(ids)) == 72
+    quality = summary["quality"]  # identical arms at temperature 0 answer alike
+    assert quality["arms"]["a"]["n_rows"] == 36
+    assert quality["arms"]["a"]["rates"]["tool_accuracy"]["n"] > 0  # chat-tools expects tools
+    for metric, c in quality["comparisons"]["b"].items():
+        assert c["verdict"] in ("no_difference", "inconclusive"), (metric, c)
+    scores = read_jsonl(out / "quality" / "scores.jsonl").rows
+    assert len(scores) == 72 and all("coherence" in s for s in scores)
+    assert "## Quality" in (out / "report.md").read_text()
 
 
 def test_threads_effect_has_the_right_direction(engine_ready: None, tmp_path: Path) -> None:

@@ -128,8 +128,8 @@ def test_html_confound_banner_comes_first(html_report: str) -> None:
 def test_html_sections_in_order(html_report: str) -> None:
     keys = re.findall(r'<section id="([a-z]+)"', html_report)
     assert keys == [
-        "confounds", "verdicts", "arms", "proportions", "distributions", "drift", "sweep",
-        "config", "stopping", "environment", "warnings", "samples",
+        "confounds", "verdicts", "arms", "proportions", "quality", "distributions", "drift",
+        "sweep", "theory", "config", "stopping", "environment", "warnings", "samples",
     ]  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from servelab.errors import StoreError
 from servelab.report.analyze import analyze
 from servelab.report.html import render_html
 from servelab.report.markdown import render_markdown
+from servelab.report.quality import run_quality
 from servelab.report.theory import run_theory
 from servelab.store.jsonl import read_jsonl, write_json_atomic
 from servelab.store.rundir import RunDir, read_manifest
@@ -40,6 +41,7 @@ def build_report(root: Path) -> Report:
     run, manifest, rows, bad = read_run(root)
     summary = analyze(manifest, rows)
     summary["theory"] = run_theory(manifest, rows, run.root)
+    summary["quality"] = run_quality(manifest, rows, run.root)
     if bad:
         summary.setdefault("warnings", []).append({
             "kind": "unreadable_rows",

@@ -552,6 +552,7 @@ def report_sections(
         Section("proportions", "Error and truncation rates", tuple(
             b for b in (rate_table(summary, ci), proportion_table(summary)) if b is not None
         )),
+        Section("quality", "Quality", quality_blocks(summary)),
         Section("distributions", "Distributions", (Figures(
             "distributions", "the distribution of each decision metric per arm"),)),
         Section("drift", "Per-block drift", (Para(
@@ -569,6 +570,12 @@ def report_sections(
                 else (Para("Sample replies are shown in report.html."),)),
     ]  # fmt: skip
     return sections
+
+
+def quality_blocks(summary: Mapping[str, Any]) -> tuple[Block, ...]:
+    from servelab.report.quality_view import quality_blocks as blocks
+
+    return blocks(summary)
 
 
 def theory_blocks(summary: Mapping[str, Any]) -> tuple[Block, ...]:

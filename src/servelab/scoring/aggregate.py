@@ -1,0 +1,238 @@
+"""Per-arm quality rates and between-arm verdicts, from rows already scored one by one.
+
+Owns the quality metric declarations (``QUALITY_METRICS``: name, direction, population) and
+``quality_summary``: for every arm each rate as k of n with its Wilson interval, the outcome,
+script-class and flag counts behind it, and for every other arm the comparison with the
+baseline through ``stats.proportions.compare_rates`` (Fisher's exact test), in the verdict
+vocabulary of the speed metrics. Only successful trial rows (phase ``trial``, outcome ``ok``)
+count; warm-ups and failed requests have no quality.
+
+Pure: no I/O. Must not score rows itself (``score`` does that) nor render anything.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from servelab.scoring.coherence import FLAG_KINDS
+from servelab.stats.proportions import DEFAULT_MARGIN, compare_rates, wilson
+
+Score = Mapping[str, Any]
+Scored = tuple[Mapping[str, Any], Score]
+_READS_TRADITIONAL = ("traditional", "neutral")  # no Simplified character after the allowance
+
+
+@dataclass(frozen=True, slots=True)
+class QualityMetric:
+    """One quality rate: which scored rows it counts (``population``) and which are hits."""
+
+    name: str
+    higher_is_better: bool
+    population: str
+    summary: str
+
+
+def _tool(score: Score) -> Mapping[str, Any]:
+    tool: Mapping[str, Any] = score.get("tool") or {}
+    return tool
+
+
+def _script(score: Score) -> Mapping[str, Any]:
+    script: Mapping[str, Any] = score.get("script") or {}
+    return script
+
+
+def _flags(score: Score) -> list[str]:
+    return [f["kind"] for f in (score.get("coherence") or {}).get("flags", [])]
+
+
+_TOOL_EXPECTED = ("correct", "wrong_args", "wrong_tool", "missed", "malformed")
+_NO_TOOL = ("false_fire", "correct_no_call")
+_TRAD_TARGET = "traditional"
+
+# name -> (in population, is a hit)
+_Rule = tuple[Callable[[Score], bool], Callable[[Score], bool]]
+_RULES: dict[str, _Rule] = {
+    "tool_accuracy": (
+        lambda s: _tool(s).get("outcome") in _TOOL_EXPECTED,
+        lambda s: _tool(s).get("outcome") == "correct",
+    ),
+    "false_fire_rate": (
+        lambda s: _tool(s).get("outcome") in _NO_TOOL,
+        lambda s: _tool(s).get("outcome") == "false_fire",
+    ),
+    "args_valid_rate": (
+        lambda s: _tool(s).get("args_valid") is not None,
+        lambda s: _tool(s).get("args_valid") is True,
+    ),
+    "malformed_rate": (
+        lambda s: _tool(s).get("outcome", "not_applicable") != "not_applicable",
+        lambda s: bool(_tool(s).get("malformed")),
+    ),
+    "traditional_rate": (
+        lambda s: _script(s).get("target") == _TRAD_TARGET,
+        lambda s: _script(s).get("class") in _READS_TRADITIONAL,
+    ),
+    "mixed_rate": (
+        lambda s: _script(s).get("target") == _TRAD_TARGET,
+        lambda s: _script(s).get("class") == "mixed",
+    ),
+    "simplified_rate": (
+        lambda s: _script(s).get("target") == _TRAD_TARGET,
+        lambda s: _script(s).get("class") == "simplified",
+    ),
+    "traditional_rate_after_s2t": (
+        lambda s: _script(s).get("target") == _TRAD_TARGET,
+        lambda s: (_script(s).get("after_s2t") or {}).get("class") in _READS_TRADITIONAL,
+    ),
+    "coherence_flag_rate": (lambda s: "coherence" in s, lambda s: bool(_flags(s))),
+}
+
+
+def _has_flag(kind: str) -> Callable[[Score], bool]:
+    return lambda s: kind in _flags(s)
+
+
+_RULES |= {
+    f"flag_{kind}_rate": (lambda s: "coherence" in s, _has_flag(kind)) for kind in FLAG_KINDS
+}
+
+QUALITY_METRICS: tuple[QualityMetric, ...] = (
+    QualityMetric(
+        "tool_accuracy",
+        True,
+        "prompts expecting a tool",
+        "expected tool, schema-valid arguments, every argument expectation holds",
+    ),
+    QualityMetric(
+        "false_fire_rate",
+        False,
+        "prompts offered tools but expecting none",
+        "a tool was called (or tool-call text leaked)",
+    ),
+    QualityMetric(
+        "args_valid_rate",
+        True,
+        "rows with a well-formed call to a known tool",
+        "arguments validate against the tool's JSON Schema",
+    ),
+    QualityMetric(
+        "malformed_rate",
+        False,
+        "rows with a tool expectation",
+        "arguments not JSON, unknown tool, or tool-call text in content",
+    ),
+    QualityMetric(
+        "traditional_rate",
+        True,
+        "prompts asking for Traditional Chinese",
+        "reply has Han characters and none Simplified (class traditional or neutral)",
+    ),
+    QualityMetric(
+        "mixed_rate",
+        False,
+        "prompts asking for Traditional Chinese",
+        "Traditional and Simplified characters in one reply",
+    ),
+    QualityMetric(
+        "simplified_rate",
+        False,
+        "prompts asking for Traditional Chinese",
+        "Simplified characters only",
+    ),
+    QualityMetric(
+        "traditional_rate_after_s2t",
+        True,
+        "prompts asking for Traditional Chinese",
+        "traditional_rate after an OpenCC s2tw conversion of the reply",
+    ),
+    QualityMetric("coherence_flag_rate", False, "all scored rows", "at least one coherence flag"),
+    *(
+        QualityMetric(f"flag_{kind}_rate", False, "all scored rows", f"flagged {kind}")
+        for kind in FLAG_KINDS
+    ),
+)
+
+
+def counts_ok(row: Mapping[str, Any]) -> bool:
+    """True for the rows quality rates count: successful trial requests."""
+    return row.get("phase") == "trial" and row.get("outcome") == "ok"
+
+
+def arm_rates(scored: Iterable[Scored], confidence: float = 0.95) -> dict[str, Any]:
+    """One arm's rates (k, n, p and Wilson interval per metric) and the counts behind them."""
+    scores = [score for row, score in scored if counts_ok(row)]
+    rates = {}
+    for metric in QUALITY_METRICS:
+        population, hit = _RULES[metric.name]
+        members = [s for s in scores if population(s)]
+        rate = wilson(sum(1 for s in members if hit(s)), len(members), confidence)
+        rates[metric.name] = asdict(rate)
+    flag_counts = Counter(kind for s in scores for kind in _flags(s))
+    return {
+        "n_rows": len(scores),
+        "rates": rates,
+        "tool_outcomes": dict(Counter(str(_tool(s).get("outcome")) for s in scores)),
+        "script_classes": dict(Counter(str(_script(s)["class"]) for s in scores if _script(s))),
+        "flag_counts": {kind: flag_counts[kind] for kind in FLAG_KINDS},
+    }
+
+
+def quality_summary(
+    rows_with_scores_by_arm: Mapping[str, Iterable[Scored]],
+    baseline: str,
+    confidence: float = 0.95,
+    *,
+    margin: float = DEFAULT_MARGIN,
+) -> dict[str, Any]:
+    """Per-arm quality rates and each other arm's comparison with ``baseline``.
+
+    ``rows_with_scores_by_arm`` maps an arm to its ``(row, score)`` pairs (``score`` as from
+    ``score_row``); rows that are not successful trials are skipped here. Comparisons use
+    Fisher's exact test at 1 - ``confidence``; ``no_difference`` needs the difference's
+    interval inside +-``margin``.
+    """
+    if baseline not in rows_with_scores_by_arm:
+        known = ", ".join(rows_with_scores_by_arm) or "none"
+        raise ValueError(f"baseline arm '{baseline}' has no rows (arms: {known})")
+    arms = {arm: arm_rates(s, confidence) for arm, s in rows_with_scores_by_arm.items()}
+    comparisons = {
+        arm: _compare(arms[baseline]["rates"], summary["rates"], confidence, margin)
+        for arm, summary in arms.items()
+        if arm != baseline
+    }
+    return {
+        "confidence": confidence,
+        "baseline": baseline,
+        "metrics": [asdict(m) for m in QUALITY_METRICS],
+        "arms": arms,
+        "comparisons": comparisons,
+    }
+
+
+def _compare(
+    base: Mapping[str, Any], cand: Mapping[str, Any], confidence: float, margin: float
+) -> dict[str, Any]:
+    out = {}
+    for metric in QUALITY_METRICS:
+        b, c = base[metric.name], cand[metric.name]
+        result = compare_rates(
+            b["k"],
+            b["n"],
+            c["k"],
+            c["n"],
+            lower_is_better=not metric.higher_is_better,
+            confidence=confidence,
+            margin=margin,
+        )
+        out[metric.name] = {
+            "difference": result.difference,
+            "diff_ci_low": result.diff_ci_low,
+            "diff_ci_high": result.diff_ci_high,
+            "p_value": result.p_value,
+            "verdict": result.verdict,
+        }
+    return out
