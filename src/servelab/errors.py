@@ -84,6 +84,12 @@ class StoreError(ServelabError):
     exit_code = 6
 
 
+class GatesFailed(ServelabError):
+    """The baseline or a required arm failed a quality or speed gate; the report says which."""
+
+    exit_code = 7
+
+
 class Interrupted(ServelabError):
     """The user interrupted a run; what was recorded before is kept."""
 

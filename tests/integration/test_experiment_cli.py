@@ -66,8 +66,14 @@ def test_threads_effect_has_the_right_direction(engine_ready: None, tmp_path: Pa
     out = tmp_path / "threads"
     done = run_cli("run", str(EXAMPLES / "threads.yaml"), "--out", str(out), "--quiet",
                    timeout=900)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    decode = _verdicts(_summary(out))["decode_tps"]
+    assert done.returncode == 7, done.stderr  # the required arm t1 fails its speed gate
+    lines = error_lines(done.stderr)
+    assert len(lines) == 1 and "t1: decode_tps >= baseline * 0.9" in lines[0], done.stderr
+    summary = _summary(out)
+    assert summary["gates"]["t2"]["decode_tps >= baseline * 0.9"]["passed"] is True
+    assert summary["gates"]["t1"]["error_rate <= 20%"]["passed"] is True
+    assert "FAIL" in (out / "report.md").read_text().split("## Verdicts")[0]  # gates come first
+    decode = _verdicts(summary)["decode_tps"]
     assert decode["candidate"] == "t1" and decode["baseline"] == "t2"
     assert decode["verdict"] == "worse", decode  # one thread decodes slower on two cores
     assert decode["ci_high"] < 1.0

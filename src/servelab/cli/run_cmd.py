@@ -11,6 +11,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from servelab.errors import GatesFailed
 from servelab.report.build import Report, build_report
 from servelab.runner.compare import compare_runs
 from servelab.runner.experiment import (
@@ -41,6 +42,10 @@ def print_verdicts(report: Report, console: Console | None = None) -> None:
     for candidate, parts in by_candidate.items():
         console.print(f"{candidate} vs {summary.get('baseline')}: " + ", ".join(parts),
                       markup=False, highlight=False)  # fmt: skip
+    for arm, rules in (summary.get("gates") or {}).items():
+        bad = [r for r, res in rules.items() if not res.get("passed")]
+        status = "pass" if not bad else "FAIL " + "; ".join(bad)
+        console.print(f"gates {arm}: {status}", markup=False, highlight=False)
     for w in summary.get("warnings") or []:
         arm = f" [{w['arm']}]" if w.get("arm") else ""
         console.print(f"warning{arm}: {w.get('detail')}", markup=False, highlight=False)
@@ -76,7 +81,12 @@ def _finish(result: ExperimentResult) -> None:
     console = Console()
     if result.stopped_early:
         console.print(f"stopped early: {result.looks[-1].get('reason', '')}", markup=False)
-    print_verdicts(build_report(result.run_dir.root), console)
+    report = build_report(result.run_dir.root)
+    print_verdicts(report, console)
+    failed = report.summary.get("gates_failed") or []
+    if failed:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise GatesFailed(f"gate failed: {failed[0]}{more}; see {report.markdown}")
 
 
 def resume(

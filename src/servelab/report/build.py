@@ -12,6 +12,7 @@ from typing import Any
 
 from servelab.errors import StoreError
 from servelab.report.analyze import analyze
+from servelab.report.gates import evaluate_gates, failed_required
 from servelab.report.html import render_html
 from servelab.report.markdown import render_markdown
 from servelab.report.quality import run_quality
@@ -42,6 +43,14 @@ def build_report(root: Path) -> Report:
     summary = analyze(manifest, rows)
     summary["theory"] = run_theory(manifest, rows, run.root)
     summary["quality"] = run_quality(manifest, rows, run.root)
+    gates = (manifest.get("spec") or {}).get("gates") or {}
+    if gates.get("rules"):
+        summary["gates"] = evaluate_gates(
+            gates["rules"], summary, rows, interleaved=bool(manifest.get("interleaved", True)),
+            seed=int(manifest.get("seed") or 0),
+        )  # fmt: skip
+        summary["gates_required"] = list(dict.fromkeys([summary["baseline"], *gates["require"]]))
+        summary["gates_failed"] = failed_required(summary["gates"], summary["gates_required"])
     if bad:
         summary.setdefault("warnings", []).append({
             "kind": "unreadable_rows",

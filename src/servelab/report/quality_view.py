@@ -97,3 +97,35 @@ def quality_blocks(summary: Mapping[str, Any]) -> tuple[Block, ...]:
         blocks.extend(_ppl_blocks(q["ppl"]))
     blocks.extend(Para(str(n)) for n in q.get("notes") or [])
     return tuple(blocks)
+
+
+def _fmt_gate(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return "-"
+    return f"{v:.4g}"
+
+
+def gates_blocks(summary: Mapping[str, Any]) -> tuple[Block, ...]:
+    """Pass / fail per arm and rule, each with its value, interval and threshold."""
+    gates = summary.get("gates")
+    if not isinstance(gates, Mapping) or not gates:
+        return ()
+    arms = list(gates)
+    rules = list(dict.fromkeys(r for a in arms for r in gates[a]))
+    rows = []
+    for rule in rules:
+        cells = []
+        for arm in arms:
+            res = gates[arm].get(rule) or {}
+            lo, hi = (res.get("interval") or [None, None])[:2]
+            mark = "PASS" if res.get("passed") else "FAIL"
+            cells.append(f"{mark}: {_fmt_gate(res.get('value'))} [{_fmt_gate(lo)}, "
+                         f"{_fmt_gate(hi)}] vs {_fmt_gate(res.get('threshold'))}")  # fmt: skip
+        rows.append((rule, *cells))
+    required = ", ".join(summary.get("gates_required") or [])
+    failed = summary.get("gates_failed") or []
+    lead = (f"A rule holds when its confidence interval clears the threshold (the lower end for "
+            f">=, the upper end for <=), not merely the point estimate. Required to pass: "
+            f"{required}. " + (f"FAILED: {'; '.join(failed)}." if failed
+                               else "Every required arm passes."))  # fmt: skip
+    return (Para(lead), Table(("gate", *arms), tuple(rows)))

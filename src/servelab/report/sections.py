@@ -541,6 +541,9 @@ def report_sections(
                 "than from the change under test.")  # fmt: skip
         sections.append(Section("confounds", "Confounded comparison",
                                 (Para(lead), KeyValues(tuple(confounds))), alert=True))  # fmt: skip
+    gate_blocks = gates_blocks(summary)
+    if gate_blocks:
+        sections.append(Section("gates", "Gates", gate_blocks))
     sections += [
         Section("verdicts", "Verdicts", _verdict_blocks(summary, ci)),
         Section("arms", "Arms and metrics", (
@@ -570,6 +573,12 @@ def report_sections(
                 else (Para("Sample replies are shown in report.html."),)),
     ]  # fmt: skip
     return sections
+
+
+def gates_blocks(summary: Mapping[str, Any]) -> tuple[Block, ...]:
+    from servelab.report.quality_view import gates_blocks as blocks
+
+    return blocks(summary)
 
 
 def quality_blocks(summary: Mapping[str, Any]) -> tuple[Block, ...]:

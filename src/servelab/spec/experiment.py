@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from servelab.metrics import METRIC_BY_NAME
 from servelab.spec.engine import EngineConfig
+from servelab.spec.gates import GatesSpec
 
 DEFAULT_DECISION_METRICS = ("decode_tps", "ttft_s", "e2e_s")
 _ARM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
@@ -181,6 +182,7 @@ class ExperimentSpec(BaseModel):
     restart: Literal["arm_change", "every_block"] = "arm_change"
     stop: StopSpec = StopSpec()
     metrics: tuple[str, ...] = DEFAULT_DECISION_METRICS
+    gates: GatesSpec = GatesSpec()
     kv_probe: bool = Field(
         default=True,
         description="llamacpp: start each arm once at -lv 4 to record the KV size it reports",
@@ -221,6 +223,11 @@ class ExperimentSpec(BaseModel):
         names = [a.name for a in arms]
         if self.baseline is not None and self.baseline not in names:
             raise ValueError(f"baseline {self.baseline!r} is not an arm; arms: {', '.join(names)}")
+        for required in self.gates.require:
+            if required not in names:
+                raise ValueError(
+                    f"gates.require: {required!r} is not an arm; arms: {', '.join(names)}"
+                )
         if self.stop.max_blocks is not None and self.stop.max_blocks < self.blocks:
             raise ValueError(f"stop.max_blocks ({self.stop.max_blocks}) is below blocks")
         for arm in arms:

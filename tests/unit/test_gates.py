@@ -1,0 +1,107 @@
+"""Gate rules: parsing, and outcomes judged on intervals rather than point estimates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from servelab.report.gates import evaluate_gates, failed_required
+from servelab.spec.gates import GatesSpec, parse_rule
+
+
+@pytest.mark.parametrize(
+    ("text", "metric", "stat", "op", "relative", "value", "combine"),
+    [
+        ("decode_tps >= 70", "decode_tps", "median", ">=", False, 70.0, "abs"),
+        ("ttft_s.p90 <= 300ms", "ttft_s", "p90", "<=", False, 0.3, "abs"),
+        ("kv_bytes <= 512MiB", "kv_bytes", "median", "<=", False, 512 * 2**20, "abs"),
+        ("ppl <= baseline * 1.02", "ppl", "median", "<=", True, 1.02, "times"),
+        ("tool_accuracy >= baseline - 2pp", "tool_accuracy", "median", ">=", True, -0.02, "plus"),
+        ("false_fire_rate <= baseline", "false_fire_rate", "median", "<=", True, 0.0, "plus"),
+        ("error_rate <= 5%", "error_rate", "median", "<=", False, 0.05, "abs"),
+    ],
+)
+def test_rules_parse(text: str, metric: str, stat: str, op: str, relative: bool, value: float,
+                     combine: str) -> None:  # fmt: skip
+    r = parse_rule(text)
+    assert (r.metric, r.stat, r.op, r.relative, r.combine) == (metric, stat, op, relative, combine)
+    assert r.value == pytest.approx(value)
+
+
+@pytest.mark.parametrize(
+    ("rules", "fragment"),
+    [
+        (["decode_tps > 70"], "write METRIC"),
+        (["decode_tps >= fast"], "cannot read the threshold"),
+        (["speed >= 70"], "unknown metric 'speed'"),
+        (["ppl <= baseline * 1.02pp"], "a factor takes no unit"),
+    ],
+)
+def test_bad_rules_are_refused_with_the_fix(rules: list[str], fragment: str) -> None:
+    with pytest.raises(ValidationError, match=fragment):
+        GatesSpec(rules=tuple(rules))
+
+
+def _rows(arm: str, level: float, spread: float, n_blocks: int, seed: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for b in range(n_blocks):
+        drift = rng.normal(1.0, spread)
+        for _ in range(6):
+            rows.append({"arm": arm, "block": b, "phase": "trial", "outcome": "ok",
+                         "decode_tps": level * drift * rng.normal(1.0, 0.02)})  # fmt: skip
+    return rows
+
+
+def _summary(**extra: Any) -> dict[str, Any]:
+    return {"baseline": "a", "arms": {"a": {}, "b": {}}, **extra}
+
+
+def test_a_noisy_arm_does_not_pass_on_its_point_estimate() -> None:
+    rows = _rows("a", 100.0, 0.01, 6, 1) + _rows("b", 75.0, 0.25, 3, 2)
+    gates = evaluate_gates(["decode_tps >= 70"], _summary(), rows)
+    steady, noisy = gates["a"]["decode_tps >= 70"], gates["b"]["decode_tps >= 70"]
+    assert steady["passed"] and steady["interval"][0] >= 70
+    assert noisy["value"] > 70 and not noisy["passed"]  # the interval reaches below 70
+    assert failed_required(gates, ["a", "b"]) == [
+        f"b: decode_tps >= 70 (value {noisy['value']}, threshold 70.0)"
+    ]
+
+
+def test_relative_gate_uses_the_ratio_interval() -> None:
+    rows = _rows("a", 100.0, 0.01, 6, 3) + _rows("b", 80.0, 0.01, 6, 4)
+    gates = evaluate_gates(["decode_tps >= baseline * 0.9", "decode_tps >= baseline * 0.7"],
+                           _summary(), rows)  # fmt: skip
+    assert gates["a"]["decode_tps >= baseline * 0.9"]["passed"]  # the baseline itself
+    low = gates["b"]["decode_tps >= baseline * 0.9"]
+    assert not low["passed"] and low["value"] == pytest.approx(0.8, abs=0.03)
+    assert gates["b"]["decode_tps >= baseline * 0.7"]["passed"]
+
+
+def test_rate_ppl_and_kv_gates() -> None:
+    quality = {
+        "arms": {"a": {"rates": {"tool_accuracy": {"k": 45, "n": 50, "p": 0.9, "ci_low": 0.79,
+                                                   "ci_high": 0.96}}},
+                 "b": {"rates": {"tool_accuracy": {"k": 30, "n": 50, "p": 0.6, "ci_low": 0.46,
+                                                   "ci_high": 0.72}}}},
+        "comparisons": {"b": {"tool_accuracy": {"difference": -0.3, "diff_ci_low": -0.47,
+                                                "diff_ci_high": -0.13}}},
+        "ppl": {"arms": {"a": {"ppl": 10.0, "ppl_err": 0.05},
+                         "b": {"ppl": 10.1, "ppl_err": 0.05, "kld": {"mean": 0.004}}}},
+    }  # fmt: skip
+    theory = {"arms": {"a": {"kv_bytes_predicted": 90 * 2**20, "kv_mib_reported": 90.0},
+                       "b": {"kv_bytes_predicted": 48 * 2**20}}}  # fmt: skip
+    rules = ["tool_accuracy >= 0.75", "tool_accuracy >= baseline - 5pp",
+             "ppl <= baseline * 1.02", "kld <= 0.01", "kv_bytes <= 64MiB"]  # fmt: skip
+    gates = evaluate_gates(rules, _summary(quality=quality, theory=theory), [])
+    assert gates["a"]["tool_accuracy >= 0.75"]["passed"]
+    assert not gates["b"]["tool_accuracy >= 0.75"]["passed"]
+    assert not gates["b"]["tool_accuracy >= baseline - 5pp"]["passed"]
+    assert gates["b"]["ppl <= baseline * 1.02"]["passed"]  # 10.1 + 1.96 x 0.05 <= 10.2
+    assert gates["b"]["kld <= 0.01"]["passed"]
+    assert (
+        not gates["a"]["kv_bytes <= 64MiB"]["passed"] and gates["b"]["kv_bytes <= 64MiB"]["passed"]
+    )
