@@ -277,3 +277,22 @@ def test_concurrency_sweep_is_measured_and_plotted(engine_ready: None, tmp_path:
     assert "Aggregate tok/s and scaling efficiency" in html
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["arms"]["a"]["engine_config"]["parallel"] == 2
+
+
+def test_kv_cache_types_report_perplexity_kld_and_gates(engine_ready: None, tmp_path: Path) -> None:
+    out = tmp_path / "kv"
+    done = run_cli("run", str(EXAMPLES / "kv.yaml"), "--out", str(out), "--quiet", timeout=900)
+    assert done.returncode == 0, done.stderr  # only the baseline is required, and it passes
+    summary = _summary(out)
+    ppl = summary["quality"]["ppl"]["arms"]
+    assert set(ppl) == {"kv=f16", "kv=q8_0", "kv=q4_0"}
+    assert ppl["kv=f16"]["kld"] is None and 5 < ppl["kv=f16"]["ppl"] < 50
+    q8, q4 = ppl["kv=q8_0"]["kld"]["mean"], ppl["kv=q4_0"]["kld"]["mean"]
+    assert 0 <= q8 < q4  # a coarser cache strays further from f16's distributions
+    gates = summary["gates"]
+    assert gates["kv=q8_0"]["kld <= 0.05"]["passed"] is True
+    assert gates["kv=q4_0"]["kld <= 0.05"]["passed"] is False
+    assert {c["candidate"] for c in summary["comparisons"]} == {"kv=q8_0", "kv=q4_0"}
+    md = (out / "report.md").read_text()
+    assert md.index("## Gates") < md.index("## Verdicts") and "KLD mean" in md
+    assert "gates kv=q4_0: FAIL" in done.stdout

@@ -33,7 +33,7 @@ QUALITY = {
     "ppl": {"ctx": 256, "baseline": "a", "text": {"name": "founding documents"},
             "arms": {"a": {"ppl": 12.5, "ppl_err": 0.3, "kld": None},
                      "b<i>": {"ppl": 12.9, "ppl_err": 0.3, "kld": {"mean": 0.0123,
-                                                                   "same_top_p": 97.5}}}},
+                                                                   "same_top_p_pct": 97.5}}}},
     "notes": [],
 }  # fmt: skip
 

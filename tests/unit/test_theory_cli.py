@@ -11,8 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from servelab.cli.predict_cmd import predict
-from servelab.runner.hardware import resolve_hardware
 from servelab.errors import UsageError
+from servelab.runner.hardware import resolve_hardware
 
 ARCH = {
     "name": "toy-moe", "layers": 4, "embedding": 256, "vocab": 1000, "context_train": 8192,

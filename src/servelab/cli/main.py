@@ -21,6 +21,8 @@ from servelab.cli.engines_cmd import engines_app
 from servelab.cli.import_cmd import import_cmd
 from servelab.cli.models_cmd import models_app
 from servelab.cli.predict_cmd import predict
+from servelab.cli.promote_cmd import promote, roles, verify
+from servelab.cli.quality_cmd import quality_app
 from servelab.cli.run_cmd import compare, report, resume, run
 from servelab.cli.workloads_cmd import workloads_app
 from servelab.errors import ServelabError
@@ -40,7 +42,15 @@ app.command(help="Compare two existing runs with the same statistics.")(compare)
 app.command(name="import", help="Turn result files from other tools into a run directory.")(
     import_cmd
 )
+app.command(help="Promote an arm that passed its gates to a role, with runnable artefacts.")(
+    promote
+)
+app.command(help="List the roles of the registry and what holds each.")(roles)
+app.command(help="Re-run a role's promoted configuration and check it for a regression.")(verify)
 app.command(help="Predict KV memory, ceilings and spec-decode speedup before measuring.")(predict)
+app.add_typer(
+    quality_app, name="quality", help="Quality measurements: perplexity and KL divergence."
+)
 app.add_typer(engines_app, name="engines", help="Install and list inference engines.")
 app.add_typer(models_app, name="models", help="Pull and list models.")
 app.add_typer(workloads_app, name="workloads", help="List and check workloads.")

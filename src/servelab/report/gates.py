@@ -136,11 +136,33 @@ def _ppl(rule: Rule, arm: str, baseline: str, summary: Mapping[str, Any]) -> dic
     ppl = ((summary.get("quality") or {}).get("ppl") or {}).get("arms") or {}
     a, b = ppl.get(arm) or {}, ppl.get(baseline) or {}
     if rule.metric == "kld":
-        value = (a.get("kld") or {}).get("mean") if arm != baseline else 0.0
-        return _result(rule, value, (value, value), _threshold(rule, 0.0))
+        if arm == baseline:
+            return _result(rule, 0.0, (0.0, 0.0), _threshold(rule, 0.0), "the baseline itself")
+        kld = a.get("kld") or {}
+        value, k_err = kld.get("mean"), float(kld.get("mean_err") or 0.0)
+        if value is None:
+            return _result(rule, None, (None, None), None, "run `servelab quality ppl` first")
+        return _result(rule, value, (max(0.0, value - Z95 * k_err), value + Z95 * k_err),
+                       _threshold(rule, 0.0))  # fmt: skip
     value, err = a.get("ppl"), a.get("ppl_err") or 0.0
     if value is None:
         return _result(rule, None, (None, None), None, "run `servelab quality ppl` first")
+    if rule.relative and arm == baseline:
+        return {
+            "passed": True,
+            "value": value,
+            "threshold": value,
+            "interval": [value - Z95 * err, value + Z95 * err],
+            "note": "the baseline itself",
+        }
+    kld = a.get("kld") or {}
+    if rule.relative and arm != baseline and rule.combine == "times" and "ppl_ratio" in kld:
+        # llama-perplexity's paired ratio over the same tokens: far tighter than two PPLs
+        ratio, r_err = float(kld["ppl_ratio"]), float(kld.get("ppl_ratio_err") or 0.0)
+        result = _result(rule, ratio, (ratio - Z95 * r_err, ratio + Z95 * r_err), rule.value,
+                         "PPL ratio to the baseline over the same tokens")  # fmt: skip
+        result["threshold_value"] = _threshold(rule, b.get("ppl"))
+        return result
     interval = (value - Z95 * err, value + Z95 * err)
     return _result(rule, value, interval, _threshold(rule, b.get("ppl")))
 

@@ -45,7 +45,8 @@ def _ppl_blocks(ppl: Mapping[str, Any]) -> list[Block]:
             f"{ppl_v:.4f} +/- {err:.4f}" if isinstance(ppl_v, float) and isinstance(err, float)
             else str(ppl_v if ppl_v is not None else a.get("note", "-")),
             f"{kld['mean']:.6f}" if isinstance(kld.get("mean"), float) else "-",
-            f"{kld['same_top_p']:.2f} %" if isinstance(kld.get("same_top_p"), float) else "-",
+            f"{kld['same_top_p_pct']:.2f} %" if isinstance(kld.get("same_top_p_pct"), float)
+            else "-",
         ))  # fmt: skip
     text = ppl.get("text") or {}
     lead = Para(

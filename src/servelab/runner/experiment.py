@@ -34,6 +34,7 @@ from servelab.runner.hardware import resolve_hardware
 from servelab.runner.host import host_facts
 from servelab.runner.preflight import MachineLock, refuse_or_record, run_preflight
 from servelab.runner.progress import NullReporter, Reporter
+from servelab.runner.quality import run_ppl
 from servelab.runner.resolve import canonical_names, effective_config
 from servelab.spec.confound import check_confounds, config_diff
 from servelab.spec.experiment import ArmConfig, ExperimentSpec, resolve_arm
@@ -466,6 +467,12 @@ def _execute(
         exp.save()
         with JsonlWriter(run.requests) as writer:
             stopped_early = exp.execute(writer)
+        exp.stop_engine()
+        if spec.ppl:
+            exp.stage("ppl")
+            exp.save()
+            reporter.note("measuring perplexity and KL divergence per arm")
+            run_ppl(run.root)
         status = "stopped_early" if stopped_early else "complete"
     except KeyboardInterrupt as exc:
         status = "interrupted"

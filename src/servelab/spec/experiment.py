@@ -183,6 +183,11 @@ class ExperimentSpec(BaseModel):
     stop: StopSpec = StopSpec()
     metrics: tuple[str, ...] = DEFAULT_DECISION_METRICS
     gates: GatesSpec = GatesSpec()
+    ppl: bool = Field(
+        default=False,
+        description="after the blocks, measure perplexity and KL divergence per arm "
+        "(servelab quality ppl)",
+    )
     kv_probe: bool = Field(
         default=True,
         description="llamacpp: start each arm once at -lv 4 to record the KV size it reports",
