@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from servelab.errors import StoreError
 from servelab.report.analyze import analyze
 from servelab.report.gates import evaluate_gates, failed_required
 from servelab.report.html import render_html
 from servelab.report.markdown import render_markdown
 from servelab.report.quality import run_quality
 from servelab.report.theory import run_theory
-from servelab.store.jsonl import read_jsonl, write_json_atomic
+from servelab.store.jsonl import read_jsonl, write_json_atomic, write_text_atomic
 from servelab.store.rundir import RunDir, read_manifest
 
 
@@ -61,15 +60,6 @@ def build_report(root: Path) -> Report:
     write_json_atomic(run.summary, summary)
     md = run.root / "report.md"
     html = run.root / "report.html"
-    _write_text(md, render_markdown(summary, manifest, rows))
-    _write_text(html, render_html(summary, manifest, rows))
+    write_text_atomic(md, render_markdown(summary, manifest, rows))
+    write_text_atomic(html, render_html(summary, manifest, rows))
     return Report(run, summary, md, html, bad)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc.strerror}") from exc

@@ -28,7 +28,7 @@ from servelab.report.build import build_report, read_run
 from servelab.report.gates import evaluate_gates
 from servelab.runner.experiment import validation_message
 from servelab.spec.roles import Registry
-from servelab.store.jsonl import write_json_atomic
+from servelab.store.jsonl import write_json_atomic, write_text_atomic
 
 DEFAULT_PORT = 8080
 
@@ -99,15 +99,6 @@ class Promotion:
     record: Path
     command: Path | None
     unit: Path | None
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
 
 
 def promote(run_root: Path, arm: str, role: str, *, registry: Path, port: int = DEFAULT_PORT
@@ -183,9 +174,9 @@ def promote(run_root: Path, arm: str, role: str, *, registry: Path, port: int = 
     if argv:
         command = out / f"{role}.cmd"
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
-        _write(command, (prefix + " " if prefix else "") + shlex.join(argv) + "\n")
+        write_text_atomic(command, (prefix + " " if prefix else "") + shlex.join(argv) + "\n")
         unit = out / f"servelab-{role}.service"
-        _write(unit, systemd_unit(role, argv, env, reg.roles[role].description))
+        write_text_atomic(unit, systemd_unit(role, argv, env, reg.roles[role].description))
     return Promotion(role, path, command, unit)
 
 
