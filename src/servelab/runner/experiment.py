@@ -365,6 +365,7 @@ def new_manifest(
         "schedule": spec.schedule,
         "seed": spec.seed,
         "decision_metrics": list(spec.metrics),
+        "confidence": spec.confidence,
         "stop": {
             **spec.stop.model_dump(mode="json"),
             "max_blocks": spec.max_blocks,

@@ -179,7 +179,12 @@ class ExperimentSpec(BaseModel):
     concurrency: int | list[int] = 1
     seed: int = 0
     schedule: Literal["interleaved", "randomized"] = "interleaved"
-    restart: Literal["arm_change", "every_block"] = "arm_change"
+    restart: Literal["arm_change", "every_block"] = Field(
+        default="every_block",
+        description="every_block: a fresh engine (and warm-up) for every block, so each "
+        "block's start-up luck is its own; arm_change: only when the arm changes",
+    )
+    confidence: float = Field(default=0.95, ge=0.8, le=0.999, description="interval level")
     stop: StopSpec = StopSpec()
     metrics: tuple[str, ...] = DEFAULT_DECISION_METRICS
     gates: GatesSpec = GatesSpec()
