@@ -12,7 +12,6 @@ model file is gone get a note instead; nothing here can fail a report.
 from __future__ import annotations
 
 import json
-import re
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from servelab.errors import ServelabError
 from servelab.models.arch_files import load_architecture
+from servelab.store.rundir import RunDir
 from servelab.theory.hardware import Hardware
 from servelab.theory.kvreport import measured_kv_from_log, report_matches
 from servelab.theory.predict import predict_arm
@@ -54,8 +54,7 @@ def _ok_trials(rows: Sequence[Row], arm: str) -> list[Row]:
 def _draft_counters(run_root: Path, arm: str) -> tuple[float, float, float, float]:
     """(drafts, drafted tokens, accepted tokens, decode calls) over the arm's metrics deltas."""
     drafts = drafted = accepted = decodes = 0.0
-    slug = re.sub(r"[^A-Za-z0-9._=+-]+", "_", arm)
-    for path in sorted((run_root / "metrics").glob(f"{slug}-b*-c*.json")):
+    for path in RunDir(run_root).arm_block_metrics(arm):
         try:
             deltas = json.loads(path.read_text(encoding="utf-8")).get("counter_deltas") or {}
         except (OSError, ValueError):
@@ -69,8 +68,7 @@ def _draft_counters(run_root: Path, arm: str) -> tuple[float, float, float, floa
 
 def _measured_kv(run_root: Path, arm: str) -> float | None:
     """The KV MiB llama-server reported at the arm's first start (None below ``-lv 4``)."""
-    slug = re.sub(r"[^A-Za-z0-9._=+-]+", "_", arm)
-    log = run_root / f"engine-{slug}.log"
+    log = RunDir(run_root).engine_log(arm)
     try:
         measured = measured_kv_from_log(log.read_text(encoding="utf-8", errors="replace"))
     except OSError:

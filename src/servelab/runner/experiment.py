@@ -11,7 +11,6 @@ flushed as it completes and carries a stable ``request_id``, so ``resume`` (also
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,10 +81,6 @@ def load_spec(path: Path) -> tuple[ExperimentSpec, dict[str, Any]]:
         raise validation_message(exc, str(path)) from exc
 
 
-def _slug(arm: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", arm)
-
-
 @dataclass(frozen=True, slots=True)
 class TrialJob:
     request_id: str
@@ -147,7 +142,7 @@ class Experiment:
     def start_engine(self, bp: BlockPlan, writer: JsonlWriter) -> Engine:
         self.stop_engine()
         arm = self.arms[bp.arm]
-        log = self.run.root / f"engine-{_slug(bp.arm)}.log"
+        log = self.run.engine_log(bp.arm)
         engine = create_engine(arm.engine, log)
         self.reporter.note(f"starting {bp.arm} (block {bp.block}; log: {log.name})")
         self.engine, self.engine_arm = engine, bp.arm
@@ -253,7 +248,7 @@ class Experiment:
         after = self.snapshot(engine)
         if before is not None and after is not None:
             write_json_atomic(
-                self.run.metrics_dir / f"{_slug(bp.arm)}-b{bp.block}-c{bp.concurrency}.json",
+                self.run.block_metrics(bp.arm, bp.block, bp.concurrency),
                 {"schema_version": SCHEMA_VERSION, "arm": bp.arm, "block": bp.block,
                  "concurrency": bp.concurrency, "counter_deltas": counter_deltas(before, after)},
             )  # fmt: skip
@@ -267,7 +262,7 @@ class Experiment:
             entry = self.manifest["arms"][name]
             if arm.engine.kind != "llamacpp" or "kv_reported" in entry:
                 continue
-            log = self.run.root / f"kv-probe-{_slug(name)}.log"
+            log = self.run.kv_probe_log(name)
             config = arm.engine.model_copy(update={"flags": (*arm.engine.flags, "-lv", "4")})
             engine = create_engine(config, log)
             self.reporter.note(f"reading {name}'s KV cache size from llama-server")

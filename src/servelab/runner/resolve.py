@@ -18,6 +18,7 @@ from servelab.engines.llamacpp import LlamaCppEngine, binary_text, build_from_ve
 from servelab.models import file_sha256
 from servelab.spec.experiment import ArmConfig, ExperimentSpec
 from servelab.spec.llamaargs import canonicalize, parse_help
+from servelab.store.rundir import RunDir
 from servelab.workloads import Workload
 
 _NOT_COMPARED = ("port",)  # chosen afresh at every start
@@ -27,7 +28,7 @@ def effective_config(
     spec: ExperimentSpec, arm: ArmConfig, workload: Workload, log_dir: Path
 ) -> tuple[dict[str, Any], list[str]]:
     """The arm's effective configuration, and its engine argument list (port masked)."""
-    engine = create_engine(arm.engine, log_dir / f"engine-{arm.name}.log")
+    engine = create_engine(arm.engine, RunDir(log_dir).engine_log(arm.name))
     c = arm.engine
     eff: dict[str, Any] = {
         "engine.kind": c.kind,

@@ -41,7 +41,22 @@ class RunDir:
         return self.root / "summary.json"
 
     def engine_log(self, arm: str) -> Path:
-        return self.root / f"engine-{arm}.log"
+        return self.root / f"engine-{arm_stem(arm)}.log"
+
+    def kv_probe_log(self, arm: str) -> Path:
+        return self.root / f"kv-probe-{arm_stem(arm)}.log"
+
+    def block_metrics(self, arm: str, block: int, concurrency: int) -> Path:
+        """The /metrics counter deltas of one block."""
+        return self.metrics_dir / f"{arm_stem(arm)}-b{block}-c{concurrency}.json"
+
+    def arm_block_metrics(self, arm: str) -> list[Path]:
+        return sorted(self.metrics_dir.glob(f"{arm_stem(arm)}-b*-c*.json"))
+
+
+def arm_stem(arm: str) -> str:
+    """An arm id as it appears in file names (``kv=q8_0,spec_type=none`` keeps ``=``)."""
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", arm)
 
 
 def read_manifest(run: RunDir) -> dict[str, Any]:
