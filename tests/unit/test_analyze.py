@@ -261,3 +261,15 @@ def test_sweep_efficiency_against_linear_scaling() -> None:
     relative = sweep({2: two, 4: two})
     assert relative.reference_concurrency == 2
     assert relative.points[1].efficiency == pytest.approx(0.5)
+
+
+def test_a_model_or_binary_swapped_between_starts_is_flagged() -> None:
+    same = {"build_info": "b0-aaa", "binary_sha256": "bin1"}
+    m = manifest(arms={
+        "none": {"starts": [{"describe": {**same, "model_sha256": "m1"}},
+                            {"describe": {**same, "model_sha256": "m2"}}]},
+        "ngram": {"starts": [{"describe": {**same, "model_sha256": "m1"}}] * 2},
+    })  # fmt: skip
+    flagged = [w for w in analyze(m, rows(), n_resamples=200)["warnings"]
+               if w["kind"] == "build_changed"]  # fmt: skip
+    assert [(w["arm"], "model" in w["detail"]) for w in flagged] == [("none", True)]

@@ -452,15 +452,19 @@ def _noisy_warnings(cfg: Settings, rows: Sequence[Row]) -> list[dict[str, Any]]:
     return [_warning("noisy_machine", detail, cfg.baseline)]
 
 
+_BUILD_KEYS = (("build_info", "build"), ("binary_sha256", "binary"), ("model_sha256", "model"))
+
+
 def _build_warnings(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
     out = []
     for arm, info in (manifest.get("arms") or {}).items():
         starts = (info or {}).get("starts") or []
-        builds = [(s.get("describe") or {}).get("build_info") for s in starts]
-        distinct = list(dict.fromkeys(str(b) for b in builds if b is not None))
-        if len(distinct) > 1:
-            detail = f"the engine build changed between blocks: {', '.join(distinct)}"
-            out.append(_warning("build_changed", detail, str(arm)))
+        for key, what in _BUILD_KEYS:
+            seen = [(s.get("describe") or {}).get(key) for s in starts]
+            distinct = list(dict.fromkeys(str(v) for v in seen if v is not None))
+            if len(distinct) > 1:
+                detail = f"the engine's {what} changed between blocks: {', '.join(distinct)}"
+                out.append(_warning("build_changed", detail, str(arm)))
     return out
 
 

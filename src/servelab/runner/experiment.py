@@ -149,7 +149,6 @@ class Experiment:
         engine.launch()
         engine.wait_healthy(arm.engine.startup_timeout_s)
         describe = engine.describe()
-        self.check_build(bp.arm, describe)
         self.manifest["arms"][bp.arm].setdefault("starts", []).append({
             "block": bp.block, "concurrency": bp.concurrency,
             "t_unix_s": time.time(), "describe": describe,
@@ -165,20 +164,6 @@ class Experiment:
             self.reporter.phase(f"{bp.arm}: warm-up", len(warm))
             self.run_requests(engine, bp, warm, writer)
         return engine
-
-    def check_build(self, arm: str, describe: dict[str, Any]) -> None:
-        """A binary or model that changed under a running experiment makes blocks incomparable."""
-        starts = self.manifest["arms"][arm].get("starts", [])
-        if not starts:
-            return
-        first = starts[0]["describe"]
-        for key in ("build_info", "binary_sha256", "model_sha256"):
-            if first.get(key) != describe.get(key):
-                self.manifest.setdefault("runtime_findings", []).append({
-                    "kind": "build_changed", "arm": arm, "field": key,
-                    "detail": f"{key} changed between blocks: {first.get(key)} -> "
-                    f"{describe.get(key)}",
-                })  # fmt: skip
 
     # -- requests -------------------------------------------------------------------------
     def params(self, arm: str) -> RequestParams:
