@@ -27,6 +27,8 @@ class Report:
     markdown: Path
     html: Path
     bad_lines: list[int]
+    manifest: dict[str, Any]
+    rows: list[dict[str, Any]]
 
 
 def read_run(root: Path) -> tuple[RunDir, dict[str, Any], list[dict[str, Any]], list[int]]:
@@ -62,4 +64,4 @@ def build_report(root: Path) -> Report:
     html = run.root / "report.html"
     write_text_atomic(md, render_markdown(summary, manifest, rows))
     write_text_atomic(html, render_html(summary, manifest, rows))
-    return Report(run, summary, md, html, bad)
+    return Report(run, summary, md, html, bad, manifest, rows)

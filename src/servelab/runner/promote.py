@@ -107,8 +107,7 @@ def promote(run_root: Path, arm: str, role: str, *, registry: Path, port: int = 
     if role not in reg.roles:
         raise UsageError(f"no role {role!r} in {registry}; roles: {', '.join(reg.roles)}")
     report = build_report(run_root)
-    _, manifest, rows, _ = read_run(run_root)
-    summary = report.summary
+    manifest, rows, summary = report.manifest, report.rows, report.summary
     if arm not in (manifest.get("arms") or {}):
         raise UsageError(f"{run_root} has no arm {arm!r}; arms: {', '.join(manifest['arms'])}")
     own = (summary.get("gates") or {}).get(arm) or {}
