@@ -19,9 +19,9 @@ from servelab.client.clock import MonotonicClock, WallAnchor
 from servelab.engines.base import Engine, create_engine
 from servelab.engines.prom import MetricsSnapshot, counter_deltas
 from servelab.errors import EngineCrashedError, EngineError, Interrupted
-from servelab.records import Observation, Outcome, Phase
+from servelab.records import Observation, Phase
 from servelab.rows import RowContext, build_row
-from servelab.runner.drive import RequestParams, build_request, run_jobs
+from servelab.runner.drive import RequestParams, build_request, crash_after, run_jobs
 from servelab.runner.host import foreign_engines, host_facts
 from servelab.runner.progress import NullReporter, Reporter
 from servelab.runner.summary import summarize_rows
@@ -144,11 +144,8 @@ class _Bench:
         row = build_row(obs, ctx)
         writer.write(row)
         self.reporter.request_done(row)
-        if obs.outcome is not Outcome.OK and self.crash is None:
-            try:
-                engine.check_alive()
-            except EngineCrashedError as exc:
-                self.crash = exc
+        if self.crash is None:
+            self.crash = crash_after(engine, obs)
 
     def phase(self, engine: Engine, name: Phase, jobs: list[Job], writer: JsonlWriter) -> None:
         if not jobs:

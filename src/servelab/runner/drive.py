@@ -19,7 +19,8 @@ from servelab.client.payload import Sampling, build_payload
 from servelab.client.session import StreamSession
 from servelab.client.stream import Deadline, HttpRequest, stream_request
 from servelab.engines.base import Engine
-from servelab.records import Observation
+from servelab.errors import EngineCrashedError
+from servelab.records import Observation, Outcome
 from servelab.workloads import Workload
 
 J = TypeVar("J")
@@ -59,6 +60,17 @@ def build_request(
         )  # fmt: skip
     url = engine.chat_url() if kind == "chat" else engine.completions_url()
     return HttpRequest(url=url, payload=body, headers=engine.request_headers())
+
+
+def crash_after(engine: Engine, obs: Observation) -> EngineCrashedError | None:
+    """After a failed request: the engine's own crash, if that is why it failed."""
+    if obs.outcome is Outcome.OK:
+        return None
+    try:
+        engine.check_alive()
+    except EngineCrashedError as exc:
+        return exc
+    return None
 
 
 def run_jobs(

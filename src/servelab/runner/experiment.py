@@ -22,13 +22,13 @@ from pydantic import ValidationError
 import servelab
 from servelab.client.clock import MonotonicClock, WallAnchor
 from servelab.engines.base import Engine, create_engine
-from servelab.engines.prom import MetricsSnapshot, counter_deltas
+from servelab.engines.prom import counter_deltas
 from servelab.errors import EngineCrashedError, EngineError, Interrupted, UsageError
 from servelab.models import resolve_model
-from servelab.records import Observation, Outcome, Phase
+from servelab.records import Observation, Phase
 from servelab.report.analyze import look
 from servelab.rows import RowContext, build_row
-from servelab.runner.drive import RequestParams, build_request, run_jobs
+from servelab.runner.drive import RequestParams, build_request, crash_after, run_jobs
 from servelab.runner.hardware import resolve_hardware
 from servelab.runner.host import host_facts
 from servelab.runner.preflight import MachineLock, refuse_or_record, run_preflight
@@ -189,11 +189,8 @@ class Experiment:
             if job.phase is Phase.TRIAL:
                 self.done.add(job.request_id)
             self.reporter.request_done(row)
-            if obs.outcome is not Outcome.OK and self.crash is None:
-                try:
-                    engine.check_alive()
-                except EngineCrashedError as exc:
-                    self.crash = exc
+            if self.crash is None:
+                self.crash = crash_after(engine, obs)
 
         run_jobs(
             engine, jobs, concurrency, self.spec.base.request_timeout_s,
@@ -204,9 +201,6 @@ class Experiment:
         if self.crash is not None:
             raise self.crash
         engine.check_alive()
-
-    def snapshot(self, engine: Engine) -> MetricsSnapshot | None:
-        return engine.scrape_metrics()
 
     def run_block(self, bp: BlockPlan, writer: JsonlWriter) -> None:
         n = self.spec.requests_per_block
@@ -224,13 +218,13 @@ class Experiment:
         else:
             assert self.engine is not None
             engine = self.engine
-        before = self.snapshot(engine)
+        before = engine.scrape_metrics()
         self.reporter.phase(
             f"block {bp.block + 1}/{self.spec.max_blocks} · {bp.arm} · c={bp.concurrency}",
             len(todo),
         )
         self.run_requests(engine, bp, todo, writer)
-        after = self.snapshot(engine)
+        after = engine.scrape_metrics()
         if before is not None and after is not None:
             write_json_atomic(
                 self.run.block_metrics(bp.arm, bp.block, bp.concurrency),
