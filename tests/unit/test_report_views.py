@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from servelab.report.blocks import Para, Table
 from servelab.report.html import render_html
 from servelab.report.markdown import render_markdown
 from servelab.report.quality_view import quality_blocks
-from servelab.report.sections import Para, Table
 from servelab.report.theory_view import theory_blocks
 
 

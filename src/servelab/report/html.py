@@ -14,17 +14,10 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from servelab.report.blocks import Block, Figures, Heading, KeyValues, Para, Reply, Section, Table
 from servelab.report.plots import Plot, report_plots
 from servelab.report.sections import (
-    Block,
-    Figures,
-    Heading,
-    KeyValues,
-    Para,
-    Reply,
     Row,
-    Section,
-    Table,
     report_sections,
     report_title,
 )

@@ -9,14 +9,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from servelab.report.blocks import Block, Heading, KeyValues, Para, Reply, Table
 from servelab.report.sections import (
-    Block,
-    Heading,
-    KeyValues,
-    Para,
-    Reply,
     Row,
-    Table,
     report_sections,
     report_title,
 )

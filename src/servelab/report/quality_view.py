@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from servelab.report.sections import Block, Para, Table
+from servelab.report.blocks import Block, Para, Table
 
 QUALITY_TEXT = (
     "Every successful trial reply is scored (docs/quality.md): tool calls against the "

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from servelab.metrics import METRIC_BY_NAME
+from servelab.report.blocks import Block, Figures, Heading, KeyValues, Para, Reply, Section, Table
+from servelab.report.quality_view import gates_blocks, quality_blocks
 from servelab.report.table import SHOWN, fmt_value
+from servelab.report.theory_view import theory_blocks
 
 Row = Mapping[str, Any]
 
@@ -28,52 +30,6 @@ SHORT_NAMES = {
     "decode_tps": "decode", "ttft_s": "TTFT", "e2e_s": "end-to-end time", "tpot_s": "TPOT",
     "itl_s": "ITL", "e2e_tps": "end-to-end tok/s", "prefill_tps": "prefill",
 }  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Para:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class KeyValues:
-    items: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    headers: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Heading:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    heading: str
-    body: str
-
-
-@dataclass(frozen=True, slots=True)
-class Figures:
-    """Where report.html places the plots of one kind (see plots.py)."""
-
-    kind: str  # distributions | drift | forest | sweep
-    what: str  # what the plots show, for the Markdown pointer
-
-
-Block = Para | KeyValues | Table | Heading | Reply | Figures
-
-
-@dataclass(frozen=True, slots=True)
-class Section:
-    key: str
-    title: str
-    blocks: tuple[Block, ...]
-    alert: bool = False  # a banner that must be seen before anything else
 
 
 # --- small readers that tolerate anything ---------------------------------------------------
@@ -573,24 +529,6 @@ def report_sections(
                 else (Para("Sample replies are shown in report.html."),)),
     ]  # fmt: skip
     return sections
-
-
-def gates_blocks(summary: Mapping[str, Any]) -> tuple[Block, ...]:
-    from servelab.report.quality_view import gates_blocks as blocks
-
-    return blocks(summary)
-
-
-def quality_blocks(summary: Mapping[str, Any]) -> tuple[Block, ...]:
-    from servelab.report.quality_view import quality_blocks as blocks
-
-    return blocks(summary)
-
-
-def theory_blocks(summary: Mapping[str, Any]) -> tuple[Block, ...]:
-    from servelab.report.theory_view import theory_blocks as blocks
-
-    return blocks(summary)
 
 
 def _kv_or(items: list[tuple[str, str]], empty: str) -> tuple[Block, ...]:
