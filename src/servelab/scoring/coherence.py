@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 FlagKind = Literal[
     "invalid_utf8",
@@ -26,17 +26,7 @@ FlagKind = Literal[
     "leaked_template",
     "wrong_language",
 ]
-FLAG_KINDS: tuple[FlagKind, ...] = (
-    "invalid_utf8",
-    "replacement_char",
-    "mojibake",
-    "repetition",
-    "empty",
-    "truncated_max_tokens",
-    "leaked_reasoning",
-    "leaked_template",
-    "wrong_language",
-)
+FLAG_KINDS: tuple[FlagKind, ...] = get_args(FlagKind)
 
 # The 27 characters cp1252 puts at 0x80-0x9F (where Latin-1 has C1 controls).
 _CP1252_EXTRA = bytes(range(0x80, 0xA0)).decode("cp1252", errors="ignore")
