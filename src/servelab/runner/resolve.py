@@ -9,6 +9,7 @@ every start picks a free one.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,17 @@ from servelab.engines.install import find_llama_binary
 from servelab.engines.llamacpp import LlamaCppEngine, binary_text, build_from_version
 from servelab.models import file_sha256
 from servelab.spec.experiment import ArmConfig, ExperimentSpec
-from servelab.spec.llamaargs import canonicalize, parse_help
+from servelab.spec.llamaargs import OptionTable, canonicalize, parse_help
 from servelab.store.rundir import RunDir
 from servelab.workloads import Workload
 
 _NOT_COMPARED = ("port",)  # chosen afresh at every start
+
+
+@functools.lru_cache(maxsize=8)
+def option_table(binary: str) -> OptionTable:
+    """The options a llama-server binary lists in its ``--help``, read once per binary."""
+    return parse_help(binary_text(binary, "--help"))
 
 
 def effective_config(
@@ -50,7 +57,7 @@ def effective_config(
     eff.update({f"env.{k}": v for k, v in sorted(c.env.items())})
     if isinstance(engine, LlamaCppEngine):
         binary = str(engine.binary)
-        table = parse_help(binary_text(binary, "--help"))
+        table = option_table(binary)
         canon = canonicalize(engine.argv[1:], table)
         eff.update({
             "engine.binary": binary,
@@ -81,7 +88,7 @@ def canonical_names(names: tuple[str, ...], arms: dict[str, ArmConfig]) -> tuple
         str(find_llama_binary("llama-server", explicit=a.engine.binary))
         for a in arms.values() if a.engine.kind == "llamacpp"
     }  # fmt: skip
-    tables = [parse_help(binary_text(b, "--help")) for b in sorted(binaries)]
+    tables = [option_table(b) for b in sorted(binaries)]
     out = []
     for name in names:
         bare = name.removeprefix("llama.")
