@@ -268,11 +268,24 @@ def test_concurrency_sweep_is_measured_and_plotted(engine_ready: None, tmp_path:
         points = {p["concurrency"]: p for p in summary["sweep"][arm]}
         assert set(points) == {1, 2}
         assert points[1]["efficiency"] == pytest.approx(1.0)
-        assert points[2]["aggregate_tps"] > points[1]["aggregate_tps"]  # two slots do more work
+        # Whether two slots beat one on two shared cores is what a sweep measures, not a given;
+        # the invariants are the definition of efficiency and a plausible range.
+        ideal = 2 * points[1]["aggregate_tps"]
+        assert points[2]["efficiency"] == pytest.approx(points[2]["aggregate_tps"] / ideal)
         assert 0.3 < points[2]["efficiency"] <= 1.2
     assert {c["concurrency"] for c in summary["comparisons"]} == {1, 2}
     rows = read_jsonl(out / "requests.jsonl").rows
     assert {r["n_out"] for r in rows if r["outcome"] == "ok"} == {32}  # length-matched
+    # Concurrency 2 really had two requests in flight: in every block, some pair overlaps.
+    for arm in ("a", "b"):
+        for block in (0, 1):
+            spans = sorted(
+                (r["t_send_unix_s"], r["t_send_unix_s"] + r["e2e_s"] - r["wait_s"])
+                for r in rows
+                if r["arm"] == arm and r["block"] == block and r["concurrency"] == 2
+                and r["phase"] == "trial" and r["outcome"] == "ok"
+            )  # fmt: skip
+            assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), (arm, block, spans)
     html = (out / "report.html").read_text()
     assert "Aggregate tok/s and scaling efficiency" in html
     manifest = json.loads((out / "manifest.json").read_text())
