@@ -3,6 +3,7 @@ preflight, and ``resume`` after ``kill -9``. One engine at a time; these run ser
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -225,9 +226,15 @@ def test_demo_spec_runs_to_a_verdict(engine_ready: None, tmp_path: Path) -> None
 def test_report_rebuilds_from_the_run_directory_alone(engine_ready: None, tmp_path: Path) -> None:
     out = tmp_path / "small"
     spec = tmp_path / "small.yaml"
-    spec.write_text(RESUME_SPEC.replace("blocks: 3", "blocks: 2").replace("threads: 1", ""))
+    spec.write_text(RESUME_SPEC.replace("blocks: 3", "blocks: 2").replace("threads: 1", "")
+                    + "restart: arm_change\n")  # fmt: skip
     assert run_cli("run", str(spec), "--out", str(out), "--quiet").returncode == 0
     first = (out / "summary.json").read_text()
+    # A B | B A: b's engine served both of its blocks, and the report says so
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [len(manifest["arms"][arm]["starts"]) for arm in ("a", "b")] == [2, 1]
+    shared = [w for w in _summary(out)["warnings"] if w["kind"] == "shared_engine_starts"]
+    assert [(w["arm"], w["detail"][:6]) for w in shared] == [("b", "1 of 2")], shared
     for name in ("summary.json", "report.md", "report.html"):
         (out / name).unlink()
     done = run_cli("report", str(out))
@@ -285,7 +292,7 @@ def test_concurrency_sweep_is_measured_and_plotted(engine_ready: None, tmp_path:
                 if r["arm"] == arm and r["block"] == block and r["concurrency"] == 2
                 and r["phase"] == "trial" and r["outcome"] == "ok"
             )  # fmt: skip
-            assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), (arm, block, spans)
+            assert any(b[0] < a[1] for a, b in itertools.pairwise(spans)), (arm, block, spans)
     html = (out / "report.html").read_text()
     assert "Aggregate tok/s and scaling efficiency" in html
     manifest = json.loads((out / "manifest.json").read_text())

@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from servelab.report.analyze import WARNING_KINDS, analyze, look, sentence, settings
+from servelab.report.analyze import analyze, look, sentence
+from servelab.report.settings import settings
+from servelab.report.warnings import WARNING_KINDS
 from servelab.stats.sweep import Request, block_aggregate_tps, sweep
 from servelab.store import SCHEMA_VERSION
 
@@ -273,3 +275,20 @@ def test_a_model_or_binary_swapped_between_starts_is_flagged() -> None:
     flagged = [w for w in analyze(m, rows(), n_resamples=200)["warnings"]
                if w["kind"] == "build_changed"]  # fmt: skip
     assert [(w["arm"], "model" in w["detail"]) for w in flagged] == [("none", True)]
+
+
+def test_blocks_that_shared_an_engine_start_are_flagged() -> None:
+    def starts(*blocks: int) -> dict[str, Any]:
+        return {"starts": [{"block": b, "concurrency": 1} for b in blocks]}
+
+    every_block = manifest(arms={"none": starts(0, 1, 2, 3), "ngram": starts(0, 1, 2, 3)})
+    assert "shared_engine_starts" not in kinds(analyze(every_block, rows(blocks=4)))
+    # restart: arm_change, order A B | B A | A B | B A: none starts in rounds 0, 1 and 3 (its
+    # block 2 follows its block 1), ngram in rounds 0 and 2
+    arm_change = manifest(arms={"none": starts(0, 1, 3), "ngram": starts(0, 2)})
+    flagged = [w for w in analyze(arm_change, rows(blocks=4))["warnings"]
+               if w["kind"] == "shared_engine_starts"]  # fmt: skip
+    assert [(w["arm"], w["detail"][:6]) for w in flagged] == [("none", "1 of 4"),
+                                                              ("ngram", "2 of 4")]  # fmt: skip
+    assert "restart: every_block" in flagged[0]["advice"]
+    assert "shared_engine_starts" not in kinds(analyze(manifest(), rows(blocks=4)))  # import

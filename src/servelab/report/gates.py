@@ -22,23 +22,19 @@ from typing import Any
 import numpy as np
 
 from servelab.metrics import METRIC_BY_NAME
+from servelab.report.rows import Row, block_of, ok_trials, positive
 from servelab.spec.gates import Rule, parse_rule
 from servelab.stats.compare import compare_blocks
 from servelab.stats.level import level_interval
 
-Row = Mapping[str, Any]
 Z95 = 1.959963984540054
 
 
 def _blocks(rows: Sequence[Row], arm: str, metric: str) -> dict[int, list[float]]:
     out: dict[int, list[float]] = {}
-    for r in rows:
-        if r.get("arm") != arm or r.get("phase") != "trial" or r.get("outcome") != "ok":
-            continue
-        v = r.get(metric)
-        if isinstance(v, int | float) and not isinstance(v, bool) and v > 0:
-            out.setdefault(int(r.get("block") or 0), []).append(float(v))
-    return out
+    for r in ok_trials(rows, arm):
+        out.setdefault(block_of(r), []).extend(positive((r,), metric))
+    return {b: v for b, v in out.items() if v}
 
 
 def _result(rule: Rule, value: float | None, interval: tuple[float | None, float | None],

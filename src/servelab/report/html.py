@@ -16,11 +16,8 @@ from typing import Any
 
 from servelab.report.blocks import Block, Figures, Heading, KeyValues, Para, Reply, Section, Table
 from servelab.report.plots import Plot, report_plots
-from servelab.report.sections import (
-    Row,
-    report_sections,
-    report_title,
-)
+from servelab.report.rows import Row
+from servelab.report.sections import report_sections, report_title
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 CSS = """

@@ -10,11 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from servelab.report.blocks import Block, Heading, KeyValues, Para, Reply, Table
-from servelab.report.sections import (
-    Row,
-    report_sections,
-    report_title,
-)
+from servelab.report.rows import Row
+from servelab.report.sections import report_sections, report_title
 
 # --- Markdown ----------------------------------------------------------------------------------
 

@@ -23,9 +23,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from servelab.metrics import METRIC_BY_NAME
+from servelab.report.rows import Row, ok_trials, trials
 from servelab.report.sections import arm_order, decision_metrics, has_sweep_plot
 
-Row = Mapping[str, Any]
 Points = list[tuple[float, float]]
 
 DPI = 96
@@ -59,10 +59,6 @@ def _finite(v: Any) -> list[float]:
     ]
 
 
-def _ok_trials(rows: Sequence[Row]) -> list[Row]:
-    return [r for r in rows if r.get("phase") == "trial" and r.get("outcome") == "ok"]
-
-
 def _label(arm: str, concurrency: Any, multi: bool) -> str:
     return f"{arm} c={concurrency}" if multi else arm
 
@@ -76,7 +72,7 @@ def metric_values(rows: Sequence[Row], metric: str, arms: Sequence[str]) -> dict
 
     Arms without a successful request keep an empty group, so the plot says so.
     """
-    ok = _ok_trials(rows)
+    ok = ok_trials(rows)
     levels = _levels(ok)
     multi = len(levels) > 1
     groups: dict[str, list[float]] = {}
@@ -99,13 +95,13 @@ def block_medians(
     x is minutes since the first trial request; without wall-clock sends it is the block
     index, with arms offset inside a round so the interleaving stays visible.
     """
-    trials = [r for r in rows if r.get("phase") == "trial"]
-    sends = [t for r in trials for t in _finite(r.get("t_send_unix_s"))]
-    timed = bool(trials) and len(sends) == len(trials)
+    tried = trials(rows)
+    sends = [t for r in tried for t in _finite(r.get("t_send_unix_s"))]
+    timed = bool(tried) and len(sends) == len(tried)
     origin = min(sends) if sends else 0.0
-    multi = len(_levels(_ok_trials(rows))) > 1
+    multi = len(_levels(ok_trials(rows))) > 1
     blocks: dict[tuple[str, Any, Any], list[Row]] = {}
-    for r in trials:
+    for r in tried:
         blocks.setdefault((str(r.get("arm")), r.get("concurrency"), r.get("block")), []).append(r)
     series: dict[str, Points] = {}
     for (arm, c, block), members in blocks.items():

@@ -18,10 +18,9 @@ from typing import Any
 from servelab.metrics import METRIC_BY_NAME
 from servelab.report.blocks import Block, Figures, Heading, KeyValues, Para, Reply, Section, Table
 from servelab.report.quality_view import gates_blocks, quality_blocks
+from servelab.report.rows import Row, in_order, trials
 from servelab.report.table import SHOWN, fmt_value
 from servelab.report.theory_view import theory_blocks
-
-Row = Mapping[str, Any]
 
 REPLY_CHARS = 600  # a sample reply is cut after this many characters
 SAMPLES_OK = 3  # sample replies per arm
@@ -455,8 +454,7 @@ def _reply_body(row: Row) -> str:
 
 def sample_rows(rows: Sequence[Row], arm: str) -> list[Row]:
     """A few successful trial replies (distinct prompts first) and a few failures, by seq."""
-    trial = sorted((r for r in rows if r.get("arm") == arm and r.get("phase") == "trial"),
-                   key=lambda r: _f(r.get("seq")) or 0)  # fmt: skip
+    trial = in_order(trials(rows, arm))
     ok = [r for r in trial if r.get("outcome") == "ok"]
     first = {r.get("prompt_id"): r for r in reversed(ok)}  # earliest row of each prompt
     distinct = [r for r in ok if first[r.get("prompt_id")] is r]

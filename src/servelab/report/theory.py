@@ -19,13 +19,12 @@ from typing import Any
 
 from servelab.errors import ServelabError
 from servelab.models.arch_files import load_architecture
+from servelab.report.rows import Row, ok_trials
 from servelab.store.rundir import RunDir
 from servelab.theory.hardware import Hardware
 from servelab.theory.kvreport import measured_kv_from_log, report_matches
 from servelab.theory.predict import predict_arm
 from servelab.theory.specdec import expected_tokens
-
-Row = Mapping[str, Any]
 
 
 def _hardware(manifest: Mapping[str, Any]) -> Hardware | None:
@@ -44,11 +43,6 @@ def _hardware(manifest: Mapping[str, Any]) -> Hardware | None:
 
 def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
-
-
-def _ok_trials(rows: Sequence[Row], arm: str) -> list[Row]:
-    return [r for r in rows if r.get("arm") == arm and r.get("phase") == "trial"
-            and r.get("outcome") == "ok"]  # fmt: skip
 
 
 def _draft_counters(run_root: Path, arm: str) -> tuple[float, float, float, float]:
@@ -90,7 +84,7 @@ def arm_theory(
         arch = load_architecture(str(path))
     except ServelabError as exc:
         return {"note": f"no prediction: {exc}"}
-    ok = _ok_trials(rows, arm)
+    ok = ok_trials(rows, arm)
     n_in = _median([float(r["n_in"]) for r in ok if r.get("n_in") is not None])
     n_out = _median([float(r["n_out"]) for r in ok if r.get("n_out") is not None])
     decode = _median([float(r["decode_tps"]) for r in ok if r.get("decode_tps") is not None])
@@ -159,7 +153,7 @@ def arm_theory(
 def run_theory(manifest: Mapping[str, Any], rows: Sequence[Row], run_root: Path) -> dict[str, Any]:
     arms = list((manifest.get("arms") or {}).keys())
     baseline = manifest.get("baseline")
-    base_ok = _ok_trials(rows, str(baseline)) if baseline else []
+    base_ok = ok_trials(rows, str(baseline)) if baseline else []
     base_decode = _median([float(r["decode_tps"]) for r in base_ok
                            if r.get("decode_tps") is not None])  # fmt: skip
     hw = manifest.get("hardware")

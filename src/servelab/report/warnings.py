@@ -1,0 +1,262 @@
+"""The warnings a reader of a report must see, each with the advice that fixes it.
+
+``warnings(cfg, manifest, rows)`` collects them from the manifest (allowed confounds, preflight
+findings, a build, binary or model that changed between engine starts) and from the rows (a
+noisy machine, failed or truncated requests, arms whose outputs differ in length, prompt-cache
+hits, cold-start outliers). Kinds and their order are ``WARNING_KINDS``; docs/summary-json.md
+lists them. Pure: no files, no clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from servelab.report.rows import (
+    Row,
+    block_of,
+    blocks_of,
+    by_arm,
+    cells,
+    in_order,
+    level_of,
+    ok_trials,
+    trials,
+)
+from servelab.report.settings import Settings
+from servelab.stats.summary import summarize
+
+LENGTH_MISMATCH = 0.10  # relative difference of median n_out between arms
+COLD_START_FACTOR = 3.0  # a trial request this many times its arm's median e2e
+NOISY_CV = 0.10  # coefficient of variation of the baseline's block medians
+
+# The fixed set of warning kinds, in the order they are listed, with the advice each gives.
+ADVICE = {
+    "allowed_confound": "declare the field in the spec's `declare`, or make the arms agree",
+    "not_interleaved": "rerun both configurations as one experiment (`servelab run`), which "
+    "interleaves them block by block",
+    "preflight": "rerun on a quiet machine, without --force",
+    "noisy_machine": "stop other work on the machine, or raise `blocks` / `stop.max_blocks` so "
+    "the interleaved rounds can average the drift out",
+    "build_changed": "do not rebuild or upgrade the engine during a run; rerun the experiment",
+    "shared_engine_starts": "set `restart: every_block` (the default), so each block's engine "
+    "start is its own",
+    "failed_requests": "read `error` in requests.jsonl and engine-<arm>.log; for timeouts raise "
+    "`base.request_timeout_s`",
+    "truncated_outputs": "raise `base.max_tokens`, or set `base.length_matched: true` so every "
+    "arm generates exactly max_tokens",
+    "output_length_mismatch": "set `base.length_matched: true` in the spec (fixed max_tokens, "
+    "EOS ignored) so every arm generates the same number of tokens",
+    "prompt_cache_hits": "run without --prefix-cache (servelab then sends cache_prompt: false)",
+    "cold_start_outliers": "raise `warmup` (warm-up requests after every engine start)",
+}
+WARNING_KINDS = tuple(ADVICE)
+
+
+def _warning(
+    kind: str, detail: str, arm: str | None = None, advice: str | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": kind, **({"arm": arm} if arm is not None else {})}
+    return {**out, "detail": detail, "advice": advice or ADVICE[kind]}
+
+
+def _confound_warnings(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for c in manifest.get("allowed_confounds") or []:
+        values = ", ".join(f"{a}={v!r}" for a, v in (c.get("values") or {}).items())
+        detail = (
+            f"arms also differ in {c.get('field')} ({values}), run anyway with --allow-confound: "
+            "a difference may come from this field, not the one studied"
+        )
+        out.append(_warning("allowed_confound", detail))
+    return out
+
+
+def _not_interleaved(cfg: Settings) -> list[dict[str, Any]]:
+    if cfg.interleaved or len(cfg.arms) < 2:
+        return []
+    detail = (
+        "the arms were not run in interleaved rounds: drift of the machine or the software "
+        "between the runs cannot be separated from the configuration effect, and each arm's "
+        "blocks were resampled on their own"
+    )
+    return [_warning("not_interleaved", detail)]
+
+
+def _findings(preflight: Any) -> list[Any]:
+    if isinstance(preflight, Mapping):
+        preflight = preflight.get("findings") or []
+    return list(preflight) if isinstance(preflight, list) else []
+
+
+def _preflight_warnings(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for f in _findings(manifest.get("preflight")):
+        if not isinstance(f, Mapping):
+            out.append(_warning("preflight", str(f)))
+            continue
+        if f.get("ok") is True or f.get("passed") is True or f.get("severity") in ("ok", "info"):
+            continue
+        detail = str(f.get("detail") or f.get("message") or f.get("kind") or dict(f))
+        out.append(_warning("preflight", detail, advice=f.get("advice")))
+    return out
+
+
+def _noisy_warnings(cfg: Settings, rows: Sequence[Row]) -> list[dict[str, Any]]:
+    metric = "decode_tps" if "decode_tps" in cfg.decision_metrics else cfg.decision_metrics[0]
+    worst: tuple[float, int] | None = None
+    for level, cell in cells(rows).get(cfg.baseline, {}).items():
+        medians = [float(np.median(v)) for v in blocks_of(cell, metric).values()]
+        if len(medians) >= 3 and np.mean(medians) > 0:
+            cv = float(np.std(medians, ddof=1) / np.mean(medians))
+            worst = max(worst or (cv, level), (cv, level))
+    if worst is None or worst[0] <= NOISY_CV:
+        return []
+    detail = (
+        f"the baseline's {metric} varies {worst[0] * 100:.0f} % (coefficient of variation of "
+        f"block medians) at concurrency {worst[1]}, above {NOISY_CV * 100:g} %"
+    )
+    return [_warning("noisy_machine", detail, cfg.baseline)]
+
+
+_BUILD_KEYS = (("build_info", "build"), ("binary_sha256", "binary"), ("model_sha256", "model"))
+
+
+def _build_warnings(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for arm, info in (manifest.get("arms") or {}).items():
+        starts = (info or {}).get("starts") or []
+        for key, what in _BUILD_KEYS:
+            seen = [(s.get("describe") or {}).get(key) for s in starts]
+            distinct = list(dict.fromkeys(str(v) for v in seen if v is not None))
+            if len(distinct) > 1:
+                detail = f"the engine's {what} changed between blocks: {', '.join(distinct)}"
+                out.append(_warning("build_changed", detail, str(arm)))
+    return out
+
+
+def _shared_start_warnings(
+    cfg: Settings, manifest: Mapping[str, Any], grouped: Mapping[str, Sequence[Row]]
+) -> list[dict[str, Any]]:
+    """Blocks run on an engine started for an earlier block (``restart: arm_change``).
+
+    Each start settles at its own speed; blocks that share one are not independent, and the
+    bootstrap over rounds then gives intervals that are too narrow (docs/experiments.md).
+    """
+    out = []
+    for arm in cfg.arms:
+        starts = ((manifest.get("arms") or {}).get(arm) or {}).get("starts") or []
+        if not starts:
+            continue  # an import or a bench: nothing recorded about engine starts
+        started = {(s.get("block"), s.get("concurrency") or 1) for s in starts}
+        blocks = {(block_of(r), level_of(r)) for r in trials(grouped.get(arm, ()))}
+        if shared := len(blocks - started):
+            detail = (
+                f"{shared} of {len(blocks)} blocks ran on an engine started for an earlier "
+                "block: they share that start's speed, so the intervals may be too narrow"
+            )
+            out.append(_warning("shared_engine_starts", detail, arm))
+    return out
+
+
+def _cache_hits(rows: Iterable[Row]) -> int:
+    return sum(((r.get("server_timings") or {}).get("cache_n") or 0) > 0 for r in rows)
+
+
+def _row_warnings(cfg: Settings, grouped: Mapping[str, Sequence[Row]]) -> list[dict[str, Any]]:
+    out = []
+    for arm in cfg.arms:
+        tried, ok = trials(grouped.get(arm, ())), ok_trials(grouped.get(arm, ()))
+        failed = Counter(str(r.get("outcome")) for r in tried if r.get("outcome") != "ok")
+        if failed:
+            what = ", ".join(f"{n} {k}" for k, n in sorted(failed.items()))
+            detail = (
+                f"{sum(failed.values())} of {len(tried)} trial requests failed ({what}); "
+                "they are left out of every latency figure"
+            )
+            out.append(_warning("failed_requests", detail, arm))
+        cut = sum(1 for r in ok if r.get("finish_reason") == "length")
+        if cut and not cfg.length_matched:
+            detail = f"{cut} of {len(ok)} successful requests stopped at max_tokens"
+            out.append(_warning("truncated_outputs", detail, arm))
+        if cached := _cache_hits(ok):
+            detail = (
+                f"{cached} trial request(s) reused prompt tokens from the engine's cache "
+                "(timings.cache_n > 0): their TTFT and prefill are not cold figures"
+            )
+            out.append(_warning("prompt_cache_hits", detail, arm))
+    return out
+
+
+def _length_warnings(cfg: Settings, grouped: Mapping[str, Sequence[Row]]) -> list[dict[str, Any]]:
+    def median_out(arm: str) -> float | None:
+        return summarize(r.get("n_out") for r in ok_trials(grouped.get(arm, ()))).median
+
+    base = median_out(cfg.baseline)
+    out = []
+    for arm in cfg.arms[1:]:
+        cand = median_out(arm)
+        if base and cand is not None and abs(cand / base - 1) > LENGTH_MISMATCH:
+            detail = (
+                f"median output length {cand:.0f} tokens vs {base:.0f} for the baseline "
+                f"{cfg.baseline}: e2e and throughput compare different work"
+            )
+            out.append(_warning("output_length_mismatch", detail, arm))
+    return out
+
+
+def _start_blocks(manifest: Mapping[str, Any], arm: str) -> set[int]:
+    starts = ((manifest.get("arms") or {}).get(arm) or {}).get("starts") or []
+    return {int(s["block"]) for s in starts if isinstance(s.get("block"), int)}
+
+
+def _slow(ok: Sequence[Row]) -> list[Row]:
+    """Requests over COLD_START_FACTOR x the median e2e of their concurrency level."""
+    slow: list[Row] = []
+    for level in {level_of(r) for r in ok}:
+        rows = [r for r in ok if level_of(r) == level]
+        median = summarize(r.get("e2e_s") for r in rows).median
+        if median:
+            slow += [r for r in rows if (r.get("e2e_s") or 0) > COLD_START_FACTOR * median]
+    return slow
+
+
+def _cold_warnings(
+    cfg: Settings, manifest: Mapping[str, Any], grouped: Mapping[str, Sequence[Row]]
+) -> list[dict[str, Any]]:
+    out = []
+    for arm in cfg.arms:
+        ok = ok_trials(grouped.get(arm, ()))
+        if not (slow := _slow(ok)):
+            continue
+        starts, firsts = _start_blocks(manifest, arm), dict[int, Any]()
+        for r in in_order(ok):
+            firsts.setdefault(block_of(r), r.get("seq"))
+        first = sum(block_of(r) in starts and firsts[block_of(r)] == r.get("seq") for r in slow)
+        detail = (
+            f"{len(slow)} trial request(s) took over {COLD_START_FACTOR:g}x the arm's median e2e; "
+            f"{first} of them the first after an engine start"
+        )
+        out.append(_warning("cold_start_outliers", detail, arm))
+    return out
+
+
+def warnings(
+    cfg: Settings, manifest: Mapping[str, Any], rows: Sequence[Row]
+) -> list[dict[str, Any]]:
+    """Every warning, allowed confounds first; kinds are ``WARNING_KINDS``."""
+    grouped = by_arm(rows)
+    return [
+        *_confound_warnings(manifest),
+        *_not_interleaved(cfg),
+        *_preflight_warnings(manifest),
+        *_noisy_warnings(cfg, rows),
+        *_build_warnings(manifest),
+        *_shared_start_warnings(cfg, manifest, grouped),
+        *_row_warnings(cfg, grouped),
+        *_length_warnings(cfg, grouped),
+        *_cold_warnings(cfg, manifest, grouped),
+    ]
