@@ -1,6 +1,7 @@
 # servelab: `make demo` runs the main job, `make test` runs the whole test suite.
-# Both create .venv, install servelab, build the llama.cpp engine and pull the default model
-# first; everything is cached, so a second run starts in seconds.
+# Both create .venv, install servelab and build the llama.cpp engine first; `demo` pulls the
+# default model, `test` every model in tests/models.txt (the one list the test fixtures read).
+# Everything is cached, so a second run starts in seconds.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,8 +9,9 @@ PY := $(VENV)/bin/python
 SERVELAB := $(VENV)/bin/servelab
 STAMP := $(VENV)/.servelab-installed
 MODEL ?= smollm2-135m-instruct
+TEST_MODELS := $(shell sed -e 's/\#.*//' tests/models.txt)
 
-.PHONY: setup engine model demo test lint typecheck bench-client clean
+.PHONY: setup engine model test-models demo test lint typecheck bench-client clean
 
 setup: $(STAMP)
 
@@ -25,10 +27,13 @@ engine: setup
 model: setup
 	$(SERVELAB) models pull $(MODEL)
 
+test-models: setup
+	$(foreach name,$(TEST_MODELS),$(SERVELAB) models pull $(name) &&) true
+
 demo: engine model
 	$(SERVELAB) run examples/demo.yaml
 
-test: engine model
+test: engine test-models
 	$(PY) -m pytest
 
 lint: setup

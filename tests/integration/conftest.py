@@ -2,8 +2,9 @@
 
 One server is shared by each module that needs it and stopped when the module ends, so no two
 llama-servers ever run at once (on two cores they slow each other down many-fold); these tests
-run serially. A missing engine or model is a failure with
-the command that fixes it, never a skip: CI must not pass without the real parts.
+run serially. A missing engine or model stops the whole run before the first test
+(``tests/conftest.py``), never a skip: CI must not pass without the real parts. Models come from
+``tests/models.txt`` through ``tests.models``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
@@ -20,8 +20,9 @@ import pytest
 from servelab.engines.base import Engine, create_engine
 from servelab.errors import ServelabError
 from servelab.spec.engine import EngineConfig
+from tests.models import DEFAULT_MODEL, listed_model
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+__all__ = ["DEFAULT_MODEL", "listed_model"]
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +32,7 @@ def engine_ready() -> None:
 
     try:
         find_llama_binary("llama-server")
-        resolve_model(DEFAULT_MODEL)
+        resolve_model(listed_model(DEFAULT_MODEL))
     except ServelabError as exc:
         pytest.fail(f"integration tests need the engine and model ({exc}); run `make test`")
 
@@ -40,7 +41,7 @@ def engine_ready() -> None:
 def server(engine_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """One llama-server for a module; stopped before the next module may start its own."""
     log = tmp_path_factory.mktemp("server") / "engine.log"
-    engine = create_engine(EngineConfig(model=DEFAULT_MODEL), log)
+    engine = create_engine(EngineConfig(model=listed_model(DEFAULT_MODEL)), log)
     engine.launch()
     try:
         engine.wait_healthy(120)
@@ -75,6 +76,3 @@ def children_named(pid: int, name: str) -> list[psutil.Process]:
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("servelab: error:")]
-
-
-MODEL_PATH_HINT = Path("~/.cache/servelab/models").expanduser()

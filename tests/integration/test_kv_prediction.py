@@ -20,6 +20,8 @@ from servelab.theory.kvcache import KvSettings, llama_kv_allocation
 from servelab.theory.kvreport import measured_kv_from_log, report_matches
 from servelab.theory.kvtypes import cache_type
 
+from .conftest import listed_model
+
 pytestmark = pytest.mark.engine
 
 # (model, context per slot, slots, -ctk, -ctv)
@@ -39,16 +41,17 @@ CASES = [
 def models_ready(engine_ready: None) -> None:
     from servelab.models import resolve_model
 
-    try:
-        resolve_model("gemma-3-270m")
-    except ServelabError as exc:
-        pytest.fail(f"{exc}; run `servelab models pull gemma-3-270m`")
+    for name in sorted({case[0] for case in CASES}):
+        try:
+            resolve_model(listed_model(name))
+        except ServelabError as exc:
+            pytest.fail(f"{exc}; run `make test`, which pulls tests/models.txt")
 
 
 def _server_log(tmp_path: Path, model: str, ctx: int, slots: int, k: str, v: str) -> str:
     log = tmp_path / "engine.log"
     flags = ("-lv", "4", "-t", "2", "-ctk", k, "-ctv", v)
-    config = EngineConfig(model=model, parallel=slots, ctx_per_slot=ctx, flags=flags)
+    config = EngineConfig(model=listed_model(model), parallel=slots, ctx_per_slot=ctx, flags=flags)
     engine = create_engine(config, log)
     engine.launch()
     try:

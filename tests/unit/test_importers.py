@@ -1,7 +1,7 @@
 """servelab import: llama-bench, vllm bench serve and generic rows into a run directory.
 
-Uses the real llama-bench output and the hand-built vLLM files in tests/fixtures/import, and the
-published result files in ../shared/reference (beside the clone, as in CI).
+Uses the real llama-bench output and the hand-built vLLM files in tests/fixtures/import, and
+copies of published result files in tests/fixtures/reference (its README names their origin).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from servelab.metrics import METRICS
 from servelab.runner.summary import summarize_arm
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "import"
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
+REFERENCE = Path(__file__).parents[1] / "fixtures" / "reference"
 SUMMARY_CSV = REFERENCE / "qwen3.6-speculative-decoding-rtx3090" / "analysis" / "summary.csv"
 V5 = REFERENCE / "qwen3.6-vllm-2x3090" / "v5_2026_05_17" / "data"
 V4_PHASE_A = (
