@@ -1,10 +1,11 @@
 """The servelab exception tree: every error servelab raises on purpose.
 
 Owns the one root class and its kinds. The CLI turns any ``ServelabError`` into a one-line
-message and the exit code of its kind; anything else is a bug and keeps its traceback.
-Messages say what failed and what to do about it.
+message and the exit code of its kind; anything else is a bug and keeps its traceback (exit 1,
+the code Python gives an uncaught exception). Messages say what failed and what to do about it.
+docs/errors.md lists every exit code and what servelab does under each fault.
 
-    ServelabError                   (exit 1)
+    ServelabError                   (exit 1)  raised as itself only by `verify`: a regression
     ├── UsageError                  (exit 2)  bad input: a flag, a spec, a workload file
     │   ├── WorkloadError                     a workload file that breaks the schema
     │   └── ModelNotFoundError                a model name or path that resolves to nothing
@@ -16,7 +17,10 @@ Messages say what failed and what to do about it.
     │   ├── EngineStartError                  it died or never became healthy
     │   └── EngineCrashedError                it died while servelab was measuring
     ├── StoreError                  (exit 6)  a run directory that cannot be read or written
-    └── Interrupted               (exit 130)  Ctrl-C; says where the results so far are
+    ├── GatesFailed                 (exit 7)  a required arm failed a quality or speed gate
+    ├── RequestsFailed              (exit 8)  an arm had no successful trial request, or more
+    │                                         failed than max_failure_rate; results are kept
+    └── Interrupted               (exit 130)  Ctrl-C or SIGTERM; says where the results so far are
 """
 
 from __future__ import annotations
@@ -88,6 +92,14 @@ class GatesFailed(ServelabError):
     """The baseline or a required arm failed a quality or speed gate; the report says which."""
 
     exit_code = 7
+
+
+class RequestsFailed(ServelabError):
+    """Too many measured requests failed: an arm with no successful trial request, or a
+    failure rate above the run's ``max_failure_rate``. The run directory and its report are
+    complete; the message names the arm and where the errors are."""
+
+    exit_code = 8
 
 
 class Interrupted(ServelabError):

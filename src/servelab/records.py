@@ -76,4 +76,6 @@ class Observation:
     http_status: int | None = None
     error: str | None = None
     invalid_utf8_bytes: int = 0
+    text_chars: int = 0  # length of the reply text as received; ``text`` may hold less
+    text_truncated: bool = False  # text, reasoning or tool arguments cut to the stored limit
     extra: dict[str, Any] = field(default_factory=dict)

@@ -45,6 +45,8 @@ def build_row(obs: Observation, ctx: RowContext) -> dict[str, Any]:
         "usage": asdict(obs.usage) if obs.usage else None,
         "server_timings": obs.server_timings,
         "text": obs.text,
+        "text_chars": obs.text_chars,
+        "text_truncated": obs.text_truncated,
         "reasoning": obs.reasoning,
         "tool_calls": [asdict(c) for c in obs.tool_calls],
         "invalid_utf8_bytes": obs.invalid_utf8_bytes,

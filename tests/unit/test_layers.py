@@ -11,6 +11,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "servelab"
 
 PURE = (
     "spec", "workloads", "stats", "theory", "scoring", "records", "metrics", "rows", "errors",
+    "redact", "userfiles",
 )  # fmt: skip
 PURE_FILES = ("client/sse.py", "client/assemble.py", "client/payload.py", "engines/prom.py")
 EFFECTS = ("engines", "client", "store", "models", "importers")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 
 import typer
@@ -10,15 +11,18 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from servelab.cli.errors import validation_to_usage
-from servelab.errors import ServelabError, UsageError
+from servelab.errors import UsageError
+from servelab.report.failures import check_request_failures
 from servelab.report.table import failure_lines, summary_table, warning_lines
 from servelab.runner.bench import run_bench
 from servelab.runner.progress import NullReporter, Reporter, RichReporter
 from servelab.spec.bench import BenchConfig
-from servelab.spec.engine import EngineConfig
+from servelab.spec.engine import OWNED_OPTIONS, EngineConfig, bind_warning
+from servelab.spec.limits import DEFAULT_MAX_FAILURE_RATE
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 FLAGS = {"kind": "--engine", "request_timeout_s": "--timeout", "engine": "--engine"}
+BIND_HELP = "llamacpp: address to listen on; not loopback: reachable from other machines"
 
 
 def _split_flags(flags: str) -> tuple[str, ...]:
@@ -38,7 +42,8 @@ def bench(
     ),
     binary: str | None = typer.Option(None, "--binary", help="llamacpp: your own llama-server"),
     port: int | None = typer.Option(None, "--port", help="llamacpp: port (default: a free one)"),
-    host: str = typer.Option("127.0.0.1", "--host", help="llamacpp: address to bind"),
+    bind: str = typer.Option("127.0.0.1", "--bind", help=BIND_HELP),
+    host: str | None = typer.Option(None, "--host", hidden=True, help="refused: use --bind"),
     workload: str = typer.Option("chat-tools", "--workload", "-w", help="built-in name or file"),
     requests: int = typer.Option(20, "--requests", "-n", help="measured requests"),
     concurrency: int = typer.Option(1, "--concurrency", "-c", help="requests in flight"),
@@ -55,18 +60,26 @@ def bench(
         False, "--chunk-timings", help="llamacpp: exact tokens per chunk (costs ~1 % decode)"
     ),
     timeout: float = typer.Option(300.0, "--timeout", help="seconds allowed per request"),
+    max_failure_rate: float = typer.Option(
+        DEFAULT_MAX_FAILURE_RATE,
+        "--max-failure-rate",
+        help="exit 8 when more than this share of measured requests fails",
+    ),
     name: str = typer.Option("bench", "--name", help="run name (directory prefix)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="run directory to create"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
+    if host is not None:
+        raise UsageError(f"bench: --host is refused: {OWNED_OPTIONS['--host']}")
     config = _config(
         engine=engine, model=model, flags=_split_flags(flags), endpoint=endpoint,
-        api_key_env=api_key_env, binary=binary, port=port, host=host, prefix_cache=prefix_cache,
+        api_key_env=api_key_env, binary=binary, port=port, bind=bind, prefix_cache=prefix_cache,
         unique_prefix=unique_prefix, chunk_timings=chunk_timings, workload=workload,
         requests=requests, concurrency=concurrency, warmup=warmup, max_tokens=max_tokens,
         temperature=temperature, seed=seed, ignore_eos=ignore_eos, name=name,
-        request_timeout_s=timeout,
+        request_timeout_s=timeout, max_failure_rate=max_failure_rate,
     )  # fmt: skip
+    warn_bind([config.engine])
     reporter: Reporter = NullReporter() if quiet else RichReporter()
     result = run_bench(config, out=out, reporter=reporter)
     console = Console()
@@ -76,14 +89,21 @@ def bench(
             console.print(f"[red]failed[/] {line}")
         for line in warning_lines(arm_summary):
             console.print(f"[yellow]note[/] {line}")
-        if arm_summary["n_ok"] == 0:
-            raise ServelabError(f"every measured request failed; see {result.run_dir.requests}")
     console.print(f"results: {result.run_dir.root}", markup=False)
+    check_request_failures(result.summary["arms"], config.max_failure_rate, result.run_dir.root,
+                           label="{}")  # fmt: skip
+
+
+def warn_bind(engines: Iterable[EngineConfig]) -> None:
+    """A warning line on stderr, even with --quiet, per address that other machines can reach."""
+    found = {w for e in engines if e.kind == "llamacpp" and (w := bind_warning(e.bind))}
+    for warning in sorted(found):
+        Console(stderr=True).print(f"servelab: warning: {warning}", markup=False, soft_wrap=True)
 
 
 def _config(**kw: object) -> BenchConfig:
     engine_keys = (
-        "engine", "model", "flags", "endpoint", "api_key_env", "binary", "port", "host",
+        "engine", "model", "flags", "endpoint", "api_key_env", "binary", "port", "bind",
         "prefix_cache", "unique_prefix", "chunk_timings",
     )  # fmt: skip
     engine_kw = {k: kw.pop(k) for k in engine_keys}

@@ -24,8 +24,10 @@ from servelab.cli.predict_cmd import predict
 from servelab.cli.promote_cmd import promote, roles, verify
 from servelab.cli.quality_cmd import quality_app
 from servelab.cli.run_cmd import compare, report, resume, run
+from servelab.cli.signals import sigterm_as_interrupt
 from servelab.cli.workloads_cmd import workloads_app
-from servelab.errors import ServelabError
+from servelab.errors import Interrupted, ServelabError
+from servelab.redact import redact
 
 app = typer.Typer(
     name="servelab",
@@ -72,13 +74,27 @@ def _root(
 def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False)
     try:
-        app(args=argv, prog_name="servelab")  # standalone: handles --help and usage errors
+        with sigterm_as_interrupt():  # `kill` stops a run as Ctrl-C does: rows kept, exit 130
+            app(args=argv, prog_name="servelab")  # standalone: handles --help and usage errors
     except SystemExit as exc:
+        if _from_keyboard(exc):  # Ctrl-C or SIGTERM before a run's own handler took over
+            err.print(f"servelab: error: {INTERRUPTED_EARLY}", markup=False, soft_wrap=True)
+            return Interrupted.exit_code
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ServelabError as exc:
-        err.print(f"servelab: error: {exc}", markup=False, soft_wrap=True)
+        err.print(f"servelab: error: {redact(str(exc))}", markup=False, soft_wrap=True)
         return exc.exit_code
     return 0
+
+
+INTERRUPTED_EARLY = "interrupted (Ctrl-C or SIGTERM)"
+
+
+def _from_keyboard(exc: SystemExit) -> bool:
+    """Whether typer turned a ``KeyboardInterrupt`` into this exit (it raises ``Exit(130)`` from
+    it and exits silently), rather than a command choosing its code."""
+    cause = exc.__context__.__cause__ if exc.__context__ is not None else None
+    return isinstance(cause, KeyboardInterrupt)
 
 
 def entry() -> None:  # pragma: no cover - console script

@@ -11,8 +11,10 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from servelab.cli.bench_cmd import warn_bind
 from servelab.errors import GatesFailed
 from servelab.report.build import Report, build_report
+from servelab.report.failures import check_request_failures
 from servelab.runner.compare import compare_runs
 from servelab.runner.experiment import (
     ExperimentResult,
@@ -22,6 +24,7 @@ from servelab.runner.experiment import (
 )
 from servelab.runner.preflight import DEFAULT_MAX_FOREIGN_CPU
 from servelab.runner.progress import ExperimentReporter, NullReporter, Reporter
+from servelab.spec.experiment import resolve_arm
 
 
 def _reporter(quiet: bool, total: int) -> Reporter:
@@ -68,6 +71,7 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
     parsed, _ = load_spec(spec)
+    warn_bind(resolve_arm(parsed, arm).engine for arm in parsed.expand())
     total = len(parsed.expand()) * len(parsed.concurrency_levels) * parsed.max_blocks
     result = run_experiment(
         spec, out, allow_confound=tuple(allow_confound), force=force,
@@ -83,6 +87,7 @@ def _finish(result: ExperimentResult) -> None:
         console.print(f"stopped early: {result.looks[-1].get('reason', '')}", markup=False)
     report = build_report(result.run_dir.root)
     print_verdicts(report, console)
+    check_request_failures(report.summary["arms"], result.max_failure_rate, report.run_dir.root)
     failed = report.summary.get("gates_failed") or []
     if failed:
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""

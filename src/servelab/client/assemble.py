@@ -3,7 +3,9 @@
 Owns the bookkeeping between typed SSE events and the record: arrival times of token-bearing
 messages, tokens per message (exact from llama.cpp's per-chunk ``timings.predicted_n`` when the
 server sends them, else one per message and marked estimated), tool-call reassembly and the
-outcome rules. No I/O and no clock: the caller passes every arrival time.
+outcome rules. No I/O and no clock: the caller passes every arrival time. The reply text,
+reasoning and each tool call's arguments are stored up to ``STORED_TEXT_LIMIT`` characters each;
+the observation says when one was cut and how long the reply text really was.
 """
 
 from __future__ import annotations
@@ -26,12 +28,23 @@ from servelab.client.sse import (
 )
 from servelab.records import Observation, Outcome, ToolCall, Usage
 
+STORED_TEXT_LIMIT = 262_144  # characters kept per text field of one reply (docs/metrics.md)
+
+
+def _append_capped(parts: list[str], piece: str, chars: int) -> int:
+    """Append what still fits of ``piece`` under the limit; return the new uncapped length."""
+    room = STORED_TEXT_LIMIT - chars
+    if room > 0:
+        parts.append(piece[:room])
+    return chars + len(piece)
+
 
 @dataclass
 class _ToolParts:
     id: str | None = None
     name: str = ""
     args: list[str] = field(default_factory=list)
+    args_chars: int = 0
 
 
 @dataclass
@@ -40,6 +53,8 @@ class ResponseAssembler:
 
     text: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
+    text_chars: int = 0
+    reasoning_chars: int = 0
     chunk_t_s: list[float] = field(default_factory=list)
     chunk_tokens: list[int] = field(default_factory=list)
     first_content_s: float | None = None
@@ -82,10 +97,10 @@ class ResponseAssembler:
 
     def _apply(self, event: Event, t_s: float) -> None:
         if isinstance(event, ContentDelta):
-            self.text.append(event.text)
+            self.text_chars = _append_capped(self.text, event.text, self.text_chars)
             self.first_content_s = _first(self.first_content_s, t_s)
         elif isinstance(event, ReasoningDelta):
-            self.reasoning.append(event.text)
+            self.reasoning_chars = _append_capped(self.reasoning, event.text, self.reasoning_chars)
             self.first_reasoning_s = _first(self.first_reasoning_s, t_s)
         elif isinstance(event, ToolCallDelta):
             self._tool(event, t_s)
@@ -107,9 +122,16 @@ class ResponseAssembler:
         if event.id:
             parts.id = event.id
         if event.name:
-            parts.name += event.name
+            parts.name = (parts.name + event.name)[:STORED_TEXT_LIMIT]
             self.first_tool_s = _first(self.first_tool_s, t_s)
-        parts.args.append(event.arguments)
+        parts.args_chars = _append_capped(parts.args, event.arguments, parts.args_chars)
+
+    @property
+    def text_truncated(self) -> bool:
+        """Whether the text, the reasoning or a tool call's arguments were cut when stored."""
+        longest = max([self.text_chars, self.reasoning_chars]
+                      + [p.args_chars for p in self._tools.values()])  # fmt: skip
+        return longest > STORED_TEXT_LIMIT
 
     @property
     def failed(self) -> bool:
@@ -173,6 +195,8 @@ class ResponseAssembler:
             http_status=http_status,
             error=error,
             invalid_utf8_bytes=invalid_utf8_bytes,
+            text_chars=self.text_chars,
+            text_truncated=self.text_truncated,
             extra=extra,
         )
 

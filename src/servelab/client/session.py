@@ -8,6 +8,13 @@ connections (local engines) go through ``plainhttp`` (a socket and h11); others 
 keep-alive) through a blocking httpx client (benchmarks/client_overhead.py has the figures).
 Local engines get a fresh loopback connection per request (microseconds), so no request ever
 meets a kept-alive connection the server is closing.
+
+A blocked reader must be woken from outside when its request's deadline passes or the run
+stops: each request has a ``RequestGuard`` holding what would wake it (the plain stream, the
+httpx connection's socket, captured through httpcore's ``trace`` extension as the connection is
+made, and the response's socket once headers arrive). ``abort_all`` also shuts every socket the
+session's httpx client ever opened, which reaches a request waiting for headers on a reused
+keep-alive connection.
 """
 
 from __future__ import annotations
@@ -15,12 +22,65 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
+from typing import Any
 
 import httpx
 
-from servelab.client.plainhttp import PlainHttpStream
+
+class RequestGuard:
+    """One request's off switch, safe to throw from any thread.
+
+    The reader ``attach``es what would wake it while it is blocked; ``expire`` (the deadline
+    passed) or ``abort`` (the run stops) calls those at once, and also every one attached
+    later. ``release`` disarms it when the request is over, so a late timer can never touch
+    a connection that has gone back to the pool for another request.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wakers: list[Callable[[], None]] = []
+        self._released = False
+        self.expired = False
+        self.aborted = False
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            if self._released:
+                return
+            fire = self.expired or self.aborted
+            if not fire:
+                self._wakers.append(wake)
+        if fire:
+            wake()
+
+    def expire(self) -> None:
+        self._fire("expired")
+
+    def abort(self) -> None:
+        self._fire("aborted")
+
+    def detach(self) -> None:
+        """What was attached is done with (its socket may be closed or reused next)."""
+        with self._lock:
+            self._wakers.clear()
+
+    def release(self) -> None:
+        with self._lock:
+            self._released = True
+            self._wakers.clear()
+
+    def _fire(self, flag: str) -> None:
+        with self._lock:
+            if self._released:
+                return
+            setattr(self, flag, True)
+            wakers = list(self._wakers)
+        for wake in wakers:
+            wake()
 
 
 class StreamSession:
@@ -34,30 +94,56 @@ class StreamSession:
             max_workers=max(1, concurrency), thread_name_prefix="servelab-reader"
         )
         self.keepalive = keepalive
-        self._open: set[httpx.Response | PlainHttpStream] = set()
+        self._guards: set[RequestGuard] = set()
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._closing = False
 
     def plain_for(self, url: str) -> bool:
         """Use the lean socket reader: plain HTTP and a fresh connection per request."""
         return not self.keepalive and url.startswith("http://")
 
-    def track(self, response: httpx.Response | PlainHttpStream) -> None:
+    def track(self, guard: RequestGuard) -> None:
         with self._lock:
-            self._open.add(response)
+            self._guards.add(guard)
+            closing = self._closing
+        if closing:
+            guard.abort()
 
-    def untrack(self, response: httpx.Response | PlainHttpStream) -> None:
+    def untrack(self, guard: RequestGuard) -> None:
         with self._lock:
-            self._open.discard(response)
+            self._guards.discard(guard)
+
+    def trace_for(self, guard: RequestGuard) -> Callable[[str, dict[str, Any]], None]:
+        """An httpcore ``trace`` callback that hands each new connection's socket to ``guard``."""
+
+        def trace(event: str, info: dict[str, Any]) -> None:
+            if event != "connection.connect_tcp.complete":
+                return
+            sock = _stream_socket(info.get("return_value"))
+            if sock is not None:
+                with self._lock:
+                    self._sockets.add(sock)
+                guard.attach(lambda: _shutdown(sock))
+
+        return trace
+
+    def attach_response(self, guard: RequestGuard, response: httpx.Response) -> None:
+        """Let ``guard`` wake the reader of ``response`` (whichever connection it came on)."""
+        sock = _stream_socket(response.extensions.get("network_stream"))
+        if sock is not None:
+            guard.attach(lambda: _shutdown(sock))
 
     def abort_all(self) -> None:
-        """Close every response being read, so blocked reader threads return at once."""
+        """Wake every blocked reader thread at once; requests started later are aborted too."""
         with self._lock:
-            open_now = list(self._open)
-        for response in open_now:
-            if isinstance(response, PlainHttpStream):
-                response.abort()
-            else:
-                _shutdown_socket(response)
+            self._closing = True
+            guards = list(self._guards)
+            sockets = list(self._sockets)
+        for guard in guards:
+            guard.abort()
+        for sock in sockets:
+            _shutdown(sock)
 
     def close(self) -> None:
         self.abort_all()
@@ -76,10 +162,14 @@ class StreamSession:
         self.close()
 
 
-def _shutdown_socket(response: httpx.Response) -> None:
-    """Wake a thread blocked in recv on this response (closing the fd alone may not)."""
-    stream = response.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+def _stream_socket(stream: object) -> socket.socket | None:
+    """The socket under an httpcore network stream, if it exposes one."""
+    get_extra_info = getattr(stream, "get_extra_info", None)
+    sock = get_extra_info("socket") if get_extra_info is not None else None
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """Wake a thread blocked in recv on ``sock`` (closing the fd alone may not)."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)

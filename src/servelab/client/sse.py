@@ -2,20 +2,24 @@
 
 Owns the path from raw bytes to typed events: ``LineSplitter`` cuts the byte stream into
 lines (a newline byte never occurs inside a UTF-8 sequence, so a character split across network
-chunks is reassembled before it is decoded) and counts invalid UTF-8 bytes; ``SSEParser`` is fed
-one line at a time and returns typed events. No I/O, no clocks, no asyncio: the caller
-timestamps what it feeds.
+chunks is reassembled before it is decoded), counts invalid UTF-8 bytes and refuses a line
+longer than ``MAX_LINE_BYTES`` (so a hostile server cannot grow its buffer without bound);
+``SSEParser`` is fed one line at a time and returns typed events. No I/O, no clocks, no
+asyncio: the caller timestamps what it feeds.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from servelab.records import Usage
 
 REPLACEMENT = "\ufffd"
+_EOL = re.compile(rb"\r\n|\r|\n")
+MAX_LINE_BYTES = 2**20  # a streamed chunk is a few hundred bytes; 1 MiB is far beyond any real one
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,15 +115,21 @@ class LineSplitter:
     """Cut a byte stream into decoded lines, whatever the chunk boundaries.
 
     Lines end at LF, CRLF or CR (the SSE rule). A CR ends its line at once, even at the very end
-    of a chunk, and an LF right after it (possibly in the next chunk) is skipped.
+    of a chunk, and an LF right after it (possibly in the next chunk) is skipped. A line longer
+    than ``max_line_bytes`` sets ``overlong``; the stream is then invalid and nothing more is
+    buffered or returned.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self._buf = bytearray()
         self._skip_lf = False
         self.invalid_bytes = 0
+        self.max_line_bytes = max_line_bytes
+        self.overlong = False
 
     def feed(self, chunk: bytes) -> list[str]:
+        if self.overlong:
+            return []
         if self._skip_lf and chunk:
             self._skip_lf = False
             if chunk[:1] == b"\n":
@@ -127,30 +137,39 @@ class LineSplitter:
         if b"\r" not in chunk:  # the common case: LF only, split at C speed
             self._buf += chunk
             if b"\n" not in chunk:
-                return []
+                return self._bounded([])
             *complete, rest = bytes(self._buf).split(b"\n")
             self._buf = bytearray(rest)
-            return [self._decode(line) for line in complete]
+            return self._bounded(complete)
         return self._feed_cr(chunk)
+
+    def _bounded(self, raw_lines: list[bytes]) -> list[str]:
+        """Decode complete lines up to the first overlong one; check what is still buffered."""
+        lines: list[str] = []
+        for raw in raw_lines:
+            if len(raw) > self.max_line_bytes:
+                return self._overflow(lines)
+            lines.append(self._decode(raw))
+        if len(self._buf) > self.max_line_bytes:
+            return self._overflow(lines)
+        return lines
+
+    def _overflow(self, lines: list[str]) -> list[str]:
+        self.overlong = True
+        self._buf = bytearray()
+        return lines
 
     def _feed_cr(self, chunk: bytes) -> list[str]:
         self._buf += chunk
-        lines: list[str] = []
+        lines: list[bytes] = []
         start = 0
-        buf = self._buf
-        i = 0
-        while i < len(buf):
-            b = buf[i]
-            if b == 0x0A or b == 0x0D:
-                lines.append(self._decode(bytes(buf[start:i])))
-                if b == 0x0D and i + 1 == len(buf):
-                    self._skip_lf = True  # a CR ends the line now; an LF may still follow
-                i += 2 if b == 0x0D and i + 1 < len(buf) and buf[i + 1] == 0x0A else 1
-                start = i
-                continue
-            i += 1
+        for match in _EOL.finditer(self._buf):
+            lines.append(bytes(self._buf[start : match.start()]))
+            start = match.end()
+            if match.group() == b"\r" and start == len(self._buf):
+                self._skip_lf = True  # a CR ends the line now; an LF may still follow
         del self._buf[:start]
-        return lines
+        return self._bounded(lines)
 
     def flush(self) -> list[str]:
         """Return the last line when the stream ended without a final newline."""

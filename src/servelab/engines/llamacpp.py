@@ -3,7 +3,8 @@
 Owns llama-server's argument list, health check, ``/props`` description, ``/metrics`` scrape
 and the request fields that make its numbers fair (``cache_prompt: false`` unless prefix caching
 is asked for; ``timings_per_token`` when exact tokens per chunk are asked for). Never starts
-it through a shell; binds to 127.0.0.1 unless the configuration says otherwise.
+it through a shell; binds to 127.0.0.1 unless the configuration's ``bind`` says otherwise, and
+always sends its own traffic to loopback when it binds to every interface.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from servelab.engines.process import ManagedProcess, check_port_free, free_port,
 from servelab.engines.prom import MetricsSnapshot, parse_metrics
 from servelab.errors import EngineCrashedError, EngineStartError
 from servelab.models import file_sha256
-from servelab.spec.engine import EngineConfig
+from servelab.spec.engine import EngineConfig, connect_address
 
 # llama-server reads LLAMA_ARG_* variables as flags; inheriting them would change a
 # configuration behind the user's back, so only the ones declared in the config pass.
@@ -65,7 +66,7 @@ class LlamaCppEngine:
         self.log_path = log_path
         self.binary = find_llama_binary("llama-server", explicit=config.binary)
         self.model = resolve_model(config.model)
-        self.port = config.port or free_port(config.host)
+        self.port = config.port or free_port(config.bind)
         self.argv = self._argv()
         self.env, self.stripped_env = self._env()
         self._proc: ManagedProcess | None = None
@@ -73,14 +74,14 @@ class LlamaCppEngine:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
+        return f"http://{connect_address(self.config.bind)}:{self.port}"
 
     def _argv(self) -> list[str]:
         c = self.config
         return [
             str(self.binary),
             "--model", str(self.model.path),
-            "--host", c.host,
+            "--host", c.bind,
             "--port", str(self.port),
             "--metrics",
             "--parallel", str(c.parallel),
@@ -95,7 +96,7 @@ class LlamaCppEngine:
         return env, [k for k in stripped if k not in self.config.env]
 
     def launch(self) -> None:
-        check_port_free(self.config.host, self.port)
+        check_port_free(self.config.bind, self.port)
         self._proc = ManagedProcess(self.argv, self.log_path, env=self.env)
         self._proc.start()
 
@@ -126,8 +127,10 @@ class LlamaCppEngine:
             )
         self._props = admin.get_json(self.base_url + "/props")
 
-    def check_alive(self) -> None:
-        code = self._proc.poll() if self._proc else None
+    def check_alive(self, grace_s: float = 0.0) -> None:
+        """Raise if the process has exited; wait up to ``grace_s`` for an exit under way (a
+        killed server refuses connections a moment before it can be reaped)."""
+        code = self._proc.poll(grace_s) if self._proc else None
         if code is not None:
             raise EngineCrashedError(self._exit_message(code, "while requests were running"))
 
@@ -157,6 +160,7 @@ class LlamaCppEngine:
             "n_ctx": (props.get("default_generation_settings") or {}).get("n_ctx"),
             "models": models,
             "base_url": self.base_url,
+            "bind": self.config.bind,
         }
 
     def scrape_metrics(self) -> MetricsSnapshot | None:

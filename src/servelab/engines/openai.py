@@ -1,7 +1,8 @@
 """An existing OpenAI-compatible endpoint: nothing to launch, only to check and describe.
 
 Owns the ``openai`` kind. The API key is read from the environment variable the configuration
-names, at request time, and is never stored in the engine description or any file.
+names, at request time, and is never stored in the engine description or any file; its value
+is registered with ``servelab.redact`` so server text that echoes it is redacted too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from servelab.client import admin
 from servelab.engines.base import register
 from servelab.engines.prom import MetricsSnapshot, parse_metrics
 from servelab.errors import EngineStartError, UsageError
+from servelab.redact import register_secret
 from servelab.spec.engine import EngineConfig
 
 
@@ -29,6 +31,9 @@ class OpenAIEndpoint:
                 f"environment variable {config.api_key_env} is empty; export the API key "
                 "there, or drop --api-key-env for an endpoint without authentication"
             )
+        if config.api_key_env:
+            # A server may echo the key back (in a 401 body): nothing servelab records keeps it.
+            register_secret(os.environ[config.api_key_env])
 
     @property
     def base_url(self) -> str:
@@ -51,7 +56,7 @@ class OpenAIEndpoint:
             ) from exc
         self._models = body.get("data", []) if isinstance(body, dict) else []
 
-    def check_alive(self) -> None:
+    def check_alive(self, grace_s: float = 0.0) -> None:
         """An external endpoint has no process to watch."""
 
     def describe(self) -> dict[str, Any]:

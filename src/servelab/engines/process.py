@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import BinaryIO
 
-from servelab.errors import EnvironmentProblem
+from servelab.errors import EnvironmentProblem, StoreError
 
 TERM_GRACE_S = 5.0
 _live: set[ManagedProcess] = set()
@@ -66,10 +67,7 @@ class ManagedProcess:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            log.write(f"# servelab: starting {self.argv!r}\n".encode())
-            log.flush()
+        with self._open_log() as log:
             self._proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
@@ -81,13 +79,34 @@ class ManagedProcess:
             )
         _register(self)
 
+    def _open_log(self) -> BinaryIO:
+        """The engine log, opened for appending with a start line; one line if it cannot be."""
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = self.log_path.open("ab")
+            log.write(f"# servelab: starting {self.argv!r}\n".encode())
+            log.flush()
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write the engine log {self.log_path} ({exc.strerror or exc}); "
+                "free space or fix its permissions, then run again"
+            ) from exc
+        return log
+
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def poll(self) -> int | None:
-        """The exit code if the process has ended, else None."""
-        return self._proc.poll() if self._proc else None
+    def poll(self, wait_s: float = 0.0) -> int | None:
+        """The exit code if the process has ended (waiting up to ``wait_s`` for it), else None."""
+        if self._proc is None:
+            return None
+        if wait_s <= 0:
+            return self._proc.poll()
+        try:
+            return self._proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self, grace_s: float = TERM_GRACE_S) -> int | None:
         """SIGTERM the group, wait up to ``grace_s``, then SIGKILL it. Returns the exit code."""

@@ -9,18 +9,28 @@ import the runner, the report or the CLI.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import servelab
 from servelab.errors import UsageError
-from servelab.importers import checks
-from servelab.importers.common import Imported, SourceSpec, finish_row, parse_map, sha256_file
+from servelab.importers.checks import RowChecks, config_diff, config_notes
+from servelab.importers.common import (
+    BadValue,
+    Imported,
+    SourceSpec,
+    check_values,
+    finish_row,
+    parse_map,
+    sha256_file,
+)
 from servelab.importers.llamabench import is_llama_bench, read_llama_bench
 from servelab.importers.presets import PRESETS, get_preset, merge_maps
 from servelab.importers.table import TableOptions, read_table
@@ -75,7 +85,10 @@ def detect_format(path: Path) -> str:
     return "llama-bench" if is_llama_bench(doc) else "table"
 
 
-def _read(specs: list[SourceSpec], opts: ImportOptions) -> Imported:
+def _read(
+    specs: list[SourceSpec], opts: ImportOptions
+) -> tuple[Imported, Iterable[dict[str, Any]]]:
+    """The reader's state and its partial rows (a table's are read as they are consumed)."""
     fmt = opts.format
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: unknown; formats: {', '.join(FORMATS)}")
@@ -84,14 +97,25 @@ def _read(specs: list[SourceSpec], opts: ImportOptions) -> Imported:
     elif fmt == "auto":
         fmt = detect_format(specs[0].path)
     result = Imported(format=fmt, preset=opts.preset)
+    if fmt == "table":
+        return result, read_table(specs, _table_options(opts, result), result)
     if fmt == "llama-bench":
         fields = [f.strip() for f in opts.arm_from.split(",")] if opts.arm_from else None
         read_llama_bench(specs, fields, result)
-    elif fmt == "vllm-bench-serve":
-        read_vllm(specs, opts.arm_from, result)
     else:
-        read_table(specs, _table_options(opts, result), result)
-    return result
+        read_vllm(specs, opts.arm_from, result)
+    return result, _checked(result)
+
+
+def _checked(result: Imported) -> Iterator[dict[str, Any]]:
+    """A whole-document reader's rows, without those holding impossible values (counted)."""
+    for partial in result.rows:
+        try:
+            check_values(partial)
+        except BadValue as exc:
+            result.skipped.add(exc, partial["source"])
+            continue
+        yield partial
 
 
 def _table_options(opts: ImportOptions, result: Imported) -> TableOptions:
@@ -112,40 +136,23 @@ def _table_options(opts: ImportOptions, result: Imported) -> TableOptions:
     return TableOptions(maps, arm_column, rows_key, n_out_source)
 
 
-def _finish(
-    result: Imported, run_id: str, warmup_first: int
-) -> tuple[list[dict[str, Any]], set[str]]:
-    rows, derived = [], set()
-    position: Counter[str] = Counter()
-    for seq, partial in enumerate(result.rows):
-        if position[partial["arm"]] < warmup_first:
-            partial = {**partial, "phase": "warmup"}
-        position[partial["arm"]] += 1
-        row, filled = finish_row(partial, run_id, seq)
-        rows.append(row)
-        derived.update(filled)
-    return rows, derived
-
-
-def _detect(result: Imported, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _detect(result: Imported, checks: RowChecks) -> dict[str, Any]:
     mapped = {m["target"] for m in result.mapping.get("maps", [])}
-    result.notes.extend(checks.rate_includes_prefill(rows, mapped))
-    result.notes.extend(checks.cold_start(rows))
-    result.notes.extend(n for n in checks.tool_call_ttft(rows) if result.format == "table")
-    constants = checks.arm_constants(rows)
-    diff = checks.config_diff(constants)
-    result.notes.extend(checks.config_notes(diff))
-    arms = list(dict.fromkeys(r["arm"] for r in rows))
-    if len(arms) > 1:
+    result.notes.extend(checks.rate_includes_prefill(mapped))
+    result.notes.extend(checks.cold_start())
+    result.notes.extend(n for n in checks.tool_call_ttft() if result.format == "table")
+    constants = checks.arm_constants()
+    diff = config_diff(constants)
+    result.notes.extend(config_notes(diff))
+    if len(checks.arms) > 1:
         result.add_note(
             "not_interleaved",
             "the arms ran one after another, not interleaved: drift of the machine between "
             "them is confounded with the arm",
         )
     if result.skipped.count:
-        reasons = ", ".join(f"{r} ({n})" for r, n in result.skipped.reasons.items())
         result.add_note(
-            "skipped_rows", f"{result.skipped.count} source rows not imported: {reasons}"
+            "skipped_rows", f"{result.skipped.count} source rows not imported: {_reasons(result)}"
         )
     for arm, consts in constants.items():
         if consts and result.format == "table":
@@ -153,29 +160,23 @@ def _detect(result: Imported, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return diff
 
 
-_DECISION_CANDIDATES = ("decode_tps", "ttft_s", "e2e_s", "prefill_tps", "e2e_tps")
-
-
-def _decision_metrics(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The usual decision metrics the source measured: an import decides only on what it has
-    (llama-bench has no TTFT), so a report never says "inconclusive" for a missing metric."""
-    present = [m for m in _DECISION_CANDIDATES[:3] if any(r.get(m) is not None for r in rows)]
-    if present:
-        return present
-    return [m for m in _DECISION_CANDIDATES[3:] if any(r.get(m) is not None for r in rows)]
+def _reasons(result: Imported) -> str:
+    return ", ".join(f"{r} ({n})" for r, n in result.skipped.reasons.items())
 
 
 def _manifest(
-    run: RunDir, result: Imported, specs: list[SourceSpec], opts: ImportOptions, status: str
-) -> dict[str, Any]:
-    arms = list(dict.fromkeys(r["arm"] for r in result.rows))
+    run: RunDir, result: Imported, specs: list[SourceSpec], opts: ImportOptions,
+    checks: RowChecks | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The manifest; without ``checks`` the one written while the rows are (status importing)."""
+    arms = list(checks.arms) if checks else []
     return {
         "schema_version": SCHEMA_VERSION,
         "servelab_version": servelab.__version__,
         "kind": "import",
         "run_id": run.run_id,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "status": status,
+        "status": "complete" if checks else "importing",
         "source": {
             "format": result.format,
             "preset": result.preset,
@@ -188,10 +189,68 @@ def _manifest(
         "arms": {arm: result.arms.get(arm, {}) for arm in arms},
         "baseline": opts.baseline or (arms[0] if arms else None),
         "interleaved": False,
-        "decision_metrics": _decision_metrics(result.rows),
+        "decision_metrics": checks.decision_metrics() if checks else [],
         # Strings, so any reader can print them; each starts with its kind (common.NOTE_KINDS).
         "notes": [f"{n['kind']}: {n['detail']}" for n in result.notes],
     }
+
+
+def _write_rows(
+    run: RunDir, partials: Iterable[dict[str, Any]], warmup_first: int
+) -> tuple[RowChecks, set[str]]:
+    """Finish each partial row, append it to requests.jsonl and feed the checks: one row in
+    memory at a time. Returns the checks and the names of the metrics derived."""
+    checks, derived = RowChecks(), set()
+    position: Counter[str] = Counter()
+    with JsonlWriter(run.requests) as writer:
+        for seq, partial in enumerate(partials):
+            if position[partial["arm"]] < warmup_first:
+                partial = {**partial, "phase": "warmup"}
+            position[partial["arm"]] += 1
+            checks.add_source(partial)
+            row, filled = finish_row(partial, run.run_id, seq)
+            derived.update(filled)
+            checks.add(row)
+            writer.write(row)
+    return checks, derived
+
+
+def _import(
+    run: RunDir, result: Imported, partials: Iterable[dict[str, Any]], specs: list[SourceSpec],
+    options: ImportOptions,
+) -> ImportResult:  # fmt: skip
+    create_run_dir(run)
+    write_json_atomic(run.manifest, _manifest(run, result, specs, options, None))
+    checks, derived = _write_rows(run, partials, options.warmup_first)
+    if not checks.arms:
+        skipped = (
+            f" ({result.skipped.count} skipped: {_reasons(result)})" if result.skipped.count else ""
+        )
+        raise UsageError(
+            f"no rows imported from {', '.join(str(s.path) for s in specs)}{skipped}; "
+            "see docs/import.md for what a row needs"
+        )
+    arms = {arm: state.n_rows for arm, state in checks.arms.items()}
+    if options.baseline and options.baseline not in arms:
+        raise UsageError(f"--baseline {options.baseline!r}: no such arm; arms: {', '.join(arms)}")
+    result.mapping["derived"] = sorted(derived)
+    result.mapping["warmup_first"] = options.warmup_first
+    diff = _detect(result, checks)
+    manifest = _manifest(run, result, specs, options, checks)
+    manifest["config_diff"] = diff
+    write_json_atomic(run.manifest, manifest)
+    return ImportResult(run, arms, sum(arms.values()), result.skipped.count, result.notes)
+
+
+def _discard(run: RunDir, existed: bool) -> None:
+    """Remove what a failed import wrote, so a retry can use the same --out."""
+    if not existed:
+        shutil.rmtree(run.root, ignore_errors=True)
+        return
+    for path in (run.requests, run.manifest, run.root / f".{run.manifest.name}.tmp"):
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run.metrics_dir.rmdir()
 
 
 def import_results(
@@ -213,23 +272,39 @@ def import_results(
         raise UsageError("--warmup-first must be 0 or more")
     if out is not None and out.is_dir() and any(out.iterdir()):
         raise UsageError(f"{out} is not empty; choose a new --out directory")
-    result = _read(specs, options)
-    if not result.rows:
-        raise UsageError(f"no rows imported from {', '.join(str(s.path) for s in specs)}")
+    with _source_errors(specs):
+        result, partials = _read(specs, options)  # checks every mapped column first
     run = plan_run_dir(name or f"import-{specs[0].path.stem}", out, parent)
-    rows, derived = _finish(result, run.run_id, options.warmup_first)
-    arms = Counter(r["arm"] for r in rows)
-    if options.baseline and options.baseline not in arms:
-        raise UsageError(f"--baseline {options.baseline!r}: no such arm; arms: {', '.join(arms)}")
-    result.mapping["derived"] = sorted(derived)
-    result.mapping["warmup_first"] = options.warmup_first
-    diff = _detect(result, rows)
-    create_run_dir(run)
-    manifest = _manifest(run, result, specs, options, "importing")
-    manifest["config_diff"] = diff
-    write_json_atomic(run.manifest, manifest)
-    with JsonlWriter(run.requests) as writer:
-        for row in rows:
-            writer.write(row)
-    write_json_atomic(run.manifest, {**manifest, "status": "complete"})
-    return ImportResult(run, dict(arms), len(rows), result.skipped.count, result.notes)
+    existed = run.root.exists()
+    try:
+        with _source_errors(specs):
+            return _import(run, result, partials, specs, options)
+    except BaseException:
+        _discard(run, existed)
+        raise
+
+
+@contextlib.contextmanager
+def _source_errors(specs: list[SourceSpec]) -> Iterator[None]:
+    """A source file that is not UTF-8 text becomes one line naming it and the fix.
+
+    Readers stream their files, so the decode error can surface anywhere below this point; the
+    file is found again by decoding each source (on this error path only)."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        bad = next((s.path for s in specs if not _is_utf8(s.path)), specs[0].path)
+        raise UsageError(
+            f"{bad} is not UTF-8 text ({exc.reason}); convert it first, "
+            f"e.g. `iconv -f latin1 -t utf-8 {bad.name} > {bad.stem}.utf8{bad.suffix}`"
+        ) from exc
+
+
+def _is_utf8(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            while fh.read(1 << 20):
+                pass
+    except UnicodeDecodeError:
+        return False
+    return True

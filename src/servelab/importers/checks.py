@@ -2,93 +2,136 @@
 
 Owns the checks that look at the data itself: a cold first request, a tok/s column that is
 really n_out / e2e, tool-call rows whose TTFT times a tool-call name, arms that differ in more
-than their name, and rows that could not be mapped. Pure: rows in, notes out.
+than their name. ``RowChecks`` takes the finished rows one at a time and keeps only what the
+checks need (per arm: the first request, two float arrays and the raw columns still constant),
+so a million-row import never holds its rows. Pure: rows in, notes out.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
+from array import array
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from servelab.importers.common import note
 
 COLD_FACTOR = 3.0
+COLD_METRICS = ("ttft_s", "e2e_s")
 
 
-def _by_arm(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        out[row["arm"]].append(row)
-    return out
+@dataclass
+class _Arm:
+    """What the checks keep of one arm."""
+
+    n_rows: int = 0
+    first_ok: dict[str, Any] | None = None  # seq and cold metrics of the first ok trial row
+    values: dict[str, array[float]] = field(
+        default_factory=lambda: {m: array("d") for m in COLD_METRICS}
+    )
+    constants: dict[str, Any] | None = None  # raw scalar columns equal in every row so far
 
 
-def cold_start(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """The first trial request of an arm taking COLD_FACTOR x the median of the rest."""
-    notes = []
-    for arm, arm_rows in _by_arm(rows).items():
-        ok = [r for r in arm_rows if r["phase"] == "trial" and r["outcome"] == "ok"]
-        for metric in ("ttft_s", "e2e_s"):
-            values = [r[metric] for r in ok if r.get(metric) is not None]
-            if len(values) < 4 or ok[0].get(metric) is None:
-                continue
-            median = statistics.median(values[1:])
-            if median > 0 and values[0] > COLD_FACTOR * median:
-                detail = (
-                    f"arm {arm}: the first request (seq {ok[0]['seq']}) has {metric} "
-                    f"{values[0]:.3g} s, {values[0] / median:.1f}x the median of the rest; "
-                    "likely a cold start (import with --warmup-first 1 to leave it out)"
-                )
-                notes.append(note("cold_start", detail))
-            break
-    return notes
+@dataclass
+class RowChecks:
+    """Running state of every check; feed finished rows with ``add``."""
 
+    arms: dict[str, _Arm] = field(default_factory=dict)
+    prefill_pairs: int = 0  # ok rows with decode_tps, n_out and e2e_s
+    prefill_close: int = 0  # ... whose decode_tps is within 2 % of n_out / e2e_s
+    tool_rows: int = 0
+    text_rows: int = 0
+    present: set[str] = field(default_factory=set)  # metrics the source gave in some row
 
-def rate_includes_prefill(rows: list[dict[str, Any]], mapped: set[str]) -> list[dict[str, str]]:
-    """A column mapped to decode_tps that equals n_out / e2e_s includes prefill."""
-    if "decode_tps" not in mapped:
-        return []
-    pairs = [
-        (r["decode_tps"], r["n_out"] / r["e2e_s"])
-        for r in rows
-        if r["outcome"] == "ok" and r.get("decode_tps") and r.get("n_out") and r.get("e2e_s")
-    ]
-    close = sum(1 for got, e2e_rate in pairs if abs(got - e2e_rate) <= 0.02 * e2e_rate)
-    if len(pairs) >= 3 and close >= 0.9 * len(pairs):
+    def add_source(self, partial: dict[str, Any]) -> None:
+        """Note which metrics a reader's row gave itself (before any were derived)."""
+        self.present.update(m for m in _DECISION_CANDIDATES if partial.get(m) is not None)
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Count one finished row."""
+        arm = self.arms.setdefault(row["arm"], _Arm())
+        arm.n_rows += 1
+        self._constants(arm, row.get("raw") or {})
+        if row["outcome"] != "ok":
+            return
+        self._prefill(row)
+        self.tool_rows += row.get("ttft_tool_s") is not None
+        self.text_rows += row.get("ttft_content_s") is not None
+        if row["phase"] == "trial":
+            if arm.first_ok is None:
+                arm.first_ok = {"seq": row["seq"], **{m: row.get(m) for m in COLD_METRICS}}
+            for metric in COLD_METRICS:
+                if row.get(metric) is not None:
+                    arm.values[metric].append(row[metric])
+
+    @staticmethod
+    def _constants(arm: _Arm, raw: dict[str, Any]) -> None:
+        if arm.constants is None:
+            arm.constants = {k: v for k, v in raw.items() if not isinstance(v, dict | list)}
+        elif arm.constants:
+            for key in [k for k, v in arm.constants.items() if raw.get(k) != v]:
+                del arm.constants[key]
+
+    def _prefill(self, row: dict[str, Any]) -> None:
+        got, n_out, e2e = row.get("decode_tps"), row.get("n_out"), row.get("e2e_s")
+        if got and n_out and e2e:
+            self.prefill_pairs += 1
+            self.prefill_close += abs(got - n_out / e2e) <= 0.02 * (n_out / e2e)
+
+    def cold_start(self) -> list[dict[str, str]]:
+        """The first trial request of an arm taking COLD_FACTOR x the median of the rest."""
+        notes = []
+        for name, arm in self.arms.items():
+            for metric in COLD_METRICS:
+                values = arm.values[metric]
+                if len(values) < 4 or arm.first_ok is None or arm.first_ok[metric] is None:
+                    continue
+                median = statistics.median(values[1:])
+                if median > 0 and values[0] > COLD_FACTOR * median:
+                    detail = (
+                        f"arm {name}: the first request (seq {arm.first_ok['seq']}) has {metric} "
+                        f"{values[0]:.3g} s, {values[0] / median:.1f}x the median of the rest; "
+                        "likely a cold start (import with --warmup-first 1 to leave it out)"
+                    )
+                    notes.append(note("cold_start", detail))
+                break
+        return notes
+
+    def rate_includes_prefill(self, mapped: set[str]) -> list[dict[str, str]]:
+        """A column mapped to decode_tps that equals n_out / e2e_s includes prefill."""
+        pairs, close = self.prefill_pairs, self.prefill_close
+        if "decode_tps" not in mapped or pairs < 3 or close < 0.9 * pairs:
+            return []
         detail = (
-            f"the column mapped to decode_tps equals n_out / e2e_s in {close} of {len(pairs)} "
+            f"the column mapped to decode_tps equals n_out / e2e_s in {close} of {pairs} "
             "rows: it includes prefill; map it to e2e_tps instead"
         )
         return [note("rate_includes_prefill", detail)]
-    return []
+
+    def tool_call_ttft(self) -> list[dict[str, str]]:
+        if not self.tool_rows:
+            return []
+        detail = (
+            f"{self.tool_rows} rows replied with tool calls only ({self.text_rows} with text "
+            "only): their ttft_s times the first tool-call name, not a text token; compare "
+            "ttft_tool_s and ttft_content_s apart"
+        )
+        return [note("ttft_definition", detail)]
+
+    def arm_constants(self) -> dict[str, dict[str, Any]]:
+        """Per arm, the raw scalar columns whose value is the same in every row of that arm."""
+        return {name: dict(arm.constants or {}) for name, arm in self.arms.items()}
+
+    def decision_metrics(self) -> list[str]:
+        """The usual decision metrics the source measured: an import decides only on what it
+        has (llama-bench has no TTFT), so a report never says "inconclusive" for a missing one."""
+        present = [m for m in _DECISION_CANDIDATES[:3] if m in self.present]
+        return present or [m for m in _DECISION_CANDIDATES[3:] if m in self.present]
 
 
-def tool_call_ttft(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    tool_rows = sum(1 for r in rows if r["outcome"] == "ok" and r.get("ttft_tool_s") is not None)
-    text_rows = sum(1 for r in rows if r["outcome"] == "ok" and r.get("ttft_content_s") is not None)
-    if not tool_rows:
-        return []
-    detail = (
-        f"{tool_rows} rows replied with tool calls only ({text_rows} with text only): their "
-        "ttft_s times the first tool-call name, not a text token; compare ttft_tool_s and "
-        "ttft_content_s apart"
-    )
-    return [note("ttft_definition", detail)]
-
-
-def arm_constants(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per arm, the raw scalar columns whose value is the same in every row of that arm."""
-    out: dict[str, dict[str, Any]] = {}
-    for arm, arm_rows in _by_arm(rows).items():
-        first = arm_rows[0].get("raw") or {}
-        out[arm] = {
-            k: v
-            for k, v in first.items()
-            if not isinstance(v, dict | list)
-            and all((r.get("raw") or {}).get(k) == v for r in arm_rows)
-        }
-    return out
+_DECISION_CANDIDATES = ("decode_tps", "ttft_s", "e2e_s", "prefill_tps", "e2e_tps")
 
 
 def config_diff(constants: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ LATENCY = ("ttft_s", "ttft_content_s", "ttft_tool_s", "e2e_s", "tpot_s", "decode
 COUNTS = ("n_out", "n_in", "cache_n", "draft_n", "draft_accepted")
 CONTEXT_NUMBERS = ("block", "concurrency", "t_send_unix_s", "http_status")
 CONTEXT_TEXT = ("prompt_id", "outcome", "error", "finish_reason", "text", "reasoning", "phase")
+# Checked in every imported row: never negative (but a wall-clock time), always finite.
+CHECKED = (*METRIC_NAMES, "chunk_t_s", "concurrency", "http_status", "t_send_unix_s")
 TARGETS = (*METRIC_NAMES, *CONTEXT_NUMBERS, *CONTEXT_TEXT, "tool_calls")
 # Divisors to servelab's units (seconds, ratios); dividing keeps 1644 ms -> 1.644 s exact.
 UNITS: dict[str, float] = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9, "%": 100.0, "1": 1.0}
@@ -120,42 +123,103 @@ def is_missing(value: Any) -> bool:
     return value is _MISSING
 
 
-def column_names(rows: list[dict[str, Any]]) -> list[str]:
-    """Every column seen, nested dicts shown as dotted paths one level down."""
+def column_names(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Every column seen, nested dicts shown as dotted paths one level down.
+
+    Only text keys count: ``csv.DictReader`` files a ragged row's extra cells under ``None``.
+    """
     names: dict[str, None] = {}
     for row in rows:
         for key, value in row.items():
+            if not isinstance(key, str):
+                continue
             if isinstance(value, dict):
-                names.update(dict.fromkeys(f"{key}.{sub}" for sub in value))
+                names.update(dict.fromkeys(f"{key}.{sub}" for sub in value if isinstance(sub, str)))
             else:
                 names[key] = None
     return list(names)
+
+
+def missing_column(path: str, flag: str, where: str, columns: Sequence[str]) -> UsageError:
+    """The one-line error for a mapped column the file does not have, with the fix."""
+    cols = ", ".join(columns) or "(none)"
+    return UsageError(
+        f"{flag}: column {path!r} not found in {where}; columns: {cols}. Map a column the file "
+        f"has, or mark it optional ({path}?=...) if only some rows have it"
+    )
 
 
 def require_columns(rows: list[dict[str, Any]], paths: list[tuple[str, str]], where: str) -> None:
     """Each (path, flag) must exist in at least one row, or one line names it and the columns."""
     for path, flag in paths:
         if not any(not is_missing(lookup(r, path)) for r in rows):
-            cols = ", ".join(column_names(rows)) or "(none)"
-            raise UsageError(f"{flag}: column {path!r} not found in {where}; columns: {cols}")
+            raise missing_column(path, flag, where, column_names(rows))
+
+
+# Why a source row was not imported: the keys of ``manifest.source.skipped.reasons``.
+SKIP_REASONS = (
+    "not_a_number",  # a number column holds text ("n/a")
+    "not_finite",  # NaN or inf
+    "negative",  # a latency, rate or token count below zero
+    "empty",  # a required number column is empty (or null) in a successful row
+    "short_row",  # a CSV row with fewer cells than the header
+    "long_row",  # a CSV row with more cells than the header
+    "no_arm",  # the arm column is empty
+    "bad_value",  # any other value that cannot become its field (a phase not warmup/trial)
+)
 
 
 class BadValue(ValueError):
     """A source value that cannot become the field it is mapped to (the row is skipped)."""
 
+    def __init__(self, kind: str, detail: str) -> None:
+        assert kind in SKIP_REASONS, kind
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+EMPTY_CELLS = ("", "null", "None", "NA")
+
+
+def is_empty(value: Any) -> bool:
+    """A JSON null or an empty CSV cell (``""``, ``null``, ``None``, ``NA``)."""
+    return value is None or (isinstance(value, str) and value.strip() in EMPTY_CELLS)
+
 
 def to_number(value: Any, what: str) -> float | None:
-    if value is None or (isinstance(value, str) and value.strip() in ("", "null", "None", "NA")):
+    """A finite number, or None for an empty cell; ``BadValue`` for text, NaN or inf."""
+    if is_empty(value):
         return None
     if isinstance(value, bool):
-        raise BadValue(f"{what}: {value!r} is not a number")
+        raise BadValue("not_a_number", f"{what}: {value!r} is not a number")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise BadValue(f"{what}: {str(value)[:40]!r} is not a number") from None
+        raise BadValue("not_a_number", f"{what}: {str(value)[:40]!r} is not a number") from None
     if not math.isfinite(number):
-        return None
+        raise BadValue("not_finite", f"{what}: {str(value)[:40]!r} is not a finite number")
     return number
+
+
+def check_values(partial: dict[str, Any]) -> None:
+    """``BadValue`` if a metric or count of a reader's partial row is NaN, inf or negative.
+
+    Every metric of docs/metrics.md is a time, a rate, a ratio or a token count: below zero it
+    cannot be a measurement, and a non-finite one is none either; either would reach the
+    statistics (a median TTFT of -2.5 ms), so such a row is skipped with its reason.
+    """
+    for name in CHECKED:
+        value = partial.get(name)
+        if value is None:
+            continue
+        for v in value if isinstance(value, list) else (value,):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            if not math.isfinite(v):
+                raise BadValue("not_finite", f"{name}: {v!r} is not a finite number")
+            if v < 0 and name != "t_send_unix_s":
+                raise BadValue("negative", f"{name}: {v!r} is negative")
 
 
 def sha256_file(path: Path) -> str:
@@ -187,15 +251,15 @@ class SourceSpec:
 
 @dataclass
 class Skipped:
-    """Rows that could not be mapped: counted by reason, a few examples kept."""
+    """Rows not imported: counted by reason (one of ``SKIP_REASONS``), ten examples kept."""
 
     reasons: Counter[str] = field(default_factory=Counter)
     examples: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, reason: str, source: dict[str, Any]) -> None:
-        self.reasons[reason.split(":")[0]] += 1
+    def add(self, error: BadValue, source: dict[str, Any]) -> None:
+        self.reasons[error.kind] += 1
         if len(self.examples) < 10:
-            self.examples.append({**source, "reason": reason})
+            self.examples.append({**source, "reason": str(error)})
 
     @property
     def count(self) -> int:

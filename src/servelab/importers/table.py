@@ -2,33 +2,44 @@
 
 Owns reading such files into source rows and turning each into a partial servelab row through
 ``FieldMap`` entries (with unit conversion). The arm comes from a column (``arm_column``) or from
-the file (``FILE=ARM``, else the file stem). A value that cannot become its field skips that row,
-counted with its reason; a mapped column that no row has is a one-line ``UsageError``.
+the file (``FILE=ARM``, else the file stem). CSV and JSONL files are read row by row as the rows
+are consumed, so an import of a million rows never holds them all. A value that cannot become
+its field, a negative or non-finite metric, an empty required number and a ragged CSV row each
+skip that row, counted with its reason; a mapped column the file lacks is a one-line
+``UsageError``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from servelab.errors import UsageError
 from servelab.importers.common import (
+    CONTEXT_NUMBERS,
+    METRIC_NAMES,
     OUTCOMES,
     BadValue,
     FieldMap,
     Imported,
     SourceSpec,
+    check_values,
     classify_error,
+    column_names,
+    is_empty,
     is_missing,
     lookup,
-    require_columns,
+    missing_column,
     to_number,
     tool_calls_of,
 )
+
+# Targets whose empty value in a successful row skips the row (unless the map is optional).
+NUMBER_TARGETS = frozenset({*METRIC_NAMES, *CONTEXT_NUMBERS, "block"} - {"itl_s"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,20 +54,39 @@ class TableOptions:
 class SourceRow:
     values: dict[str, Any]
     where: dict[str, Any]  # {"file", "line"} or {"file", "index"}
+    ragged: BadValue | None = None  # a CSV row whose cells do not match the header
 
 
-def read_csv(path: Path) -> list[SourceRow]:
+def _ragged(values: dict[Any, Any], n_header: int) -> BadValue | None:
+    """csv.DictReader files extra cells under the key None and fills missing ones with None."""
+    if None in values:
+        extra = len(values[None])
+        return BadValue("long_row", f"{n_header + extra} cells, the header has {n_header}")
+    short = sum(1 for v in values.values() if v is None)
+    if short:
+        return BadValue("short_row", f"{n_header - short} cells, the header has {n_header}")
+    return None
+
+
+def iter_csv(path: Path) -> Iterator[SourceRow]:
     # newline="" lets the csv module handle CRLF files (the reference CSVs keep CRLF).
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
-        rows = []
+        n_header = len(reader.fieldnames or ())
         for values in reader:
-            rows.append(SourceRow(dict(values), {"file": str(path), "line": reader.line_num}))
-    return rows
+            where = {"file": str(path), "line": reader.line_num}
+            ragged = _ragged(values, n_header)
+            if ragged is not None:
+                values = {k: v for k, v in values.items() if isinstance(k, str)}
+            yield SourceRow(values, where, ragged)
 
 
-def read_jsonl(path: Path) -> list[SourceRow]:
-    rows = []
+def csv_header(path: Path) -> list[str]:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        return next(csv.reader(fh), [])
+
+
+def iter_jsonl(path: Path) -> Iterator[SourceRow]:
     with path.open(encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -69,8 +99,7 @@ def read_jsonl(path: Path) -> list[SourceRow]:
                 ) from exc
             if not isinstance(value, dict):
                 raise UsageError(f"{path}:{number}: expected a JSON object per line")
-            rows.append(SourceRow(value, {"file": str(path), "line": number}))
-    return rows
+            yield SourceRow(value, {"file": str(path), "line": number})
 
 
 def load_json(path: Path) -> Any:
@@ -109,13 +138,7 @@ def _list_keys(doc: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def read_rows(path: Path, rows_key: str | None) -> tuple[list[SourceRow], dict[str, Any]]:
-    """Source rows of one file and the file's other top-level values (its metadata)."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return read_csv(path), {}
-    if suffix in (".jsonl", ".ndjson"):
-        return read_jsonl(path), {}
+def _json_rows(path: Path, rows_key: str | None) -> tuple[list[SourceRow], dict[str, Any]]:
     doc = load_json(path)
     items, key = find_rows(doc, rows_key, path)
     rows = []
@@ -127,6 +150,52 @@ def read_rows(path: Path, rows_key: str | None) -> tuple[list[SourceRow], dict[s
     if key and "." in key:
         meta = {k: v for k, v in doc.items() if k != key.split(".")[0]}
     return rows, meta
+
+
+@dataclass
+class SourceFile:
+    """One input file of rows: CSV and JSONL are streamed on each ``rows()``; a JSON document
+    is parsed once (it has to be whole to be parsed at all)."""
+
+    path: Path
+    kind: str  # "csv", "jsonl" or "json"
+    loaded: list[SourceRow] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)  # a JSON file's other top-level values
+
+    def rows(self) -> Iterator[SourceRow]:
+        if self.kind == "csv":
+            return iter_csv(self.path)
+        if self.kind == "jsonl":
+            return iter_jsonl(self.path)
+        return iter(self.loaded)
+
+    def check_columns(self, flags: list[tuple[str, str]]) -> None:
+        """Each (column, flag) must be in the CSV header, or in at least one JSON row."""
+        if self.kind == "csv":
+            header = csv_header(self.path)
+            for path, flag in flags:
+                if path not in header:
+                    raise missing_column(path, flag, str(self.path), header)
+            return
+        missing = {path: flag for path, flag in flags}
+        for row in self.rows():
+            for path in [p for p in missing if not is_missing(lookup(row.values, p))]:
+                del missing[path]
+            if not missing:
+                return
+        for path, flag in missing.items():
+            columns = column_names(r.values for r in self.rows())
+            raise missing_column(path, flag, str(self.path), columns)
+
+
+def open_source(path: Path, rows_key: str | None) -> SourceFile:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return SourceFile(path, "csv")
+    if suffix in (".jsonl", ".ndjson"):
+        return SourceFile(path, "jsonl")
+    rows, meta = _json_rows(path, rows_key)
+    return SourceFile(path, "json", rows, meta)
 
 
 def stem_arms(specs: Sequence[SourceSpec]) -> list[str]:
@@ -177,12 +246,12 @@ def convert(fm: FieldMap, value: Any) -> Any:
         return _error_text(value)
     if t == "phase":
         if value not in (None, "warmup", "trial"):
-            raise BadValue(f"{what}: phase {value!r} is neither warmup nor trial")
+            raise BadValue("bad_value", f"{what}: phase {value!r} is neither warmup nor trial")
         return value
     if t in ("prompt_id", "finish_reason", "text", "reasoning"):
         return None if value is None else str(value)
     if t == "block":
-        return value  # ranked later over the whole import
+        return None if is_empty(value) else value  # ranked later over the whole import
     number = to_number(value, what)
     if number is None:
         return None
@@ -192,14 +261,22 @@ def convert(fm: FieldMap, value: Any) -> Any:
 
 
 def map_row(row: SourceRow, maps: Sequence[FieldMap]) -> dict[str, Any]:
-    """Mapped fields of one source row (``BadValue`` if one cannot be converted)."""
+    """Mapped fields of one source row (``BadValue`` if one cannot be converted, or if a
+    required number column is empty in a successful row)."""
     out: dict[str, Any] = {}
+    empty: list[str] = []
     for fm in maps:
         value = lookup(row.values, fm.source)
         if not is_missing(value):
             out[fm.target] = convert(fm, value)
+        if not fm.optional and fm.target in NUMBER_TARGETS and out.get(fm.target) is None:
+            empty.append(fm.source)
     if out.get("error") and out.get("outcome") in (None, "ok"):
         out["outcome"] = classify_error(out["error"])
+    if empty and out.get("outcome") in (None, "ok"):  # failed rows carry no latency anyway
+        raise BadValue(
+            "empty", f"column {empty[0]}: no value in a successful row (optional: {empty[0]}?=)"
+        )
     return out
 
 
@@ -209,68 +286,96 @@ def _used_keys(opts: TableOptions) -> set[str]:
     return keys | ({opts.arm_column} if opts.arm_column else set())
 
 
-def read_table(specs: Sequence[SourceSpec], opts: TableOptions, result: Imported) -> None:
-    """Append the partial rows of every file to ``result``."""
-    arms = stem_arms(specs)
-    used = _used_keys(opts)
-    for spec, file_arm in zip(specs, arms, strict=True):
-        rows, meta = read_rows(spec.path, opts.rows_key)
-        flags = [
-            (fm.source, f"--map {fm.source}={fm.target}") for fm in opts.maps if not fm.optional
-        ]
-        if opts.arm_column:
-            flags.append((opts.arm_column, "--arm-column"))
-        require_columns([r.values for r in rows], flags, str(spec.path))
-        _read_file(rows, opts, file_arm if not opts.arm_column else None, used, result)
-        if meta:
-            result.arms.setdefault(file_arm, {})["source_meta"] = meta
+def _partial(row: SourceRow, opts: TableOptions, arm: str | None, used: set[str]) -> dict[str, Any]:
+    """One source row as a reader's partial row; ``BadValue`` if it cannot be imported."""
+    if row.ragged is not None:
+        raise row.ragged
+    fields = map_row(row, opts.maps)
+    if opts.arm_column:
+        value = lookup(row.values, opts.arm_column)
+        arm = None if is_missing(value) or value in (None, "") else str(value)
+        if arm is None:
+            raise BadValue("no_arm", f"column {opts.arm_column}: no arm value")
+    assert arm is not None
+    check_values(fields)
+    raw = {k: v for k, v in row.values.items() if k not in used}
+    return {
+        **fields,
+        "arm": arm,
+        "source": row.where,
+        "raw": raw,
+        "n_out_source": opts.n_out_source,
+    }
+
+
+def read_table(
+    specs: Sequence[SourceSpec], opts: TableOptions, result: Imported
+) -> Iterator[dict[str, Any]]:
+    """The partial rows of every file, in file order, read as they are consumed.
+
+    Every file's columns are checked first (a mapped column no row has is a ``UsageError``),
+    so nothing is yielded from a mapping that cannot work. Rows that cannot be imported are
+    counted in ``result.skipped``.
+    """
+    arms = [None if opts.arm_column else arm for arm in stem_arms(specs)]
+    files = [open_source(spec.path, opts.rows_key) for spec in specs]
+    flags = [(fm.source, f"--map {fm.source}={fm.target}") for fm in opts.maps if not fm.optional]
+    if opts.arm_column:
+        flags.append((opts.arm_column, "--arm-column"))
+    for source, file_arm in zip(files, stem_arms(specs), strict=True):
+        source.check_columns(flags)
+        if source.meta:
+            result.arms.setdefault(file_arm, {})["source_meta"] = source.meta
     result.mapping.update(
-        maps=[fm.as_dict() for fm in opts.maps],
-        arm_column=opts.arm_column,
+        maps=[fm.as_dict() for fm in opts.maps], arm_column=opts.arm_column,
         rows_key=opts.rows_key,
-    )
-    _rank_blocks(result)
-
-
-def _read_file(
-    rows: list[SourceRow], opts: TableOptions, arm: str | None, used: set[str], result: Imported
-) -> None:
-    for row in rows:
-        try:
-            fields = map_row(row, opts.maps)
-        except BadValue as exc:
-            result.skipped.add(str(exc), row.where)
-            continue
-        row_arm = arm
-        if opts.arm_column:
-            value = lookup(row.values, opts.arm_column)
-            row_arm = None if is_missing(value) or value in (None, "") else str(value)
-            if row_arm is None:
-                result.skipped.add(f"column {opts.arm_column}: no arm value", row.where)
-                continue
-        raw = {k: v for k, v in row.values.items() if k not in used}
-        assert row_arm is not None
-        result.rows.append(
-            {**fields, "arm": row_arm, "source": row.where, "raw": raw}
-            | {"n_out_source": opts.n_out_source}
-        )
-
-
-def _rank_blocks(result: Imported) -> None:
-    """Blocks from a trial column become 0, 1, ... in the order of its values; else the index."""
-    values = [r["block"] for r in result.rows if r.get("block") is not None]
-    if values:
-        order = sorted(set(values), key=_sort_key)
-        rank = {v: i for i, v in enumerate(order)}
+    )  # fmt: skip
+    used = _used_keys(opts)
+    rank = None
+    if any(fm.target == "block" for fm in opts.maps):
+        rank = _block_ranks(files, arms, opts, used) or None
+    if rank is not None:
         result.mapping["block_values"] = {str(v): i for v, i in rank.items()}
-        for row in result.rows:
-            row["block"] = rank.get(row.get("block"), 0)
-        return
+    else:
+        result.mapping["block_values"] = "index of the row within its arm"
+    return _rows(files, arms, opts, used, rank, result)
+
+
+def _rows(
+    files: list[SourceFile], arms: list[str | None], opts: TableOptions, used: set[str],
+    rank: dict[Any, int] | None, result: Imported,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
     seen: dict[str, int] = {}
-    for row in result.rows:
-        row["block"] = seen.get(row["arm"], 0)
-        seen[row["arm"]] = row["block"] + 1
-    result.mapping["block_values"] = "index of the row within its arm"
+    for source, arm in zip(files, arms, strict=True):
+        for row in source.rows():
+            try:
+                partial = _partial(row, opts, arm, used)
+            except BadValue as exc:
+                result.skipped.add(exc, row.where)
+                continue
+            if rank is not None:
+                partial["block"] = rank.get(partial.get("block"), 0)
+            else:  # blocks are the index of the row within its arm
+                partial["block"] = seen.get(partial["arm"], 0)
+                seen[partial["arm"]] = partial["block"] + 1
+            yield partial
+
+
+def _block_ranks(
+    files: list[SourceFile], arms: list[str | None], opts: TableOptions, used: set[str]
+) -> dict[Any, int]:
+    """Blocks from a trial column become 0, 1, ... in the order of its values (a first pass
+    over the rows that will be imported, so the ranks do not depend on reading order)."""
+    values: set[Any] = set()
+    for source, arm in zip(files, arms, strict=True):
+        for row in source.rows():
+            try:
+                block = _partial(row, opts, arm, used).get("block")
+            except BadValue:
+                continue
+            if block is not None:
+                values.add(block)
+    return {v: i for i, v in enumerate(sorted(values, key=_sort_key))}
 
 
 def _sort_key(value: Any) -> tuple[int, float, str]:

@@ -30,6 +30,7 @@ from servelab.theory.arch_gguf import architecture_from_gguf
 from servelab.theory.arch_hf import architecture_from_hf_config
 from servelab.theory.arch_yaml import architecture_from_yaml
 from servelab.theory.hardware import Hardware, hardware_from_user_dict
+from servelab.userfiles import read_text
 
 HARDWARE_FILE_ENV = "SERVELAB_HARDWARE_FILE"
 ARRAY_LIMIT = 4096  # per-layer arrays are far shorter; vocabularies far longer
@@ -78,9 +79,7 @@ def read_gguf_tables(path: Path) -> tuple[dict[str, Any], list[TensorEntry]]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+        data = json.loads(read_text(path, "file"))
     except ValueError as exc:
         raise UsageError(f"{path} is not valid JSON ({exc}); fix or re-download it") from exc
     if not isinstance(data, dict):
@@ -90,9 +89,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+        return yaml.safe_load(read_text(path, "file"))
     except yaml.YAMLError as exc:
         raise UsageError(f"{path} is not valid YAML ({exc}); fix its syntax") from exc
 

@@ -206,7 +206,7 @@ def proportions(
 
 
 def _arm_summary(rows: Sequence[Row], metrics: Sequence[str], confidence: float) -> dict[str, Any]:
-    out = summarize_arm([dict(r) for r in rows])
+    out = summarize_arm(rows)
     ok = ok_trials(rows)
     for metric in metrics:
         out["metrics"].setdefault(metric, summarize(r.get(metric) for r in ok).as_dict())

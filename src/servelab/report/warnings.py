@@ -1,10 +1,10 @@
 """The warnings a reader of a report must see, each with the advice that fixes it.
 
 ``warnings(cfg, manifest, rows)`` collects them from the manifest (allowed confounds, preflight
-findings, a build, binary or model that changed between engine starts) and from the rows (a
-noisy machine, failed or truncated requests, arms whose outputs differ in length, prompt-cache
-hits, cold-start outliers). Kinds and their order are ``WARNING_KINDS``; docs/summary-json.md
-lists them. Pure: no files, no clock.
+findings, an engine that listened beyond loopback, a build, binary or model that changed between
+engine starts) and from the rows (a noisy machine, failed or truncated requests, arms whose
+outputs differ in length, prompt-cache hits, cold-start outliers). Kinds and their order are
+``WARNING_KINDS``; docs/summary-json.md lists them. Pure: no files, no clock.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from servelab.report.rows import (
     trials,
 )
 from servelab.report.settings import Settings
+from servelab.spec.engine import LOOPBACK, bind_warning
 from servelab.stats.summary import summarize
 
 LENGTH_MISMATCH = 0.10  # relative difference of median n_out between arms
@@ -39,6 +40,7 @@ ADVICE = {
     "not_interleaved": "rerun both configurations as one experiment (`servelab run`), which "
     "interleaves them block by block",
     "preflight": "rerun on a quiet machine, without --force",
+    "exposed_bind": "leave out --bind / `engine.bind` so the engine listens on 127.0.0.1 only",
     "noisy_machine": "stop other work on the machine, or raise `blocks` / `stop.max_blocks` so "
     "the interleaved rounds can average the drift out",
     "build_changed": "do not rebuild or upgrade the engine during a run; rerun the experiment",
@@ -102,6 +104,20 @@ def _preflight_warnings(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
             continue
         detail = str(f.get("detail") or f.get("message") or f.get("kind") or dict(f))
         out.append(_warning("preflight", detail, advice=f.get("advice")))
+    return out
+
+
+def _bind_warnings(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Arms whose engine listened where other machines could reach it (``host`` is the name
+    ``bind`` had in manifests written before the rename)."""
+    out = []
+    for arm, info in (manifest.get("arms") or {}).items():
+        cfg = (info.get("engine_config") if isinstance(info, Mapping) else None) or {}
+        if cfg.get("kind", "llamacpp") != "llamacpp":
+            continue
+        detail = bind_warning(str(cfg.get("bind") or cfg.get("host") or LOOPBACK))
+        if detail:
+            out.append(_warning("exposed_bind", detail, arm=str(arm)))
     return out
 
 
@@ -253,6 +269,7 @@ def warnings(
         *_confound_warnings(manifest),
         *_not_interleaved(cfg),
         *_preflight_warnings(manifest),
+        *_bind_warnings(manifest),
         *_noisy_warnings(cfg, rows),
         *_build_warnings(manifest),
         *_shared_start_warnings(cfg, manifest, grouped),

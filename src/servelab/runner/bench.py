@@ -23,6 +23,7 @@ from servelab.records import Observation, Phase
 from servelab.rows import RowContext, build_row
 from servelab.runner.drive import RequestParams, build_request, crash_after, run_jobs
 from servelab.runner.host import foreign_engines, host_facts
+from servelab.runner.preflight import ensure_fd_limit
 from servelab.runner.progress import NullReporter, Reporter
 from servelab.runner.summary import summarize_rows
 from servelab.spec.bench import BenchConfig
@@ -238,6 +239,7 @@ def run_bench(
 ) -> BenchResult:
     """Run one bench and return where its results are and their summary."""
     bench_reporter = reporter or NullReporter()
+    ensure_fd_limit(config.concurrency)
     run = plan_run_dir(config.name, out)
     bench = _Bench(config, run, bench_reporter)
     create_run_dir(run)

@@ -9,6 +9,7 @@ between them (drift, other load, thermal state) is mixed into the difference.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from servelab.store.jsonl import JsonlWriter, write_json_atomic
 from servelab.store.rundir import RunDir, new_run_dir
 
 
-def _pick_arm(manifest: dict[str, Any], rows: list[dict[str, Any]], arm: str | None,
+def _pick_arm(manifest: dict[str, Any], rows: Sequence[Mapping[str, Any]], arm: str | None,
               root: Path) -> str:  # fmt: skip
     arms = list(manifest.get("arms") or {}) or sorted({str(r.get("arm")) for r in rows})
     if arm is None:

@@ -8,6 +8,7 @@ each observation to a callback the moment it completes. Shared by ``bench`` and 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from servelab.client.stream import Deadline, HttpRequest, stream_request
 from servelab.engines.base import Engine
 from servelab.errors import EngineCrashedError
 from servelab.records import Observation, Outcome
+from servelab.redact import has_secrets, redact, redact_data
 from servelab.workloads import Workload
 
 J = TypeVar("J")
@@ -62,12 +64,34 @@ def build_request(
     return HttpRequest(url=url, payload=body, headers=engine.request_headers())
 
 
+def scrubbed(obs: Observation) -> Observation:
+    """``obs`` with any registered secret redacted from the server's text: where server text
+    enters a record, so an API key the server echoes in an error reaches no row or screen."""
+    if not has_secrets():
+        return obs
+    return dataclasses.replace(
+        obs, error=redact_data(obs.error), text=redact(obs.text), reasoning=redact(obs.reasoning),
+        tool_calls=tuple(
+            dataclasses.replace(c, name=redact(c.name), arguments=redact(c.arguments))
+            for c in obs.tool_calls
+        ),
+        server_timings=redact_data(obs.server_timings), extra=redact_data(obs.extra),
+    )  # fmt: skip
+
+
+# How long a refused or reset connection waits for a dying engine to be seen dead: without it,
+# the requests after a kill can all fail before the process is reaped, and the run would end as
+# "every request failed" instead of "the engine crashed".
+CRASH_GRACE_S = 0.5
+
+
 def crash_after(engine: Engine, obs: Observation) -> EngineCrashedError | None:
     """After a failed request: the engine's own crash, if that is why it failed."""
     if obs.outcome is Outcome.OK:
         return None
+    grace = CRASH_GRACE_S if obs.outcome is Outcome.CONNECTION_ERROR else 0.0
     try:
-        engine.check_alive()
+        engine.check_alive(grace)
     except EngineCrashedError as exc:
         return exc
     return None
@@ -96,7 +120,8 @@ def run_jobs(
             async def run_one(job: J, wait_s: float) -> tuple[float, Observation]:
                 request = request_for(job)
                 sent = anchor.to_unix_s(clock.now_ns())
-                return sent, await stream_request(client, request, clock, deadline, wait_s)
+                obs = await stream_request(client, request, clock, deadline, wait_s)
+                return sent, scrubbed(obs)
 
             def done(job: J, result: tuple[float, Observation]) -> None:
                 on_result(job, result[0], result[1])

@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 import servelab
 from servelab.client.clock import MonotonicClock, WallAnchor
 from servelab.engines.base import Engine, create_engine
 from servelab.engines.prom import counter_deltas
-from servelab.errors import EngineCrashedError, EngineError, Interrupted, UsageError
+from servelab.errors import EngineCrashedError, EngineError, Interrupted, StoreError, UsageError
 from servelab.models import resolve_model
 from servelab.records import Observation, Phase
 from servelab.report.analyze import look
@@ -31,27 +30,27 @@ from servelab.rows import RowContext, build_row
 from servelab.runner.drive import RequestParams, build_request, crash_after, run_jobs
 from servelab.runner.hardware import resolve_hardware
 from servelab.runner.host import host_facts
-from servelab.runner.preflight import MachineLock, refuse_or_record, run_preflight
+from servelab.runner.preflight import (
+    MachineLock,
+    ensure_fd_limit,
+    refuse_or_record,
+    run_preflight,
+)
 from servelab.runner.progress import NullReporter, Reporter
 from servelab.runner.quality import run_ppl
 from servelab.runner.resolve import canonical_names, effective_config
 from servelab.spec.confound import check_confounds, config_diff
 from servelab.spec.experiment import ArmConfig, ExperimentSpec, resolve_arm
+from servelab.spec.limits import DEFAULT_MAX_FAILURE_RATE
 from servelab.spec.schedule import BlockPlan, plan_blocks, prompt_index, request_id
 from servelab.store import SCHEMA_VERSION
 from servelab.store.jsonl import JsonlWriter, read_jsonl, write_json_atomic
 from servelab.store.rundir import RunDir, create_run_dir, plan_run_dir, read_manifest
 from servelab.theory.kvreport import measured_kv_from_log
+from servelab.userfiles import read_yaml
 from servelab.workloads import Workload, load_workload
 
 STAGES = ("load", "resolve", "confound_guard", "preflight", "kv_probe", "blocks")
-
-
-def _yaml_error(path: Path, exc: yaml.YAMLError) -> UsageError:
-    mark = getattr(exc, "problem_mark", None)
-    where = f" line {mark.line + 1}" if mark is not None else ""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    return UsageError(f"{path}:{where} is not valid YAML ({problem}); fix the file")
 
 
 def validation_message(exc: ValidationError, source: str) -> UsageError:
@@ -65,14 +64,7 @@ def validation_message(exc: ValidationError, source: str) -> UsageError:
 
 
 def load_spec(path: Path) -> tuple[ExperimentSpec, dict[str, Any]]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise UsageError(f"spec file {path} does not exist; check the path") from exc
-    except OSError as exc:
-        raise UsageError(f"cannot read spec file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise _yaml_error(path, exc) from exc
+    raw = read_yaml(path, "spec file")
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: an experiment spec is a YAML mapping (base:, arms: ...)")
     try:
@@ -95,6 +87,7 @@ class ExperimentResult:
     status: str
     stopped_early: bool
     looks: list[dict[str, Any]] = field(default_factory=list)
+    max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE
 
 
 class Experiment:
@@ -404,19 +397,21 @@ def run_experiment(
     spec, raw = load_spec(spec_path)
     run = plan_run_dir(spec.name, out)
     reporter = reporter or NullReporter()
-    reporter.note(f"resolving {len(spec.expand())} arms")
     arms, effective, argvs = _effective(spec, run.root)
     declared = {name: arm.declared for name, arm in arms.items()}
     allowed = check_confounds(
         effective, declared, spec.baseline_arm, canonical_names(spec.declare, arms),
         canonical_names(allow_confound, arms),
     )  # fmt: skip
-    ports = [(a.engine.host, a.engine.port) for a in arms.values() if a.engine.port]
+    ports = [(a.engine.bind, a.engine.port) for a in arms.values() if a.engine.port]
+    ensure_fd_limit(max(spec.concurrency_levels))
     lock, findings = _lock_and_preflight(run, ports, arms, max_foreign_cpu)
     try:
         refuse_or_record(findings, force)
         hardware = resolve_hardware(spec.hardware, measure_cpu=True)
         create_run_dir(run)
+        # Only now, past every check that can refuse the run: an error must be the first line.
+        reporter.note(f"{len(arms)} arms; results in {run.root}")
         manifest = new_manifest(spec, raw, spec_path, run, arms, effective, argvs, allowed,
                                 findings, force)  # fmt: skip
         manifest["stages"] = list(STAGES[:4])
@@ -464,11 +459,17 @@ def _execute(
     except EngineError:
         status = "engine_error"
         raise
+    except StoreError as exc:  # rows written before it are kept: resume runs only the rest
+        raise StoreError(
+            f"{exc}; after fixing it, continue with `servelab resume {run.root}`"
+        ) from exc
     finally:
         exp.stop_engine()
         reporter.close()
         exp.save(status)
-    return ExperimentResult(run, status, stopped_early, manifest.get("looks", []))
+    return ExperimentResult(
+        run, status, stopped_early, manifest.get("looks", []), spec.max_failure_rate
+    )
 
 
 def resume_experiment(
@@ -497,6 +498,7 @@ def resume_experiment(
                 f"({k}: {before.get(k)} -> {eff.get(k)}); resume needs the same engine build, "
                 "model and flags; start a new run instead"
             )
+    ensure_fd_limit(max(spec.concurrency_levels))
     lock, findings = _lock_and_preflight(run, [], arms, max_foreign_cpu)
     try:
         refuse_or_record(findings, force)

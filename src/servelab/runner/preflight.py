@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import resource
 import shutil
 import subprocess
 import time
@@ -28,6 +29,28 @@ from servelab.runner.host import foreign_engines
 
 DEFAULT_MAX_FOREIGN_CPU = 0.25  # share of the whole machine one other process may use
 CPU_SAMPLE_S = 0.5
+FD_HEADROOM = 64  # descriptors besides one socket per request: logs, rows, pipes, the loop
+
+
+def ensure_fd_limit(concurrency: int) -> int:
+    """Make sure ``concurrency`` requests can each open a socket; return the soft limit now.
+
+    Raises the soft ``RLIMIT_NOFILE`` as far as needed (the hard limit allows it without
+    privileges; a launched engine inherits it), and refuses the run when even the hard limit
+    is too low, rather than letting requests fail with "Too many open files".
+    """
+    need = concurrency + FD_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise EnvironmentProblem(
+            f"{concurrency} requests in flight need about {need} open files, but the hard "
+            f"limit is {hard}; raise it to at least {need} (`ulimit -n {need}` as root, "
+            "limits.conf, or docker --ulimit nofile) or lower the concurrency"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    return need
 
 
 def _finding(kind: str, detail: str, advice: str, blocking: bool = True) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from servelab.errors import GatesFailed, StoreError, UsageError
@@ -29,6 +28,7 @@ from servelab.report.gates import evaluate_gates
 from servelab.runner.experiment import validation_message
 from servelab.spec.roles import Registry
 from servelab.store.jsonl import write_json_atomic, write_text_atomic
+from servelab.userfiles import read_yaml
 
 DEFAULT_PORT = 8080
 
@@ -41,15 +41,12 @@ def registry_path(path: Path | None) -> Path:
 
 
 def load_registry(path: Path) -> Registry:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
+    if not path.exists():
         raise UsageError(
             f"roles registry {path} does not exist; write one (docs/promotion.md) or pass "
             "--registry PATH"
-        ) from exc
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"cannot read roles registry {path}: {exc}") from exc
+        )
+    raw = read_yaml(path, "roles registry")
     try:
         return Registry.model_validate(raw)
     except ValidationError as exc:

@@ -3,8 +3,10 @@
 Owns the flat ``{field: value}`` the confound guard compares: the engine's full argument list
 with every llama-server option made explicit (defaults read from the binary's own ``--help``),
 the binary, its sha256 and build, the model file and its sha256, the environment passed to the
-engine, sampling, output limit, workload hash, cache settings and slots. The port is left out:
-every start picks a free one.
+engine, sampling, output limit, workload hash, cache settings and slots (the address the engine
+binds to is ``llama.host``). The port is left out: every start picks a free one. Where an
+engine listens is servelab's alone: an arm whose own flags set ``host`` or ``port`` under any
+alias the binary lists is refused here, as the spec refuses the spellings it knows.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from servelab.engines.base import create_engine
 from servelab.engines.install import find_llama_binary
 from servelab.engines.llamacpp import LlamaCppEngine, binary_text, build_from_version
+from servelab.errors import UsageError
 from servelab.models import file_sha256
 from servelab.spec.experiment import ArmConfig, ExperimentSpec
 from servelab.spec.llamaargs import OptionTable, canonicalize, parse_help
@@ -23,6 +26,7 @@ from servelab.store.rundir import RunDir
 from servelab.workloads import Workload
 
 _NOT_COMPARED = ("port",)  # chosen afresh at every start
+_OWNED = ("host", "port")  # servelab's: `bind` and `port` in the engine config
 
 
 @functools.lru_cache(maxsize=8)
@@ -58,6 +62,7 @@ def effective_config(
     if isinstance(engine, LlamaCppEngine):
         binary = str(engine.binary)
         table = option_table(binary)
+        refuse_owned_options(arm.name, c.flags, table)
         canon = canonicalize(engine.argv[1:], table)
         eff.update({
             "engine.binary": binary,
@@ -79,6 +84,16 @@ def effective_config(
         "engine.api_key_env": c.api_key_env,
     })  # fmt: skip
     return eff, []
+
+
+def refuse_owned_options(arm: str, flags: tuple[str, ...], table: OptionTable) -> None:
+    """Refuse an arm whose flags set llama-server's host or port, whatever alias they use."""
+    owned = sorted(set(canonicalize(list(flags), table).given) & set(_OWNED))
+    if owned:
+        raise UsageError(
+            f"arm {arm}: flags set llama-server's --{owned[0]}, which servelab owns; use "
+            f"engine.{'bind' if owned[0] == 'host' else 'port'} in the spec instead"
+        )
 
 
 def canonical_names(names: tuple[str, ...], arms: dict[str, ArmConfig]) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ trial requests; failures counted by outcome, apart; and run-level figures from t
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from servelab.metrics import SUMMARY_METRICS
@@ -41,8 +42,10 @@ def engine_counter_figures(deltas: dict[str, float] | None) -> dict[str, float |
     }
 
 
-def summarize_rows(rows: list[dict[str, Any]], deltas: dict[str, float] | None) -> dict[str, Any]:
-    by_arm: dict[str, list[dict[str, Any]]] = {}
+def summarize_rows(
+    rows: Sequence[Mapping[str, Any]], deltas: dict[str, float] | None
+) -> dict[str, Any]:
+    by_arm: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
         by_arm.setdefault(str(row.get("arm", "bench")), []).append(row)
     return {
@@ -52,7 +55,7 @@ def summarize_rows(rows: list[dict[str, Any]], deltas: dict[str, float] | None) 
     }
 
 
-def summarize_arm(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize_arm(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     trials = [r for r in rows if r.get("phase") == "trial"]
     ok = [r for r in trials if r.get("outcome") == "ok"]
     failed = Counter(str(r.get("outcome")) for r in trials if r.get("outcome") != "ok")

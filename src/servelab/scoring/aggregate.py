@@ -162,23 +162,52 @@ def counts_ok(row: Mapping[str, Any]) -> bool:
     return row.get("phase") == "trial" and row.get("outcome") == "ok"
 
 
+class ArmTally:
+    """One arm's quality counts, kept as scores arrive (a million scores need no list)."""
+
+    def __init__(self) -> None:
+        self.n_rows = 0
+        self.members: Counter[str] = Counter()
+        self.hits: Counter[str] = Counter()
+        self.tool_outcomes: Counter[str] = Counter()
+        self.script_classes: Counter[str] = Counter()
+        self.flags: Counter[str] = Counter()
+
+    def add(self, score: Score) -> None:
+        """Count one successful trial row's score."""
+        self.n_rows += 1
+        for metric in QUALITY_METRICS:
+            population, hit = _RULES[metric.name]
+            if population(score):
+                self.members[metric.name] += 1
+                self.hits[metric.name] += hit(score)
+        self.flags.update(_flags(score))
+        self.tool_outcomes[str(_tool(score).get("outcome"))] += 1
+        if _script(score):
+            self.script_classes[str(_script(score)["class"])] += 1
+
+    def rates(self, confidence: float = 0.95) -> dict[str, Any]:
+        """The arm's rates (k, n, p and Wilson interval per metric) and the counts behind them."""
+        rates = {
+            m.name: asdict(wilson(self.hits[m.name], self.members[m.name], confidence))
+            for m in QUALITY_METRICS
+        }
+        return {
+            "n_rows": self.n_rows,
+            "rates": rates,
+            "tool_outcomes": dict(self.tool_outcomes),
+            "script_classes": dict(self.script_classes),
+            "flag_counts": {kind: self.flags[kind] for kind in FLAG_KINDS},
+        }
+
+
 def arm_rates(scored: Iterable[Scored], confidence: float = 0.95) -> dict[str, Any]:
     """One arm's rates (k, n, p and Wilson interval per metric) and the counts behind them."""
-    scores = [score for row, score in scored if counts_ok(row)]
-    rates = {}
-    for metric in QUALITY_METRICS:
-        population, hit = _RULES[metric.name]
-        members = [s for s in scores if population(s)]
-        rate = wilson(sum(1 for s in members if hit(s)), len(members), confidence)
-        rates[metric.name] = asdict(rate)
-    flag_counts = Counter(kind for s in scores for kind in _flags(s))
-    return {
-        "n_rows": len(scores),
-        "rates": rates,
-        "tool_outcomes": dict(Counter(str(_tool(s).get("outcome")) for s in scores)),
-        "script_classes": dict(Counter(str(_script(s)["class"]) for s in scores if _script(s))),
-        "flag_counts": {kind: flag_counts[kind] for kind in FLAG_KINDS},
-    }
+    tally = ArmTally()
+    for row, score in scored:
+        if counts_ok(row):
+            tally.add(score)
+    return tally.rates(confidence)
 
 
 def quality_summary(
@@ -195,10 +224,21 @@ def quality_summary(
     Fisher's exact test at 1 - ``confidence``; ``no_difference`` needs the difference's
     interval inside +-``margin``.
     """
-    if baseline not in rows_with_scores_by_arm:
-        known = ", ".join(rows_with_scores_by_arm) or "none"
-        raise ValueError(f"baseline arm '{baseline}' has no rows (arms: {known})")
     arms = {arm: arm_rates(s, confidence) for arm, s in rows_with_scores_by_arm.items()}
+    return summary_of_rates(arms, baseline, confidence, margin=margin)
+
+
+def summary_of_rates(
+    arms: Mapping[str, dict[str, Any]],
+    baseline: str,
+    confidence: float = 0.95,
+    *,
+    margin: float = DEFAULT_MARGIN,
+) -> dict[str, Any]:
+    """``quality_summary`` from each arm's ``arm_rates`` (or ``ArmTally.rates``) result."""
+    if baseline not in arms:
+        known = ", ".join(arms) or "none"
+        raise ValueError(f"baseline arm '{baseline}' has no rows (arms: {known})")
     comparisons = {
         arm: _compare(arms[baseline]["rates"], summary["rates"], confidence, margin)
         for arm, summary in arms.items()

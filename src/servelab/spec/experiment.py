@@ -20,8 +20,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from servelab.metrics import METRIC_BY_NAME
-from servelab.spec.engine import EngineConfig
+from servelab.spec.engine import EngineConfig, refuse_owned_env, refuse_owned_flags
 from servelab.spec.gates import GatesSpec
+from servelab.spec.limits import (
+    DEFAULT_MAX_FAILURE_RATE,
+    MaxFailureRate,
+    MaxTokens,
+    context_problem,
+)
 
 DEFAULT_DECISION_METRICS = ("decode_tps", "ttft_s", "e2e_s")
 _ARM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
@@ -106,12 +112,30 @@ class Override(BaseModel):
     model: str | None = None
     binary: str | None = None
     prefix_cache: bool | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: MaxTokens | None = None
     temperature: float | None = Field(default=None, ge=0.0)
     flags: tuple[str, ...] = Field(
         default=(), description="raw engine flags appended after base flags (not a declaration)"
     )
     env: dict[str, str] = Field(default_factory=dict, description="raw engine env (not declared)")
+
+    @field_validator("flash_attn", mode="before")
+    @classmethod
+    def _on_off(cls, v: object) -> object:
+        """YAML's true/false mean on/off here, as ``flash_attn: on`` does."""
+        return _level_text(v) if isinstance(v, bool) else v
+
+    @field_validator("flags")
+    @classmethod
+    def _flags_not_owned(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        refuse_owned_flags(v)
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_not_owned(cls, v: dict[str, str]) -> dict[str, str]:
+        refuse_owned_env(v)
+        return v
 
     def settings(self) -> dict[str, Any]:
         return {k: v for k in SETTINGS if (v := getattr(self, k)) is not None}
@@ -135,7 +159,7 @@ class BaseSpec(BaseModel):
 
     engine: EngineConfig
     workload: str = "chat-tools"
-    max_tokens: int = Field(default=128, ge=1)
+    max_tokens: MaxTokens = 128
     sampling: SamplingSpec = SamplingSpec()
     length_matched: bool = Field(
         default=False,
@@ -197,6 +221,7 @@ class ExperimentSpec(BaseModel):
         default=True,
         description="llamacpp: start each arm once at -lv 4 to record the KV size it reports",
     )
+    max_failure_rate: MaxFailureRate = DEFAULT_MAX_FAILURE_RATE
     hardware: str = Field(
         default="auto",
         description="roofline hardware: a catalog name, auto (local GPU, else this CPU "
@@ -250,6 +275,7 @@ class ExperimentSpec(BaseModel):
                     f"arm {arm.name!r} sets llama.cpp flags but the engine kind is "
                     f"{self.base.engine.kind!r}"
                 )
+            _check_context(self, arm)
         return self
 
     @property
@@ -283,6 +309,15 @@ class ExperimentSpec(BaseModel):
                 declared.update(fields)
             arms.append(Arm(name, override, tuple(sorted(declared))))
         return arms
+
+
+def _check_context(spec: ExperimentSpec, arm: Arm) -> None:
+    resolved = resolve_arm(spec, arm)
+    problem = context_problem(resolved.max_tokens, resolved.engine.slot_context())
+    if problem is None:
+        return
+    where = f"arm {arm.name!r}: max_tokens" if arm.override.max_tokens else "base.max_tokens"
+    raise ValueError(f"{where}: {problem}; lower max_tokens, or raise base.engine.ctx_per_slot")
 
 
 def _declared(o: Override) -> tuple[str, ...]:

@@ -2,11 +2,13 @@
 
 Owns ``requests.jsonl`` I/O. The writer flushes after each line so a crash or ``kill -9`` of
 servelab loses nothing already recorded; the reader accepts a torn final line (the one write a
-hard kill can interrupt) and reports it instead of failing.
+hard kill can interrupt) and reports it instead of failing. Every writer here redacts registered
+secrets (``servelab.redact``) before the bytes reach the disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from servelab.errors import StoreError
+from servelab.redact import redact, redact_data
 
 
 class JsonlWriter:
@@ -24,7 +27,11 @@ class JsonlWriter:
             self._fh: IO[str] = path.open("a", encoding="utf-8")
         except OSError as exc:
             raise StoreError(f"cannot open {path} for appending: {exc.strerror}") from exc
-        self._repair_torn_tail()
+        try:
+            self._repair_torn_tail()
+        except OSError as exc:
+            self._close_quietly()
+            raise StoreError(f"cannot write to {path}: {exc.strerror}") from exc
 
     def _repair_torn_tail(self) -> None:
         """Start on a fresh line if a previous writer was killed mid-line."""
@@ -38,7 +45,9 @@ class JsonlWriter:
                 self._fh.flush()
 
     def write(self, row: dict[str, Any]) -> None:
-        line = json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        line = json.dumps(
+            redact_data(row), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
         try:
             self._fh.write(line + "\n")
             self._fh.flush()
@@ -46,16 +55,36 @@ class JsonlWriter:
             raise StoreError(f"cannot write to {self.path}: {exc.strerror}") from exc
 
     def close(self) -> None:
-        if not self._fh.closed:
+        """Flush, sync and close; a failure is a ``StoreError`` naming the file (the file is
+        closed either way, so no second error follows at exit)."""
+        if self._fh.closed:
+            return
+        try:
             self._fh.flush()
             os.fsync(self._fh.fileno())
+        except OSError as exc:
+            self._close_quietly()
+            raise StoreError(f"cannot write to {self.path}: {exc.strerror}") from exc
+        self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        """Close even when the buffer cannot be flushed: what it held is already reported
+        (``write`` raised) or being reported by the caller."""
+        try:
             self._fh.close()
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._fh.close()  # the first close flushed and failed; this one releases it
 
     def __enter__(self) -> JsonlWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc is None:
+            self.close()
+        else:  # the error already propagating names what went wrong; do not mask it
+            with contextlib.suppress(StoreError):
+                self.close()
 
 
 @dataclass
@@ -65,10 +94,13 @@ class JsonlRead:
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, start=1):
-            if line.strip():
-                yield number, line
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    yield number, line
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def read_jsonl(path: Path) -> JsonlRead:
@@ -93,7 +125,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary file beside ``path`` and rename it into place."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", "utf-8")
+        text = json.dumps(redact_data(data), indent=2, ensure_ascii=False, default=str)
+        tmp.write_text(text + "\n", "utf-8")
         os.replace(tmp, path)
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
@@ -103,7 +136,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write text to a temporary file beside ``path`` and rename it into place."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(redact(text), encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {exc.strerror}") from exc

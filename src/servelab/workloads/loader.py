@@ -5,18 +5,16 @@ file formats, and the one place where YAML, JSON and pydantic errors become a on
 ``WorkloadError`` naming the file and the field path (``prompts.3.expect.tool``).
 
 Must not: write files, speak HTTP, start processes, or hold state between calls. Its only I/O is
-reading the one workload file asked for. YAML is read with a stricter loader than PyYAML's
-default: duplicate keys are errors, only true/false are booleans (``on``/``off``/``yes``/``no``
-stay strings) and dates stay strings, so a workload means what it looks like it means.
+reading the one workload file asked for. YAML is read with the strict loader every user file
+shares (``servelab.userfiles``): duplicate keys are errors, only true/false are booleans
+(``on``/``off``/``yes``/``no`` stay strings) and dates stay strings.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import types
-from collections.abc import Hashable
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -26,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from servelab.errors import WorkloadError
+from servelab.userfiles import load_yaml
 from servelab.workloads.schema import FieldProblem, Loc, Workload
 
 Format = Literal["yaml", "json", "jsonl"]
@@ -112,39 +111,9 @@ def _load_path(path: Path, *, source: str) -> Workload:
 # --- YAML -------------------------------------------------------------------------------------
 
 
-class _StrictYamlLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2-like scalars and duplicate keys refused."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}'", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_BOOL_TAG = "tag:yaml.org,2002:bool"
-_DROPPED_TAGS = {_BOOL_TAG, "tag:yaml.org,2002:timestamp"}
-_StrictYamlLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _DROPPED_TAGS]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_StrictYamlLoader.add_implicit_resolver(
-    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
 def _parse_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.load(
-            text, Loader=_StrictYamlLoader
-        )  # a SafeLoader subclass: no arbitrary objects
+        return load_yaml(text)  # the one strict loader for every user file
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
