@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CTX_PER_SLOT = 4096
 LOOPBACK = "127.0.0.1"
@@ -44,6 +51,21 @@ def refuse_owned_env(env: Iterable[str]) -> None:
         owned = _OWNED_ENV.get(key.upper())
         if owned:
             raise ValueError(f"{key} is refused: {OWNED_OPTIONS[owned]}")
+
+
+def _flags_checked(flags: tuple[str, ...]) -> tuple[str, ...]:
+    refuse_owned_flags(flags)
+    return flags
+
+
+def _env_checked(env: dict[str, str]) -> dict[str, str]:
+    refuse_owned_env(env)
+    return env
+
+
+# Raw engine flags and environment, wherever a spec takes them: servelab owns host and port.
+EngineFlags = Annotated[tuple[str, ...], AfterValidator(_flags_checked)]
+EngineEnv = Annotated[dict[str, str], AfterValidator(_env_checked)]
 
 
 def is_loopback(address: str) -> bool:
@@ -77,8 +99,8 @@ class EngineConfig(BaseModel):
 
     kind: Literal["llamacpp", "openai"] = "llamacpp"
     model: str = Field(description="model name or GGUF path (llamacpp), served name (openai)")
-    flags: tuple[str, ...] = Field(default=(), description="extra engine arguments, one per item")
-    env: dict[str, str] = Field(default_factory=dict)
+    flags: EngineFlags = Field(default=(), description="extra engine arguments, one per item")
+    env: EngineEnv = Field(default_factory=dict)
     bind: str = Field(
         default=LOOPBACK,
         description="llamacpp: IPv4 address to listen on; anything but loopback is reachable "
@@ -124,18 +146,6 @@ class EngineConfig(BaseModel):
             raise ValueError(
                 f"bind must be one IPv4 address (127.0.0.1, 0.0.0.0, 192.168.1.5), got {v!r}"
             ) from None
-
-    @field_validator("flags")
-    @classmethod
-    def _flags_not_owned(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        refuse_owned_flags(v)
-        return v
-
-    @field_validator("env")
-    @classmethod
-    def _env_not_owned(cls, v: dict[str, str]) -> dict[str, str]:
-        refuse_owned_env(v)
-        return v
 
     @field_validator("api_key_env")
     @classmethod

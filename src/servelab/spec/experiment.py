@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from servelab.metrics import METRIC_BY_NAME
-from servelab.spec.engine import EngineConfig, refuse_owned_env, refuse_owned_flags
+from servelab.spec.engine import EngineConfig, EngineEnv, EngineFlags
 from servelab.spec.gates import GatesSpec
 from servelab.spec.limits import (
     DEFAULT_MAX_FAILURE_RATE,
@@ -114,28 +114,16 @@ class Override(BaseModel):
     prefix_cache: bool | None = None
     max_tokens: MaxTokens | None = None
     temperature: float | None = Field(default=None, ge=0.0)
-    flags: tuple[str, ...] = Field(
+    flags: EngineFlags = Field(
         default=(), description="raw engine flags appended after base flags (not a declaration)"
     )
-    env: dict[str, str] = Field(default_factory=dict, description="raw engine env (not declared)")
+    env: EngineEnv = Field(default_factory=dict, description="raw engine env (not declared)")
 
     @field_validator("flash_attn", mode="before")
     @classmethod
     def _on_off(cls, v: object) -> object:
         """YAML's true/false mean on/off here, as ``flash_attn: on`` does."""
         return _level_text(v) if isinstance(v, bool) else v
-
-    @field_validator("flags")
-    @classmethod
-    def _flags_not_owned(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        refuse_owned_flags(v)
-        return v
-
-    @field_validator("env")
-    @classmethod
-    def _env_not_owned(cls, v: dict[str, str]) -> dict[str, str]:
-        refuse_owned_env(v)
-        return v
 
     def settings(self) -> dict[str, Any]:
         return {k: v for k in SETTINGS if (v := getattr(self, k)) is not None}

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from servelab.errors import StoreError
-from servelab.store.jsonl import iter_lines
+from servelab.store.jsonl import iter_rows
 
 _ABSENT: Any = object()  # the row has no such key (rows of older versions)
 _INT_NONE = -(2**63)  # an int column's null
@@ -271,17 +270,10 @@ class RowTable:
 
 def read_row_table(path: Path) -> RowTable:
     """All rows of ``path`` as columns; unreadable lines are skipped and their numbers kept."""
-    if not path.exists():
-        raise StoreError(f"{path} does not exist; is this a servelab run directory?")
     table = RowTable()
-    for number, line in iter_lines(path):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+    for number, row in iter_rows(path):
+        if row is None:
             table.bad_lines.append(number)
-            continue
-        if isinstance(row, dict):
-            table.append(row)
         else:
-            table.bad_lines.append(number)
+            table.append(row)
     return table.finish()

@@ -103,21 +103,27 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def read_jsonl(path: Path) -> JsonlRead:
-    """All rows of ``path``; unreadable lines are skipped and their numbers reported."""
+def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """``(line number, row)`` for each non-blank line of ``path``; the row is None where the line
+    is not a JSON object (a torn last line after a crash)."""
     if not path.exists():
         raise StoreError(f"{path} does not exist; is this a servelab run directory?")
-    result = JsonlRead(rows=[])
     for number, line in iter_lines(path):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
+            row = None
+        yield number, row if isinstance(row, dict) else None
+
+
+def read_jsonl(path: Path) -> JsonlRead:
+    """All rows of ``path``; unreadable lines are skipped and their numbers reported."""
+    result = JsonlRead(rows=[])
+    for number, row in iter_rows(path):
+        if row is None:
             result.bad_lines.append(number)
-            continue
-        if isinstance(row, dict):
-            result.rows.append(row)
         else:
-            result.bad_lines.append(number)
+            result.rows.append(row)
     return result
 
 
