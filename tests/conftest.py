@@ -8,6 +8,11 @@ Unit-only selections (``pytest tests/unit``) need neither and are not checked.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from tests.models import missing
@@ -31,3 +36,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "tests/models.txt before running pytest",
             returncode=3,
         )
+
+
+class Immutable:
+    """Makes files immutable with ``chattr +i`` (even root cannot write them), and undoes it."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+
+    def make(self, path: Path) -> None:
+        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"chattr +i {path} failed: {done.stderr.decode().strip()}")
+        self.paths.append(path)
+
+    def release(self, path: Path) -> None:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.fixture
+def immutable() -> Iterator[Immutable]:
+    """For write-failure probes; every file made immutable is released after the test."""
+    if shutil.which("chattr") is None:
+        pytest.fail("chattr is needed for the write-failure tests (Debian's e2fsprogs)")
+    files = Immutable()
+    yield files
+    for path in files.paths:
+        subprocess.run(["chattr", "-i", str(path)], check=False)

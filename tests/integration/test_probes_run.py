@@ -9,16 +9,15 @@ and kept tiny (2 blocks of 2 requests, a few tokens); the others fail before any
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from servelab.store.jsonl import read_jsonl
+from tests.conftest import Immutable
 from tests.integration.conftest import error_lines, run_cli
 from tests.models import DEFAULT_MODEL, listed_model
 
@@ -129,17 +128,6 @@ def test_bench_where_every_request_fails_exits_8(engine_ready: None, tmp_path: P
     assert len(read_jsonl(out / "requests.jsonl").rows) == 2
 
 
-@pytest.fixture
-def immutable() -> Iterator[list[Path]]:
-    """Files made immutable with ``chattr +i`` (even root cannot write them); undone after."""
-    if shutil.which("chattr") is None:
-        pytest.fail("chattr is needed for the write-failure probe (e2fsprogs)")
-    paths: list[Path] = []
-    yield paths
-    for path in paths:
-        subprocess.run(["chattr", "-i", str(path)], check=False)
-
-
 def _wait_for_rows(path: Path, proc: subprocess.Popen[str], timeout_s: float = 120) -> None:
     end = time.monotonic() + timeout_s
     while time.monotonic() < end and proc.poll() is None:
@@ -151,7 +139,7 @@ def _wait_for_rows(path: Path, proc: subprocess.Popen[str], timeout_s: float = 1
 
 @pytest.mark.engine
 def test_requests_jsonl_made_unwritable_mid_run_is_exit_6_and_resume_completes(
-    engine_ready: None, tmp_path: Path, immutable: list[Path]
+    engine_ready: None, tmp_path: Path, immutable: Immutable
 ) -> None:
     spec = write(tmp_path / "s.yaml", spec_text(requests_per_block=3, warmup=1))
     out = tmp_path / "run"
@@ -161,8 +149,7 @@ def test_requests_jsonl_made_unwritable_mid_run_is_exit_6_and_resume_completes(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     _wait_for_rows(requests, proc)
-    subprocess.run(["chattr", "+i", str(requests)], check=True)
-    immutable.append(requests)
+    immutable.make(requests)
     stdout, stderr = proc.communicate(timeout=300)
     done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     line = one_error_first(done, 6)
@@ -174,16 +161,15 @@ def test_requests_jsonl_made_unwritable_mid_run_is_exit_6_and_resume_completes(
     line = one_error_first(run_cli("resume", str(out), "-q", "--force"), 6)  # still immutable
     assert f"cannot open {requests}" in line
 
-    subprocess.run(["chattr", "-i", str(requests)], check=True)
+    immutable.release(requests)
     logs = sorted(out.glob("engine-*.log"))
     assert logs, "each arm that started has its engine log"
     for log in logs:
-        subprocess.run(["chattr", "+i", str(log)], check=True)
-        immutable.append(log)
+        immutable.make(log)
     line = one_error_first(run_cli("resume", str(out), "-q", "--force"), 6)  # engine log
     assert "cannot write the engine log" in line and "engine-" in line, line
     for log in logs:
-        subprocess.run(["chattr", "-i", str(log)], check=True)
+        immutable.release(log)
 
     done = run_cli("resume", str(out), "-q", "--force")
     assert done.returncode == 0, done.stderr

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from servelab.spec.bench import BenchConfig
 from servelab.spec.engine import EngineConfig
 from servelab.spec.experiment import ExperimentSpec
 from servelab.store.jsonl import JsonlWriter, read_jsonl
+from tests.conftest import Immutable
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = """\
@@ -144,31 +142,13 @@ def test_max_failure_rate_is_a_spec_key_with_a_default(tmp_path: Path) -> None:
 # --- store write failures ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def immutable() -> Iterator[list[Path]]:
-    """Files to make immutable (``chattr +i``: even root cannot write them); undone after."""
-    if shutil.which("chattr") is None:
-        pytest.skip("chattr is not installed")
-    paths: list[Path] = []
-    yield paths
-    for path in paths:
-        subprocess.run(["chattr", "-i", str(path)], check=False)
-
-
-def make_immutable(path: Path, registry: list[Path]) -> None:
-    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"chattr +i does not work here: {done.stderr.decode().strip()}")
-    registry.append(path)
-
-
 def test_a_file_made_unwritable_mid_run_is_one_store_error(
-    tmp_path: Path, immutable: list[Path]
+    tmp_path: Path, immutable: Immutable
 ) -> None:
     path = tmp_path / "requests.jsonl"
     writer = JsonlWriter(path)
     writer.write({"seq": 0})
-    make_immutable(path, immutable)
+    immutable.make(path)
     # leaving the writer's block must not replace the StoreError with a PermissionError
     with pytest.raises(StoreError, match=f"cannot write to {path}") as info, writer:
         writer.write({"seq": 1})
@@ -177,21 +157,21 @@ def test_a_file_made_unwritable_mid_run_is_one_store_error(
 
 
 def test_closing_a_writer_whose_buffer_cannot_reach_the_disk_is_a_store_error(
-    tmp_path: Path, immutable: list[Path]
+    tmp_path: Path, immutable: Immutable
 ) -> None:
     path = tmp_path / "requests.jsonl"
     writer = JsonlWriter(path)
-    make_immutable(path, immutable)
+    immutable.make(path)
     writer._fh.write("{}\n")  # buffered, as a row is between its write and its flush
     with pytest.raises(StoreError, match=f"cannot write to {path}"):
         writer.close()
     writer.close()  # already closed: nothing more to report
 
 
-def test_an_unwritable_file_is_refused_at_open(tmp_path: Path, immutable: list[Path]) -> None:
+def test_an_unwritable_file_is_refused_at_open(tmp_path: Path, immutable: Immutable) -> None:
     path = tmp_path / "requests.jsonl"
     path.write_text('{"seq": 0}\n', encoding="utf-8")
-    make_immutable(path, immutable)
+    immutable.make(path)
     with pytest.raises(StoreError, match=f"cannot open {path}"):
         JsonlWriter(path)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
 import h11
@@ -106,12 +106,7 @@ class PlainHttpStream:
                 return
 
     def read_body(self, limit: int) -> bytes:
-        data = bytearray()
-        for chunk in self.chunks():
-            data += chunk
-            if len(data) >= limit:
-                break
-        return bytes(data[:limit])
+        return read_head(self.chunks(), limit)
 
     def _next_event(self) -> h11.Event | type[h11.PAUSED]:
         assert self.sock is not None
@@ -162,3 +157,14 @@ class PlainHttpStream:
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
+
+
+def read_head(chunks: Iterable[bytes], limit: int) -> bytes:
+    """At most ``limit`` bytes of a body given as chunks, however much the server sends: reading
+    stops at the chunk that reaches the limit."""
+    data = bytearray()
+    for chunk in chunks:
+        data += chunk
+        if len(data) >= limit:
+            break
+    return bytes(data[:limit])

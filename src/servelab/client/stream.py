@@ -25,7 +25,7 @@ import httpx
 
 from servelab.client.assemble import ResponseAssembler
 from servelab.client.clock import Clock
-from servelab.client.plainhttp import PlainHttpError, PlainHttpStream
+from servelab.client.plainhttp import PlainHttpError, PlainHttpStream, read_head
 from servelab.client.session import RequestGuard, StreamSession
 from servelab.client.sse import LineSplitter, Malformed, SSEParser
 from servelab.records import Observation, Outcome
@@ -310,21 +310,12 @@ def _exchange(
         session.attach_response(guard, response)
         try:
             if response.status_code != 200:
-                return _http_error(response.status_code, _head(response, ERROR_BODY_LIMIT))
+                body = read_head(response.iter_bytes(), ERROR_BODY_LIMIT)
+                return _http_error(response.status_code, body)
             _receive(st, response.iter_bytes(), deadline)
         finally:
             guard.detach()  # before the connection goes back to the pool for another request
     return None, None
-
-
-def _head(response: httpx.Response, limit: int) -> bytes:
-    """At most ``limit`` bytes of the body, however much the server sends."""
-    data = bytearray()
-    for chunk in response.iter_bytes():
-        data += chunk
-        if len(data) >= limit:
-            break
-    return bytes(data[:limit])
 
 
 def _http_error(status: int, body: bytes) -> tuple[Outcome, str]:
