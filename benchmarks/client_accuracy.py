@@ -17,10 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from servelab.runner.bench import run_bench
-from servelab.spec.bench import BenchConfig
-from servelab.spec.engine import EngineConfig
-from servelab.store.jsonl import read_jsonl
+from servelab import BenchConfig, EngineConfig, read_run, run_bench
 
 
 def main() -> None:
@@ -38,16 +35,9 @@ def main() -> None:
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         result = run_bench(cfg, out=Path(tmp) / "run")
-        rows = [
-            r
-            for r in read_jsonl(result.run_dir.requests).rows
-            if r["phase"] == "trial" and r["outcome"] == "ok"
-        ]
-        failed = [
-            (r["outcome"], r["error"])
-            for r in read_jsonl(result.run_dir.requests).rows
-            if r["outcome"] != "ok"
-        ]
+        run = read_run(result.run_dir)
+        rows = [r for r in run.rows if r["phase"] == "trial" and r["outcome"] == "ok"]
+        failed = [(r["outcome"], r["error"]) for r in run.rows if r["outcome"] != "ok"]
     ratios = [r["decode_tps"] / r["server_decode_tps"] for r in rows]
     gaps_ms = [(r["ttft_s"] - r["server_prompt_s"]) * 1e3 for r in rows]
     wait_us = [r["wait_s"] * 1e6 for r in rows]

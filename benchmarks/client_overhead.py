@@ -9,6 +9,10 @@ The engine's own decode rate (timings.predicted_per_second, measured inside llam
 compared: target median(B) / median(A) >= 0.99. Also reported: servelab's CPU seconds per
 request (process CPU time of this Python process while B runs).
 Run: .venv/bin/python benchmarks/client_overhead.py [--rounds 12] [--max-tokens 128]
+
+Unlike the other benchmarks this one reaches below the public API (``servelab.__all__``): it
+times the client's own pieces (``stream_request`` in a ``StreamSession``) one request at a
+time, which no public entry point exposes, so it imports them from their modules.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from servelab import EngineConfig
 from servelab.client.clock import MonotonicClock
 from servelab.client.payload import Sampling, build_payload
 from servelab.client.session import StreamSession
 from servelab.client.stream import HttpRequest, stream_request
-from servelab.engines.base import Engine, create_engine
+from servelab.engines.base import Engine
+from servelab.engines.registry import create_engine
 from servelab.metrics import derive
-from servelab.spec.engine import EngineConfig
 
 MESSAGES = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
 
@@ -64,7 +69,9 @@ async def servelab_client(
     obs = await stream_request(client, HttpRequest(engine.chat_url(), body), MonotonicClock())
     cpu = time.process_time() - cpu0
     m = derive(obs)
-    return float(m["server_decode_tps"]), cpu, m["ttft_s"] - m["server_prompt_s"]
+    tps, ttft, prompt_s = m["server_decode_tps"], m["ttft_s"], m["server_prompt_s"]
+    assert tps is not None and ttft is not None and prompt_s is not None, "no timings in reply"
+    return tps, cpu, ttft - prompt_s
 
 
 async def interleaved(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TypedDict
 
 from servelab.records import Observation, Outcome
 
@@ -56,6 +56,42 @@ METRIC_BY_NAME = {m.name: m for m in METRICS}
 
 # Scalar metrics a summary table shows, in order.
 SUMMARY_METRICS = ("ttft_s", "e2e_s", "tpot_s", "decode_tps", "e2e_tps", "n_out", "n_in")
+
+
+class ServerMetrics(TypedDict):
+    """What the engine reported about one request (None where it did not)."""
+
+    prefill_tps: float | None
+    server_prompt_s: float | None
+    server_decode_tps: float | None
+    cache_n: int | None
+    draft_n: int | None
+    draft_accepted: int | None
+    acceptance_rate: float | None
+
+
+class LatencyMetrics(TypedDict):
+    """The latency metrics of one request: all None (and no ITL) unless it succeeded."""
+
+    ttft_s: float | None
+    ttft_content_s: float | None
+    ttft_tool_s: float | None
+    e2e_s: float | None
+    tpot_s: float | None
+    decode_tps: float | None
+    e2e_tps: float | None
+    itl_s: list[float]
+
+
+class RequestMetrics(ServerMetrics, LatencyMetrics):
+    """Every metric ``derive`` gives for one request (the keys of ``METRICS`` plus where the
+    token counts came from), in the order a request row stores them."""
+
+    n_out: int
+    n_out_source: str
+    chunk_tokens_source: str
+    n_in: int | None
+    wait_s: float
 
 
 def _ttft(obs: Observation) -> float | None:
@@ -111,7 +147,7 @@ def n_out(obs: Observation) -> tuple[int, str]:
     return sum(obs.chunk_tokens), "chunks"
 
 
-def _server(obs: Observation) -> dict[str, Any]:
+def _server(obs: Observation) -> ServerMetrics:
     t = obs.server_timings or {}
     num = (int, float)
 
@@ -135,26 +171,32 @@ def _server(obs: Observation) -> dict[str, Any]:
     }
 
 
-def derive(obs: Observation) -> dict[str, Any]:
+def derive(obs: Observation) -> RequestMetrics:
     """All request metrics for ``obs``; latency metrics are ``None`` unless the request is ok."""
     out_n, out_src = n_out(obs)
     source = chunk_tokens_source(obs)
-    base: dict[str, Any] = {
+    return {
         "n_out": out_n,
         "n_out_source": out_src,
         "chunk_tokens_source": source,
         "n_in": obs.usage.prompt_tokens if obs.usage else None,
         "wait_s": obs.wait_s,
         **_server(obs),
+        **_latency(obs, out_n, source),
     }
+
+
+def _latency(obs: Observation, out_n: int, source: str) -> LatencyMetrics:
     if obs.outcome is not Outcome.OK:
-        return {**base, **dict.fromkeys(_LATENCY, None), "itl_s": []}
+        return {
+            "ttft_s": None, "ttft_content_s": None, "ttft_tool_s": None, "e2e_s": None,
+            "tpot_s": None, "decode_tps": None, "e2e_tps": None, "itl_s": [],
+        }  # fmt: skip
     ttft = _plus_wait(obs, _ttft(obs))
     e2e = obs.wait_s + obs.end_s
     decode_s = e2e - ttft if ttft is not None else None
     has_decode = decode_s is not None and decode_s > 0 and out_n >= 2
     return {
-        **base,
         "ttft_s": ttft,
         "ttft_content_s": _plus_wait(obs, obs.first_content_s),
         "ttft_tool_s": _plus_wait(obs, obs.first_tool_s),
@@ -165,6 +207,3 @@ def derive(obs: Observation) -> dict[str, Any]:
         # Unverified per-chunk counts would make ITL wrong by their factor: leave it out.
         "itl_s": itl_s(obs.chunk_t_s, obs.chunk_tokens) if source != "estimated" else [],
     }
-
-
-_LATENCY = ("ttft_s", "ttft_content_s", "ttft_tool_s", "e2e_s", "tpot_s", "decode_tps", "e2e_tps")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+
+ServerValue = float | int | str | bool | None
+"""One value of an engine's ``timings`` object (llama-server: numbers)."""
 
 
 class Outcome(StrEnum):
@@ -72,10 +74,12 @@ class Observation:
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str | None = None
     usage: Usage | None = None
-    server_timings: dict[str, Any] | None = None
+    server_timings: dict[str, ServerValue] | None = None  # the engine's flat ``timings`` object
     http_status: int | None = None
     error: str | None = None
     invalid_utf8_bytes: int = 0
     text_chars: int = 0  # length of the reply text as received; ``text`` may hold less
     text_truncated: bool = False  # text, reasoning or tool arguments cut to the stored limit
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Client-side facts without a field of their own: ``saw_done`` (bool), ``retries`` (int),
+    # ``first_reasoning_s`` (float). Mutable: the stream reader adds ``retries`` afterwards.
+    extra: dict[str, float | int | bool | None] = field(default_factory=dict)

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from servelab.engines.base import Engine, create_engine
+from servelab.engines.base import Engine
+from servelab.engines.registry import create_engine
 from servelab.errors import ServelabError
 from servelab.spec.engine import EngineConfig
 from tests.models import DEFAULT_MODEL, listed_model

@@ -28,7 +28,7 @@ def test_bench_writes_a_complete_run(engine_ready: None, tmp_path: Path) -> None
     assert res.returncode == 0, res.stderr
     assert f"results: {out}" in res.stdout
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["schema_version"] == 1 and manifest["status"] == "complete"
+    assert manifest["schema_version"] == 2 and manifest["status"] == "complete"
     assert manifest["workload"]["content_hash"].startswith("sha256:")
     desc = manifest["arms"]["bench"]["describe"]
     assert desc["commit"] == "0c1e57098" and desc["model_sha256"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from servelab.engines.base import create_engine
+from servelab.engines.registry import create_engine
 from servelab.errors import ServelabError
 from servelab.models.arch_files import load_architecture
 from servelab.spec.engine import EngineConfig

@@ -1,4 +1,4 @@
-"""Tests for report.analyze: the summary.json contract, built from manifest and rows alone."""
+"""Tests for servelab.analysis: the summary.json contract, built from manifest and rows alone."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from servelab.report.analyze import analyze, look, sentence
-from servelab.report.settings import settings
-from servelab.report.warnings import WARNING_KINDS
+from servelab.analysis import analyze as analyze_run
+from servelab.analysis import look, settings
+from servelab.analysis.comparisons import sentence
+from servelab.analysis.run_warnings import WARNING_KINDS
+from servelab.analysis.settings import ManifestLike
 from servelab.stats.sweep import Request, block_aggregate_tps, sweep
 from servelab.store import SCHEMA_VERSION
 
@@ -25,12 +27,25 @@ TOP_KEYS = {
 }  # fmt: skip
 
 
+def analyze(m: ManifestLike, data: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
+    """The summary as summary.json holds it."""
+    return analyze_run(m, data, **kw).to_json()
+
+
+def start(block: int, **describe: str) -> dict[str, Any]:
+    """One recorded engine start."""
+    return {"block": block, "concurrency": 1, "t_unix_s": 1.8e9 + block, "describe": describe}
+
+
 def manifest(**extra: Any) -> dict[str, Any]:
     m: dict[str, Any] = {
         "schema_version": 1, "kind": "experiment", "run_id": "demo", "baseline": "none",
-        "arms": {"none": {}, "ngram": {}}, "spec": {"blocks": 4, "stop": {"max_blocks": 8}},
-        "seed": 3,
+        "arms": {"none": {}, "ngram": {}}, "seed": 3,
+        "spec": {"blocks": 4, "stop": {"max_blocks": 8}, "seed": 3, "baseline": "none"},
     }  # fmt: skip
+    for key in ("seed", "decision_metrics", "baseline"):  # a version 1 manifest held both copies
+        if key in extra and "spec" not in extra:
+            m["spec"][key] = extra[key]
     m.update(extra)
     return m
 
@@ -171,10 +186,9 @@ def test_allowed_confounds_come_first_and_every_kind_is_known() -> None:
     data[2]["e2e_s"] = 50.0
     m = manifest(
         allowed_confounds=[{"field": "ctx_size", "values": {"none": 4096, "ngram": 8192}}],
-        preflight=[{"kind": "load", "ok": False, "detail": "load average 3.1"},
-                   {"kind": "engines", "ok": True, "detail": "none running"}],
-        arms={"none": {"starts": [{"block": 0, "describe": {"build_info": "b0-aaa"}},
-                                  {"block": 3, "describe": {"build_info": "b0-bbb"}}]},
+        preflight=[{"kind": "load", "detail": "load average 3.1", "advice": "wait",
+                    "blocking": True}],
+        arms={"none": {"starts": [start(0, build_info="b0-aaa"), start(3, build_info="b0-bbb")]},
               "ngram": {}},
     )  # fmt: skip
     s = analyze(m, data)
@@ -220,7 +234,7 @@ def test_look_stops_once_decided_and_matches_the_final_summary() -> None:
     }  # fmt: skip
     stopped = [r for r in data if r["block"] <= 5]
     final = analyze({**m, "status": "stopped_early", "looks": [decision.as_look()]}, stopped)
-    assert final["comparisons"] == list(decision.comparisons)
+    assert final["comparisons"] == [c.to_json() for c in decision.comparisons]
     assert final["stopping"]["stopped_early"] and final["stopping"]["reason"] == decision.reason
     assert final["stopping"]["confidence_level"] == decision.confidence_level > 0.95
 
@@ -233,17 +247,17 @@ def test_look_respects_the_target_ci_width() -> None:
 
 
 def test_sentences() -> None:
-    base = {"metric": "decode_tps", "lower_is_better": False, "min_effect": 0.03,
-            "ci_low": 1.09, "ci_high": 1.27, "ratio": 1.18, "blocks_needed": None}  # fmt: skip
     assert (
-        sentence({**base, "verdict": "better"}, 0.95) == "decode 1.18x faster (95 % CI 1.09-1.27)"
+        sentence("decode_tps", 1.18, 1.09, 1.27, "better", 0.03, None, 0.95)
+        == "decode 1.18x faster (95 % CI 1.09-1.27)"
     )
-    ttft = {**base, "metric": "ttft_s", "lower_is_better": True, "verdict": "no_difference",
-            "ratio": 1.0, "ci_low": 0.99, "ci_high": 1.02}  # fmt: skip
-    assert sentence(ttft, 0.95).startswith("TTFT no difference")
-    e2e = {**base, "metric": "e2e_s", "lower_is_better": True, "verdict": "inconclusive",
-           "ratio": 1.04, "ci_low": 0.97, "ci_high": 1.12, "blocks_needed": 14}  # fmt: skip
-    assert sentence(e2e, 0.95).startswith("e2e inconclusive: need ~14 blocks")
+    ttft = sentence("ttft_s", 1.0, 0.99, 1.02, "no_difference", 0.03, None, 0.95)
+    assert ttft.startswith("TTFT no difference")
+    e2e = sentence("e2e_s", 1.04, 0.97, 1.12, "inconclusive", 0.03, 14, 0.95)
+    assert e2e.startswith("e2e inconclusive: need ~14 blocks")
+    assert sentence("e2e_s", 0.8, 0.75, 0.86, "better", 0.03, None, 0.95) == (
+        "e2e 1.25x faster (ratio 0.80, 95 % CI 0.75-0.86)"
+    )
 
 
 def test_block_aggregate_throughput_known_answer() -> None:
@@ -268,9 +282,9 @@ def test_sweep_efficiency_against_linear_scaling() -> None:
 def test_a_model_or_binary_swapped_between_starts_is_flagged() -> None:
     same = {"build_info": "b0-aaa", "binary_sha256": "bin1"}
     m = manifest(arms={
-        "none": {"starts": [{"describe": {**same, "model_sha256": "m1"}},
-                            {"describe": {**same, "model_sha256": "m2"}}]},
-        "ngram": {"starts": [{"describe": {**same, "model_sha256": "m1"}}] * 2},
+        "none": {"starts": [start(0, **same, model_sha256="m1"),
+                            start(1, **same, model_sha256="m2")]},
+        "ngram": {"starts": [start(0, **same, model_sha256="m1")] * 2},
     })  # fmt: skip
     flagged = [w for w in analyze(m, rows(), n_resamples=200)["warnings"]
                if w["kind"] == "build_changed"]  # fmt: skip
@@ -279,7 +293,7 @@ def test_a_model_or_binary_swapped_between_starts_is_flagged() -> None:
 
 def test_blocks_that_shared_an_engine_start_are_flagged() -> None:
     def starts(*blocks: int) -> dict[str, Any]:
-        return {"starts": [{"block": b, "concurrency": 1} for b in blocks]}
+        return {"starts": [start(b) for b in blocks]}
 
     every_block = manifest(arms={"none": starts(0, 1, 2, 3), "ngram": starts(0, 1, 2, 3)})
     assert "shared_engine_starts" not in kinds(analyze(every_block, rows(blocks=4)))

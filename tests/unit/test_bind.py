@@ -9,11 +9,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from servelab.analysis import analyze
 from servelab.cli.main import main
+from servelab.engines.llamacpp_config import refuse_owned_options
 from servelab.errors import UsageError
-from servelab.report.analyze import analyze
 from servelab.runner.experiment import load_spec
-from servelab.runner.resolve import refuse_owned_options
 from servelab.spec.engine import EngineConfig, bind_warning, connect_address, is_loopback
 from servelab.spec.llamaargs import parse_help
 
@@ -131,10 +131,10 @@ def test_the_report_warns_about_an_exposed_engine() -> None:
         "schema_version": 1, "kind": "bench", "run_id": "r", "baseline": "bench",
         "arms": {"bench": {"engine_config": {"kind": "llamacpp", "bind": "0.0.0.0"}}},
     }  # fmt: skip
-    found = [w for w in analyze(manifest, [])["warnings"] if w["kind"] == "exposed_bind"]
+    found = [w for w in analyze(manifest, []).to_json()["warnings"] if w["kind"] == "exposed_bind"]
     assert [w["arm"] for w in found] == ["bench"] and "0.0.0.0" in found[0]["detail"]
     old = {**manifest, "arms": {"bench": {"engine_config": {"host": "127.0.0.1"}}}}
-    assert not [w for w in analyze(old, [])["warnings"] if w["kind"] == "exposed_bind"]
+    assert not [w for w in analyze(old, []).to_json()["warnings"] if w["kind"] == "exposed_bind"]
 
 
 def test_bind_is_for_engines_servelab_launches() -> None:

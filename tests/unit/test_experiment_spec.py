@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from servelab.errors import UsageError
 from servelab.runner.experiment import load_spec
 from servelab.spec.confound import ConfoundError, check_confounds, config_diff
+from servelab.spec.engine import ENGINE_KINDS, EngineConfig
 from servelab.spec.experiment import ExperimentSpec, resolve_arm
 from servelab.spec.llamaargs import canonicalize, parse_help
 from servelab.spec.schedule import plan_blocks, prompt_index, request_id
@@ -149,3 +150,11 @@ def test_interleaved_plan_alternates_and_randomized_is_seeded() -> None:
         assert sorted({p.arm for p in rnd}) == ["a", "b", "c"] and len(rnd) == 6
     assert request_id(2, "a", 1, 3) == "b2/a/c1/3"
     assert {prompt_index(1, i, 4, 10) for i in range(4)} == {4, 5, 6, 7}
+
+
+def test_engine_kinds_are_listed_once_and_replay_is_one() -> None:
+    assert ENGINE_KINDS == ("llamacpp", "openai", "replay")
+    replay = EngineConfig(kind="replay", model="tests/fixtures/streams")
+    assert replay.kind == "replay" and replay.slot_context() is None
+    with pytest.raises(ValidationError, match="'llamacpp', 'openai' or 'replay'"):
+        EngineConfig.model_validate({"kind": "vllm", "model": "m"})

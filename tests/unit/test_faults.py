@@ -16,10 +16,10 @@ import pytest
 from pydantic import ValidationError
 
 import servelab.errors as errors_module
+from servelab.analysis.request_failures import check_request_failures
 from servelab.cli.main import main
 from servelab.errors import RequestsFailed, ServelabError, StoreError, UsageError
 from servelab.models.arch_files import load_architecture
-from servelab.report.failures import check_request_failures
 from servelab.runner.experiment import load_spec
 from servelab.runner.promote import load_registry
 from servelab.spec.bench import BenchConfig

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from servelab.report.gates import evaluate_gates, failed_required
+from servelab.analysis.gate_outcomes import GateContext, evaluate_gates, failed_required
 from servelab.spec.gates import GatesSpec, parse_rule
+from servelab.store.perplexity import PerplexityArm
+from servelab.store.summary import RateCI, RateComparison
 
 
 @pytest.mark.parametrize(
@@ -56,52 +58,54 @@ def _rows(arm: str, level: float, spread: float, n_blocks: int, seed: int) -> li
     return rows
 
 
-def _summary(**extra: Any) -> dict[str, Any]:
-    return {"baseline": "a", "arms": {"a": {}, "b": {}}, **extra}
+def _ppl(ppl: float, err: float, kld: dict[str, float] | None = None) -> PerplexityArm:
+    return PerplexityArm(
+        ppl=ppl, ppl_err=err, chunks=15, ctx=256, kld=kld, mode="kld" if kld else "save",
+        argv=("llama-perplexity",), log="ppl.log", seconds=1.0, cache_type_k="f16",
+        cache_type_v="f16", flash_attn="auto",
+    )  # fmt: skip
+
+
+def _context(**extra: Any) -> GateContext:
+    return GateContext(baseline="a", arms=("a", "b"), **extra)
 
 
 def test_a_noisy_arm_does_not_pass_on_its_point_estimate() -> None:
     rows = _rows("a", 100.0, 0.01, 6, 1) + _rows("b", 75.0, 0.25, 3, 2)
-    gates = evaluate_gates(["decode_tps >= 70"], _summary(), rows)
+    gates = evaluate_gates(["decode_tps >= 70"], _context(), rows)
     steady, noisy = gates["a"]["decode_tps >= 70"], gates["b"]["decode_tps >= 70"]
-    assert steady["passed"] and steady["interval"][0] >= 70
-    assert noisy["value"] > 70 and not noisy["passed"]  # the interval reaches below 70
+    assert steady.passed and (steady.interval[0] or 0) >= 70
+    assert (noisy.value or 0) > 70 and not noisy.passed  # the interval reaches below 70
     assert failed_required(gates, ["a", "b"]) == [
-        f"b: decode_tps >= 70 (value {noisy['value']}, threshold 70.0)"
+        f"b: decode_tps >= 70 (value {noisy.value}, threshold 70.0)"
     ]
 
 
 def test_relative_gate_uses_the_ratio_interval() -> None:
     rows = _rows("a", 100.0, 0.01, 6, 3) + _rows("b", 80.0, 0.01, 6, 4)
     gates = evaluate_gates(["decode_tps >= baseline * 0.9", "decode_tps >= baseline * 0.7"],
-                           _summary(), rows)  # fmt: skip
-    assert gates["a"]["decode_tps >= baseline * 0.9"]["passed"]  # the baseline itself
+                           _context(), rows)  # fmt: skip
+    assert gates["a"]["decode_tps >= baseline * 0.9"].passed  # the baseline itself
     low = gates["b"]["decode_tps >= baseline * 0.9"]
-    assert not low["passed"] and low["value"] == pytest.approx(0.8, abs=0.03)
-    assert gates["b"]["decode_tps >= baseline * 0.7"]["passed"]
+    assert not low.passed and low.value == pytest.approx(0.8, abs=0.03)
+    assert gates["b"]["decode_tps >= baseline * 0.7"].passed
 
 
 def test_rate_ppl_and_kv_gates() -> None:
-    quality = {
-        "arms": {"a": {"rates": {"tool_accuracy": {"k": 45, "n": 50, "p": 0.9, "ci_low": 0.79,
-                                                   "ci_high": 0.96}}},
-                 "b": {"rates": {"tool_accuracy": {"k": 30, "n": 50, "p": 0.6, "ci_low": 0.46,
-                                                   "ci_high": 0.72}}}},
-        "comparisons": {"b": {"tool_accuracy": {"difference": -0.3, "diff_ci_low": -0.47,
-                                                "diff_ci_high": -0.13}}},
-        "ppl": {"arms": {"a": {"ppl": 10.0, "ppl_err": 0.05},
-                         "b": {"ppl": 10.1, "ppl_err": 0.05, "kld": {"mean": 0.004}}}},
-    }  # fmt: skip
-    theory = {"arms": {"a": {"kv_bytes_predicted": 90 * 2**20, "kv_mib_reported": 90.0},
-                       "b": {"kv_bytes_predicted": 48 * 2**20}}}  # fmt: skip
+    ctx = _context(
+        quality_rates={"a": {"tool_accuracy": RateCI(45, 50, 0.9, 0.79, 0.96)},
+                       "b": {"tool_accuracy": RateCI(30, 50, 0.6, 0.46, 0.72)}},
+        quality_diffs={"b": {"tool_accuracy": RateComparison(-0.3, -0.47, -0.13, 0.001,
+                                                             "worse")}},
+        ppl={"a": _ppl(10.0, 0.05), "b": _ppl(10.1, 0.05, {"mean": 0.004})},
+        kv_bytes={"a": 90.0 * 2**20, "b": 48.0 * 2**20},
+    )  # fmt: skip
     rules = ["tool_accuracy >= 0.75", "tool_accuracy >= baseline - 5pp",
              "ppl <= baseline * 1.02", "kld <= 0.01", "kv_bytes <= 64MiB"]  # fmt: skip
-    gates = evaluate_gates(rules, _summary(quality=quality, theory=theory), [])
-    assert gates["a"]["tool_accuracy >= 0.75"]["passed"]
-    assert not gates["b"]["tool_accuracy >= 0.75"]["passed"]
-    assert not gates["b"]["tool_accuracy >= baseline - 5pp"]["passed"]
-    assert gates["b"]["ppl <= baseline * 1.02"]["passed"]  # 10.1 + 1.96 x 0.05 <= 10.2
-    assert gates["b"]["kld <= 0.01"]["passed"]
-    assert (
-        not gates["a"]["kv_bytes <= 64MiB"]["passed"] and gates["b"]["kv_bytes <= 64MiB"]["passed"]
-    )
+    gates = evaluate_gates(rules, ctx, [])
+    assert gates["a"]["tool_accuracy >= 0.75"].passed
+    assert not gates["b"]["tool_accuracy >= 0.75"].passed
+    assert not gates["b"]["tool_accuracy >= baseline - 5pp"].passed
+    assert gates["b"]["ppl <= baseline * 1.02"].passed  # 10.1 + 1.96 x 0.05 <= 10.2
+    assert gates["b"]["kld <= 0.01"].passed
+    assert not gates["a"]["kv_bytes <= 64MiB"].passed and gates["b"]["kv_bytes <= 64MiB"].passed

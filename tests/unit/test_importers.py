@@ -14,12 +14,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from servelab.analysis import summarize_arm
 from servelab.cli.import_cmd import import_cmd
 from servelab.errors import UsageError
 from servelab.importers import ImportOptions, import_results
 from servelab.importers.common import parse_map
 from servelab.metrics import METRICS
-from servelab.runner.summary import summarize_arm
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "import"
 REFERENCE = Path(__file__).parents[1] / "fixtures" / "reference"
@@ -59,7 +59,7 @@ def test_rows_look_like_servelab_rows(tmp_path: Path) -> None:
     assert manifest["status"] == "complete"
     assert len(manifest["source"]["files"][0]["sha256"]) == 64
     summary = summarize_arm(_arm_rows(rows, "n_threads=2"))
-    assert summary["n_ok"] == 6 and summary["metrics"]["decode_tps"]["n"] == 3
+    assert summary.n_ok == 6 and summary.metrics["decode_tps"].n == 3
 
 
 def test_llama_bench_json_arms_from_differing_field(tmp_path: Path) -> None:

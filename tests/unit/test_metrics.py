@@ -1,4 +1,4 @@
-"""Tests for the metric dictionary (servelab.metrics) and the requests.jsonl row (servelab.rows).
+"""Tests for the metric dictionary (servelab.metrics) and the requests.jsonl row (servelab.store).
 
 Known answers are worked by hand with binary-exact numbers; properties check the identities the
 definitions imply (decode_tps * tpot_s == 1, itl gaps add up to the decode span).
@@ -25,7 +25,8 @@ from servelab.metrics import (
     n_out,
 )
 from servelab.records import Observation, Outcome, Phase, ToolCall, Usage
-from servelab.rows import ROW_SCHEMA_VERSION, RowContext, build_row
+from servelab.store import ROW_SCHEMA_VERSION, RowContext
+from servelab.store import build_row as build_request_row
 
 LATENCY = ("ttft_s", "ttft_content_s", "ttft_tool_s", "e2e_s", "tpot_s", "decode_tps", "e2e_tps")
 
@@ -60,6 +61,11 @@ OBS = Observation(
     http_status=200,
     extra={"saw_done": True},
 )
+
+
+def build_row(obs: Observation, ctx: RowContext) -> dict[str, object]:
+    """The row's JSON object, as ``requests.jsonl`` holds it."""
+    return dict(build_request_row(obs, ctx).to_json())
 
 
 def test_known_answers() -> None:

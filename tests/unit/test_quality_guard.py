@@ -47,4 +47,4 @@ def test_the_packaged_text_is_long_enough_and_identified() -> None:
     data = text_bytes()
     info = text_info(data)
     assert len(data.split()) > 3000  # ~4,000 SmolLM2 tokens: 15 chunks at --ctx 256
-    assert info["name"] == "us-founding-documents" and len(info["sha256"]) == 64
+    assert info.name == "us-founding-documents" and len(info.sha256) == 64

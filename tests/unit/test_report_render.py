@@ -8,6 +8,7 @@ step.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import random
 import re
@@ -17,10 +18,13 @@ from typing import Any
 
 import pytest
 
+from servelab.analysis import analyze
 from servelab.report.html import render_html
 from servelab.report.markdown import md_text, render_markdown
 from servelab.report.plots import report_plots
 from servelab.report.sections import comparison_phrase, report_sections
+from servelab.store import Manifest
+from servelab.store.summary import ArmSummary, Comparison, Stopping, Summary
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "report"
 EVIL = "<script>alert(1)</script> and </textarea><img src=x onerror=alert(2)>"
@@ -30,6 +34,17 @@ BROKEN = "broken <b>arm</b>"
 def _load(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
     return data
+
+
+def _summary(name: str) -> Summary:
+    return Summary.from_json(_load(name))
+
+
+def _manifest(name: str) -> Manifest:
+    return Manifest.from_json(_load(name))
+
+
+Experiment = tuple[Summary, Manifest, list[dict[str, Any]]]
 
 
 def _row(arm: str, block: int, seq: int, concurrency: int, **kw: Any) -> dict[str, Any]:
@@ -69,22 +84,22 @@ def make_rows(
 
 
 @pytest.fixture(scope="module")
-def experiment() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+def experiment() -> Experiment:
     rows = make_rows({"none": 120.0, "ngram-simple": 141.0, BROKEN: 0.0}, levels=(1, 4))
     rows[0]["text"] = EVIL
     rows[1]["text"] = "y" * 5000
     rows[2]["tool_calls"] = [{"index": 0, "id": "c1", "name": "get_weather",
                               "arguments": '{"city": "</pre><script>x</script>"}'}]  # fmt: skip
-    return _load("summary-experiment.json"), _load("manifest-experiment.json"), rows
+    return _summary("summary-experiment.json"), _manifest("manifest-experiment.json"), rows
 
 
 @pytest.fixture(scope="module")
-def html_report(experiment: tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]) -> str:
+def html_report(experiment: Experiment) -> str:
     return render_html(*experiment)
 
 
 @pytest.fixture(scope="module")
-def md_report(experiment: tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]) -> str:
+def md_report(experiment: Experiment) -> str:
     summary, manifest, _ = experiment
     return render_markdown(summary, manifest)
 
@@ -155,17 +170,15 @@ def test_verdict_sentence_comes_before_the_tables(md_report: str) -> None:
     assert md_report.index(verdict) < md_report.index("## Arms and metrics")
 
 
-def test_markdown_names_every_arm_and_comparison(
-    experiment: tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]], md_report: str
-) -> None:
+def test_markdown_names_every_arm_and_comparison(experiment: Experiment, md_report: str) -> None:
     summary = experiment[0]
     arms_table = md_report.split("## Arms and metrics", 1)[1].split("##", 1)[0]
-    for arm in summary["arms"]:
+    for arm in summary.arms:
         assert arm.replace("<", "\\<").replace(">", "\\>") in arms_table
     table = [line for line in md_report.splitlines() if line.startswith("| ")]
-    for c in summary["comparisons"]:
-        cand = c["candidate"].replace("<", "\\<").replace(">", "\\>")
-        assert any(f"| {c['metric']} | {cand} | none | 1 |" in line for line in table), c
+    for c in summary.comparisons:
+        cand = c.candidate.replace("<", "\\<").replace(">", "\\>")
+        assert any(f"| {c.metric} | {cand} | none | 1 |" in line for line in table), c
 
 
 def test_arm_without_successful_requests_renders(md_report: str, html_report: str) -> None:
@@ -190,7 +203,7 @@ def test_markdown_reads_as_plain_text(md_report: str) -> None:
 
 
 def test_markdown_with_rows_fences_replies_safely(
-    experiment: tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]],
+    experiment: Experiment,
 ) -> None:
     summary, manifest, rows = experiment
     rows = [dict(r) for r in rows]
@@ -209,7 +222,7 @@ def test_md_text_escapes_outside_code_spans_only() -> None:
 
 
 def test_imported_run_without_host_describe_or_sweep() -> None:
-    summary, manifest = _load("summary-import.json"), _load("manifest-import.json")
+    summary, manifest = _summary("summary-import.json"), _manifest("manifest-import.json")
     md = render_markdown(summary, manifest)
     html = render_html(summary, manifest, [])
     assert "not recorded" in md and "No engine description recorded." in md
@@ -222,37 +235,62 @@ def test_imported_run_without_host_describe_or_sweep() -> None:
 
 
 def test_one_concurrency_level_has_no_sweep_plot() -> None:
-    summary = _load("summary-experiment.json")
-    summary["sweep"] = {arm: points[:1] for arm, points in summary["sweep"].items()}
+    full = _summary("summary-experiment.json")
+    summary = dataclasses.replace(full, sweep={a: p[:1] for a, p in full.sweep.items()})
     rows = make_rows({"none": 120.0, "ngram-simple": 141.0})
     kinds = [p.kind for p in report_plots(summary, rows)]
     assert "sweep" not in kinds and kinds.count("distributions") == 2
-    md = render_markdown(summary, _load("manifest-experiment.json"))
+    md = render_markdown(summary, _manifest("manifest-experiment.json"))
     assert "One concurrency level: no scaling to plot." in md
 
 
 def test_minimal_summary_renders() -> None:
-    summary = {"schema_version": 1, "run_id": "bare", "arms": {"bench": {"n_ok": 0}}}
-    md = render_markdown(summary, {})
-    html = render_html(summary, {}, [])
+    arm = ArmSummary(
+        n_ok=0,
+        n_failed=0,
+        n_warmup=0,
+        failures={},
+        finish_reasons={},
+        n_out_fallback=0,
+        itl_unverified=0,
+        invalid_utf8_requests=0,
+        metrics={},
+    )
+    stopping = Stopping("fixed size: one analysis at the end", False, None, 0.05, None, None,
+                        None, 0, 0, 0.95, False, None)  # fmt: skip
+    summary = Summary(schema_version=1, kind="bench", run_id="bare", baseline="bench",
+                      decision_metrics=(), interleaved=True, confidence=0.95, seed=0,
+                      n_resamples=2000, arms={"bench": arm}, comparisons=(), proportions=(),
+                      sweep={}, stopping=stopping)  # fmt: skip
+    bare = Manifest(kind="bench")
+    md = render_markdown(summary, bare)
+    html = render_html(summary, bare, [])
     assert "No comparisons" in md and "bench" in md
     assert "<h1>servelab report: bare</h1>" in html
-    assert next(s.key for s in report_sections(summary, {})) == "verdicts"
+    assert next(s.key for s in report_sections(summary, bare)) == "verdicts"
+
+
+def _comparison(metric: str, ratio: float, lo: float, hi: float, summary: str = "") -> Comparison:
+    return Comparison(
+        metric=metric, baseline="a", candidate="b", concurrency=1, statistic="median",
+        lower_is_better=metric != "decode_tps", ratio=ratio, ci_low=lo, ci_high=hi,
+        ratio_mean=None, ci_low_mean=None, ci_high_mean=None, verdict="better", min_effect=0.03,
+        n_blocks=4, blocks_needed=None, paired=True, confidence_level=0.95, ci_width=hi - lo,
+        n_blocks_baseline=4, n_blocks_candidate=4, summary=summary,
+    )  # fmt: skip
 
 
 def test_phrase_from_numbers_when_analysis_gave_none() -> None:
-    base = {"metric": "decode_tps", "ratio": 1.18, "ci_low": 1.09, "ci_high": 1.27}
-    assert comparison_phrase({**base, "verdict": "better"}) == (
-        "decode 1.18x faster (95 % CI 1.09-1.27)"
-    )
-    ttft = {"metric": "ttft_s", "ratio": 0.8, "ci_low": 0.7, "ci_high": 0.9, "verdict": "better"}
+    decode = _comparison("decode_tps", 1.18, 1.09, 1.27)
+    assert comparison_phrase(decode) == "decode 1.18x faster (95 % CI 1.09-1.27)"
+    ttft = _comparison("ttft_s", 0.8, 0.7, 0.9)
     assert comparison_phrase(ttft) == "TTFT 1.25x faster (ratio 0.80) (95 % CI 0.70-0.90)"
-    given = {**base, "verdict": "better", "summary": "their words"}
+    given = dataclasses.replace(decode, summary="their words")
     assert comparison_phrase(given) == "their words"
 
 
 def test_rendering_leaves_matplotlib_global_state_alone(
-    experiment: tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]],
+    experiment: Experiment,
 ) -> None:
     had_pyplot = "matplotlib.pyplot" in sys.modules
     render_html(*experiment)
@@ -260,25 +298,26 @@ def test_rendering_leaves_matplotlib_global_state_alone(
 
 
 def test_renders_what_analyze_produces() -> None:
-    from servelab.report.analyze import analyze
-
     rows = make_rows({"base": 100.0, "fast": 130.0, "dead": 0.0}, blocks=4)
     manifest = {
         "schema_version": 1, "kind": "experiment", "run_id": "synthetic", "baseline": "base",
         "arms": {"base": {}, "fast": {}, "dead": {}}, "decision_metrics": ["decode_tps", "ttft_s"],
         "status": "complete",
     }  # fmt: skip
-    summary = json.loads(json.dumps(analyze(manifest, rows, n_resamples=200)))
-    md = render_markdown(summary, manifest, rows)
-    html = render_html(summary, manifest, rows)
-    for c in summary["comparisons"]:
-        assert c["summary"] in md
-        assert c["summary"].replace("<", "&lt;") in html
+    typed = Manifest.from_json(manifest)
+    summary = Summary.from_json(
+        json.loads(json.dumps(analyze(typed, rows, n_resamples=200).to_json()))
+    )
+    md = render_markdown(summary, typed, rows)
+    html = render_html(summary, typed, rows)
+    for c in summary.comparisons:
+        assert c.summary in md
+        assert c.summary.replace("<", "&lt;") in html
     for arm in ("base", "fast", "dead"):
         assert f"### {arm}" in md and f"<h3>{arm}</h3>" in html
-    fast = next(c for c in summary["comparisons"]
-                if c["candidate"] == "fast" and c["metric"] == "decode_tps")  # fmt: skip
-    assert fast["verdict"] == "better"
-    assert md.index(fast["summary"]) < md.index("## Arms and metrics")
+    fast = next(c for c in summary.comparisons
+                if c.candidate == "fast" and c.metric == "decode_tps")  # fmt: skip
+    assert fast.verdict == "better"
+    assert md.index(fast.summary) < md.index("## Arms and metrics")
     assert "- **dead**: not compared: 0 successful and 16 failed trial requests" in md
     assert "data:image/png;base64," in html

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from servelab.analysis import analyze
 from servelab.importers import ImportOptions, import_results
-from servelab.report.analyze import analyze
 from servelab.report.build import build_report
 from servelab.report.markdown import render_markdown
+from servelab.store import Manifest
 from servelab.store.columns import TableRow, read_row_table
 from servelab.store.jsonl import read_jsonl
 from tests.unit.test_report_render import make_rows
@@ -69,7 +70,9 @@ def test_analyze_gives_the_same_summary_from_columns(tmp_path: Path) -> None:
     rows[3]["itl_s"] = [0.01, 0.02]
     rows[4]["server_timings"] = {"cache_n": 3}
     _write(tmp_path / "requests.jsonl", rows)
-    manifest = json.loads((FIXTURES / "report" / "manifest-experiment.json").read_text())
+    manifest = Manifest.from_json(
+        json.loads((FIXTURES / "report" / "manifest-experiment.json").read_text())
+    )
     columns = read_row_table(tmp_path / "requests.jsonl").rows
     plain = read_jsonl(tmp_path / "requests.jsonl").rows
     want = analyze(manifest, plain, n_resamples=200)
@@ -83,6 +86,6 @@ def test_report_of_an_import_is_unchanged(tmp_path: Path) -> None:
     report = build_report(run.run_dir.root)
     plain = read_jsonl(run.run_dir.requests).rows
     want = analyze(report.manifest, plain)
-    got = {k: v for k, v in report.summary.items() if k in want}
-    assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
-    assert report.summary["arms"]["dense_27b_tp1"]["n_ok"] == 30
+    got = {k: v for k, v in report.summary.to_json().items() if k in want.to_json()}
+    assert json.dumps(got, sort_keys=True) == json.dumps(want.to_json(), sort_keys=True)
+    assert report.summary.arms["dense_27b_tp1"].n_ok == 30

@@ -87,3 +87,20 @@ def test_user_hardware_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("SERVELAB_HARDWARE_FILE", str(file))
     found = resolve_hardware("my-box")
     assert found is not None and found.source == str(file)
+
+
+def test_the_library_function_is_what_the_command_prints(arch_file: Path) -> None:
+    """``servelab.predict`` is the whole of ``servelab predict``: its JSON is the command's."""
+    import servelab
+
+    args = [str(arch_file), "--hw", "h100-sxm", "--ctx", "2048", "--parallel", "2",
+            "--kv", "q8_0", "--spec-k", "3", "--accept", "0.7", "--json"]  # fmt: skip
+    printed = CliRunner().invoke(app(), args).stdout
+    inputs = servelab.PredictInput(
+        ctx_per_slot=2048, parallel=2, kv_k="q8_0", kv_v="q8_0", spec_k=3, accept=0.7
+    )
+    prediction = servelab.predict(arch_file, inputs, hardware="h100-sxm")
+    as_json = json.dumps(servelab.prediction_to_json(prediction), indent=2, sort_keys=True)
+    assert printed == as_json + "\n"
+    bare = servelab.predict(str(arch_file), hardware=None)
+    assert bare.hardware is None and bare.inputs.ctx_per_slot == 4096 and bare.batch == ()

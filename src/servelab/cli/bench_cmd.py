@@ -10,10 +10,11 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from servelab.analysis.request_failures import check_request_failures
 from servelab.cli.errors import validation_to_usage
+from servelab.engines.registry import engine_class
 from servelab.errors import UsageError
-from servelab.report.failures import check_request_failures
-from servelab.report.table import failure_lines, summary_table, warning_lines
+from servelab.report.bench_table import failure_lines, summary_table, warning_lines
 from servelab.runner.bench import run_bench
 from servelab.runner.progress import NullReporter, Reporter, RichReporter
 from servelab.spec.bench import BenchConfig
@@ -33,7 +34,9 @@ def _split_flags(flags: str) -> tuple[str, ...]:
 
 
 def bench(
-    engine: str = typer.Option("llamacpp", "--engine", help="llamacpp (managed) or openai"),
+    engine: str = typer.Option(
+        "llamacpp", "--engine", help="llamacpp (managed), openai, or replay (recorded streams)"
+    ),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="model name or GGUF path"),
     flags: str = typer.Option("", "--flags", help='extra engine flags, e.g. "-fa on -ctk q8_0"'),
     endpoint: str | None = typer.Option(None, "--endpoint", help="openai: base URL"),
@@ -83,20 +86,21 @@ def bench(
     reporter: Reporter = NullReporter() if quiet else RichReporter()
     result = run_bench(config, out=out, reporter=reporter)
     console = Console()
-    for arm, arm_summary in result.summary["arms"].items():
+    arms = {arm: s.to_json() for arm, s in result.summary.arms.items()}
+    for arm, arm_summary in arms.items():
         console.print(summary_table(arm, arm_summary))
         for line in failure_lines(arm_summary):
             console.print(f"[red]failed[/] {line}")
         for line in warning_lines(arm_summary):
             console.print(f"[yellow]note[/] {line}")
     console.print(f"results: {result.run_dir.root}", markup=False)
-    check_request_failures(result.summary["arms"], config.max_failure_rate, result.run_dir.root,
+    check_request_failures(arms, config.max_failure_rate, result.run_dir.root,
                            label="{}")  # fmt: skip
 
 
 def warn_bind(engines: Iterable[EngineConfig]) -> None:
     """A warning line on stderr, even with --quiet, per address that other machines can reach."""
-    found = {w for e in engines if e.kind == "llamacpp" and (w := bind_warning(e.bind))}
+    found = {w for e in engines if engine_class(e.kind).managed and (w := bind_warning(e.bind))}
     for warning in sorted(found):
         Console(stderr=True).print(f"servelab: warning: {warning}", markup=False, soft_wrap=True)
 

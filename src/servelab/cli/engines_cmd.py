@@ -1,6 +1,7 @@
 """``servelab engines``: build llama.cpp from PyPI and list what is installed.
 
-Owns parsing and printing for the engine commands; the work is in ``servelab.engines.install``.
+Owns parsing and printing for the engine commands; the work is in ``servelab.engines.install``
+(building) and ``servelab.engines.installed`` (what is installed).
 Must not catch servelab errors (``cli.main`` turns them into one line and an exit code).
 """
 
@@ -15,11 +16,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from servelab.engines.install import (
+from servelab.engines.install import install_llamacpp
+from servelab.engines.installed import (
     USER_BINARY_ENV,
     cpu_key,
     engines_root,
-    install_llamacpp,
     list_installed,
     preferred_engine,
     probe_version,

@@ -1,8 +1,9 @@
 """``servelab predict``: theory before measurement for one model, configuration and machine.
 
 Owns parsing the options, finding the architecture and the hardware, and printing the
-prediction as tables or, with ``--json``, as the stable JSON of docs/predict-json.md. The
-arithmetic is ``servelab.theory.predict``. Must not catch servelab errors.
+prediction as tables or, with ``--json``, as the stable JSON of docs/predict-json.md. The work
+is the library function ``servelab.predict`` (servelab/prediction.py); the arithmetic is
+``servelab.theory.predict``. Must not catch servelab errors.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from servelab.errors import UsageError
-from servelab.models.arch_files import load_architecture
-from servelab.runner.hardware import resolve_hardware
+from servelab.prediction import predict as run_prediction
 from servelab.theory.arch import Architecture
 from servelab.theory.predict import PredictInput, Prediction, prediction_to_json
-from servelab.theory.predict import predict as run_prediction
 
 MIB = 1024 * 1024
 
@@ -51,12 +50,11 @@ def predict(
     """Predict KV memory, decode/prefill ceilings, MoE batch scaling and spec-decode speedup."""
     if kv is not None and (kv_k, kv_v) != ("f16", "f16"):
         raise UsageError("give --kv, or --kv-k / --kv-v, not both")
-    arch = load_architecture(model, weight_bits=weight_bits)
     inputs = PredictInput(
         ctx_per_slot=ctx, parallel=parallel, kv_k=kv or kv_k, kv_v=kv or kv_v,
         position=position, spec_k=spec_k, accept=accept, draft_cost=draft_cost,
     )  # fmt: skip
-    result = run_prediction(arch, resolve_hardware(hw), inputs)
+    result = run_prediction(model, inputs, hardware=hw, weight_bits=weight_bits)
     if as_json:
         print(json.dumps(prediction_to_json(result), indent=2, sort_keys=True))
         return

@@ -37,10 +37,10 @@ def promote(
 def roles(registry: Path | None = typer.Option(None, "--registry", help=REGISTRY_HELP)) -> None:
     table = Table("role", "rules", "held by", "since", "run")
     for r in list_roles(registry_path(registry)):
-        holder = r["holder"] or {}
+        holder = r.holder
         table.add_row(
-            r["role"], "\n".join(r["rules"]) or "-", holder.get("arm", "-"),
-            holder.get("promoted_utc", "-"), holder.get("run_id", "-"),
+            r.role, "\n".join(r.rules) or "-", holder.arm if holder else "-",
+            holder.promoted_utc if holder else "-", (holder.run_id if holder else None) or "-",
         )  # fmt: skip
     Console().print(table)
 
@@ -53,8 +53,8 @@ def verify(
 ) -> None:
     result = do_verify(registry_path(registry), role, requests=requests, out=out)
     console = Console()
-    for c in result.summary.get("comparisons") or []:
-        console.print(f"{c['metric']}: {c.get('summary') or c.get('verdict')}", markup=False)
+    for c in result.summary.comparisons:
+        console.print(f"{c.metric}: {c.summary or c.verdict}", markup=False)
     for note in result.notes:
         console.print(f"note: {note}", markup=False)
     console.print(f"report: {result.compare_dir / 'report.md'}", markup=False)

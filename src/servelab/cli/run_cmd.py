@@ -6,25 +6,19 @@ Each command calls one library function and prints the verdicts and where the re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
 
+from servelab.analysis.request_failures import check_request_failures
 from servelab.cli.bench_cmd import warn_bind
 from servelab.errors import GatesFailed
 from servelab.report.build import Report, build_report
-from servelab.report.failures import check_request_failures
 from servelab.runner.compare import compare_runs
-from servelab.runner.experiment import (
-    ExperimentResult,
-    load_spec,
-    resume_experiment,
-    run_experiment,
-)
+from servelab.runner.experiment import ExperimentResult, resume_experiment, run_experiment
+from servelab.runner.experiment_inputs import ExperimentInputs
 from servelab.runner.preflight import DEFAULT_MAX_FOREIGN_CPU
 from servelab.runner.progress import ExperimentReporter, NullReporter, Reporter
-from servelab.spec.experiment import resolve_arm
 
 
 def _reporter(quiet: bool, total: int) -> Reporter:
@@ -33,25 +27,25 @@ def _reporter(quiet: bool, total: int) -> Reporter:
 
 def print_verdicts(report: Report, console: Console | None = None) -> None:
     console = console or Console()
-    summary: dict[str, Any] = report.summary
-    for confound in summary.get("allowed_confounds") or []:
-        values = ", ".join(f"{a}: {v}" for a, v in confound.get("values", {}).items())
-        console.print(f"[bold red]CONFOUNDED[/] arms differ in {confound['field']} ({values})",
+    summary = report.summary
+    for confound in summary.allowed_confounds:
+        values = ", ".join(f"{a}: {v}" for a, v in confound.values.items())
+        console.print(f"[bold red]CONFOUNDED[/] arms differ in {confound.field} ({values})",
                       markup=True, highlight=False)  # fmt: skip
     by_candidate: dict[str, list[str]] = {}
-    for c in summary.get("comparisons") or []:
-        key = c["candidate"] + (f" (c={c['concurrency']})" if c.get("concurrency", 1) != 1 else "")
-        by_candidate.setdefault(key, []).append(str(c.get("summary") or c.get("verdict")))
+    for c in summary.comparisons:
+        key = c.candidate + (f" (c={c.concurrency})" if c.concurrency != 1 else "")
+        by_candidate.setdefault(key, []).append(str(c.summary or c.verdict))
     for candidate, parts in by_candidate.items():
-        console.print(f"{candidate} vs {summary.get('baseline')}: " + ", ".join(parts),
+        console.print(f"{candidate} vs {summary.baseline}: " + ", ".join(parts),
                       markup=False, highlight=False)  # fmt: skip
-    for arm, rules in (summary.get("gates") or {}).items():
-        bad = [r for r, res in rules.items() if not res.get("passed")]
+    for arm, rules in (summary.gates or {}).items():
+        bad = [r for r, res in rules.items() if not res.passed]
         status = "pass" if not bad else "FAIL " + "; ".join(bad)
         console.print(f"gates {arm}: {status}", markup=False, highlight=False)
-    for w in summary.get("warnings") or []:
-        arm = f" [{w['arm']}]" if w.get("arm") else ""
-        console.print(f"warning{arm}: {w.get('detail')}", markup=False, highlight=False)
+    for w in summary.warnings:
+        arm = f" [{w.arm}]" if w.arm else ""
+        console.print(f"warning{arm}: {w.detail}", markup=False, highlight=False)
     console.print(f"report: {report.html}", markup=False, highlight=False)
     console.print(f"        {report.markdown}", markup=False, highlight=False)
 
@@ -70,13 +64,14 @@ def run(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
-    parsed, _ = load_spec(spec)
-    warn_bind(resolve_arm(parsed, arm).engine for arm in parsed.expand())
-    total = len(parsed.expand()) * len(parsed.concurrency_levels) * parsed.max_blocks
+    inputs = ExperimentInputs.load(spec)  # read and resolved once, here
+    parsed = inputs.spec
+    warn_bind(arm.engine for arm in inputs.arms.values())
+    total = len(inputs.arms) * len(parsed.concurrency_levels) * parsed.max_blocks
     result = run_experiment(
         spec, out, allow_confound=tuple(allow_confound), force=force,
         max_foreign_cpu=max_foreign_cpu,
-        reporter=_reporter(quiet, total * parsed.requests_per_block),
+        reporter=_reporter(quiet, total * parsed.requests_per_block), inputs=inputs,
     )  # fmt: skip
     _finish(result)
 
@@ -84,11 +79,12 @@ def run(
 def _finish(result: ExperimentResult) -> None:
     console = Console()
     if result.stopped_early:
-        console.print(f"stopped early: {result.looks[-1].get('reason', '')}", markup=False)
+        console.print(f"stopped early: {result.looks[-1].reason}", markup=False)
     report = build_report(result.run_dir.root)
     print_verdicts(report, console)
-    check_request_failures(report.summary["arms"], result.max_failure_rate, report.run_dir.root)
-    failed = report.summary.get("gates_failed") or []
+    arms = {arm: s.to_json() for arm, s in report.summary.arms.items()}
+    check_request_failures(arms, result.max_failure_rate, report.run_dir.root)
+    failed = list(report.summary.gates_failed or ())
     if failed:
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         raise GatesFailed(f"gate failed: {failed[0]}{more}; see {report.markdown}")

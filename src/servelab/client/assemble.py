@@ -11,7 +11,6 @@ the observation says when one was cut and how long the reply text really was.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from servelab.client.sse import (
     TOKEN_EVENTS,
@@ -26,7 +25,7 @@ from servelab.client.sse import (
     ToolCallDelta,
     UsageReport,
 )
-from servelab.records import Observation, Outcome, ToolCall, Usage
+from servelab.records import Observation, Outcome, ServerValue, ToolCall, Usage
 
 STORED_TEXT_LIMIT = 262_144  # characters kept per text field of one reply (docs/metrics.md)
 
@@ -62,7 +61,7 @@ class ResponseAssembler:
     first_tool_s: float | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
-    timings: dict[str, Any] | None = None
+    timings: dict[str, ServerValue] | None = None
     error: str | None = None
     malformed: str | None = None
     saw_done: bool = False
@@ -91,8 +90,9 @@ class ResponseAssembler:
     @staticmethod
     def _predicted_n(events: list[Event]) -> int | None:
         for e in events:
-            if isinstance(e, Timings) and isinstance(e.timings.get("predicted_n"), int):
-                return int(e.timings["predicted_n"])
+            n = e.timings.get("predicted_n") if isinstance(e, Timings) else None
+            if isinstance(n, int) and not isinstance(n, bool):
+                return n
         return None
 
     def _apply(self, event: Event, t_s: float) -> None:
@@ -173,7 +173,7 @@ class ResponseAssembler:
         invalid_utf8_bytes: int,
     ) -> Observation:
         counts, source = self._token_counts()
-        extra: dict[str, Any] = {"saw_done": self.saw_done}
+        extra: dict[str, float | int | bool | None] = {"saw_done": self.saw_done}
         if self.first_reasoning_s is not None:
             extra["first_reasoning_s"] = self.first_reasoning_s
         return Observation(

@@ -8,8 +8,12 @@ unique prefix that defeats prefix caches on engines without a switch for them.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
+
+# A JSON request body as built here and sent by the client (httpx / json.dumps serialise it).
+Body = dict[str, object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,13 +24,13 @@ class Sampling:
     ignore_eos: bool = False
 
 
-def _with_prefix(messages: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+def _with_prefix(messages: Sequence[Mapping[str, object]], prefix: str) -> list[Body]:
     """Put ``prefix`` at the very start of the first message, so no two prompts share a prefix.
 
     (Templates may still render tool definitions before it; engines cache only exact prefixes,
     so those few template tokens are all that can be reused.)
     """
-    out = copy.deepcopy(messages)
+    out = [copy.deepcopy(dict(m)) for m in messages]
     if not out:
         return out
     first = out[0]
@@ -44,14 +48,14 @@ def build_payload(
     *,
     model: str,
     sampling: Sampling,
-    messages: list[dict[str, Any]] | None = None,
+    messages: Sequence[Mapping[str, object]] | None = None,
     prompt: str | None = None,
-    tools: list[dict[str, Any]] | None = None,
-    extras: dict[str, Any] | None = None,
+    tools: Sequence[Mapping[str, object]] | None = None,
+    extras: Mapping[str, object] | None = None,
     unique_prefix: str | None = None,
-) -> tuple[Literal["chat", "completions"], dict[str, Any]]:
+) -> tuple[Literal["chat", "completions"], Body]:
     """The endpoint kind and JSON body for one streamed request."""
-    body: dict[str, Any] = {
+    body: Body = {
         "model": model,
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -64,9 +68,11 @@ def build_payload(
         body["ignore_eos"] = True
     body.update(extras or {})
     if messages is not None:
-        body["messages"] = _with_prefix(messages, unique_prefix) if unique_prefix else messages
+        body["messages"] = (
+            _with_prefix(messages, unique_prefix) if unique_prefix else list(messages)
+        )
         if tools:
-            body["tools"] = tools
+            body["tools"] = list(tools)
         return "chat", body
     if prompt is None:
         raise ValueError("a request needs messages or a prompt")

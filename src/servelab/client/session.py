@@ -7,7 +7,10 @@ shared with the engine, its per-chunk CPU cost (async generators through httpcor
 connections (local engines) go through ``plainhttp`` (a socket and h11); others (TLS,
 keep-alive) through a blocking httpx client (benchmarks/client_overhead.py has the figures).
 Local engines get a fresh loopback connection per request (microseconds), so no request ever
-meets a kept-alive connection the server is closing.
+meets a kept-alive connection the server is closing. Whether to keep connections alive is the
+engine's to say (its class's ``keep_alive``). A session given a ``transport`` (the replay
+engine's, or a test's ``httpx.MockTransport``) sends every request through it and the same
+reader code, so tests exercise the real client without a socket.
 
 A blocked reader must be woken from outside when its request's deadline passes or the run
 stops: each request has a ``RequestGuard`` holding what would wake it (the plain stream, the
@@ -23,10 +26,9 @@ import contextlib
 import socket
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any
 
 import httpx
 
@@ -86,10 +88,13 @@ class RequestGuard:
 class StreamSession:
     """``concurrency`` reader threads over one connection pool; use as a context manager."""
 
-    def __init__(self, concurrency: int, keepalive: bool) -> None:
+    def __init__(
+        self, concurrency: int, keepalive: bool, transport: httpx.BaseTransport | None = None
+    ) -> None:
         keep = concurrency if keepalive else 0
         limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=keep)
-        self.http = httpx.Client(limits=limits, timeout=None)
+        self.http = httpx.Client(limits=limits, timeout=None, transport=transport)
+        self.injected = transport is not None
         self.executor = ThreadPoolExecutor(
             max_workers=max(1, concurrency), thread_name_prefix="servelab-reader"
         )
@@ -100,8 +105,9 @@ class StreamSession:
         self._closing = False
 
     def plain_for(self, url: str) -> bool:
-        """Use the lean socket reader: plain HTTP and a fresh connection per request."""
-        return not self.keepalive and url.startswith("http://")
+        """Use the lean socket reader: plain HTTP, a fresh connection per request, and no
+        injected transport (which must see every request)."""
+        return not self.injected and not self.keepalive and url.startswith("http://")
 
     def track(self, guard: RequestGuard) -> None:
         with self._lock:
@@ -114,10 +120,10 @@ class StreamSession:
         with self._lock:
             self._guards.discard(guard)
 
-    def trace_for(self, guard: RequestGuard) -> Callable[[str, dict[str, Any]], None]:
+    def trace_for(self, guard: RequestGuard) -> Callable[[str, Mapping[str, object]], None]:
         """An httpcore ``trace`` callback that hands each new connection's socket to ``guard``."""
 
-        def trace(event: str, info: dict[str, Any]) -> None:
+        def trace(event: str, info: Mapping[str, object]) -> None:
             if event != "connection.connect_tcp.complete":
                 return
             sock = _stream_socket(info.get("return_value"))

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from servelab.records import Usage
+from servelab.records import ServerValue, Usage
 
 REPLACEMENT = "\ufffd"
 _EOL = re.compile(rb"\r\n|\r|\n")
@@ -47,9 +47,9 @@ class UsageReport:
 
 @dataclass(frozen=True, slots=True)
 class Timings:
-    """llama.cpp's ``timings`` object exactly as received."""
+    """llama.cpp's ``timings`` object as received (its flat values; nested ones are dropped)."""
 
-    timings: dict[str, Any]
+    timings: dict[str, ServerValue]
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,14 +247,25 @@ class SSEParser:
         return chunk_events(obj)
 
 
-def _error_message(obj: dict[str, Any]) -> str:
+def _error_message(obj: Mapping[str, object]) -> str:
     err = obj.get("error", obj)
-    if isinstance(err, dict):
-        return str(err.get("message") or json.dumps(err))
+    if isinstance(err, Mapping):
+        return str(err.get("message") or json.dumps(dict(err)))
     return str(err)
 
 
-def chunk_events(obj: dict[str, Any]) -> list[Event]:
+def _int(value: object) -> int:
+    """A JSON number as an int; anything else is the caller's ``Malformed`` (via ValueError)."""
+    if isinstance(value, (int, float, str)):
+        return int(value)
+    raise ValueError(f"{value!r} is not a number")
+
+
+def _flat(obj: Mapping[str, object]) -> dict[str, ServerValue]:
+    return {k: v for k, v in obj.items() if v is None or isinstance(v, (int, float, str, bool))}
+
+
+def chunk_events(obj: Mapping[str, object]) -> list[Event]:
     """Events carried by one chat.completion.chunk or text_completion chunk object.
 
     A field of the wrong type makes the whole message ``Malformed``; this never raises.
@@ -265,7 +276,7 @@ def chunk_events(obj: dict[str, Any]) -> list[Event]:
         return [Malformed(f"a field has the wrong type ({exc})")]
 
 
-def _chunk_events(obj: dict[str, Any]) -> list[Event]:
+def _chunk_events(obj: Mapping[str, object]) -> list[Event]:
     events: list[Event] = []
     choices = obj.get("choices", [])
     if choices is None:
@@ -273,29 +284,29 @@ def _chunk_events(obj: dict[str, Any]) -> list[Event]:
     if not isinstance(choices, list):
         return [Malformed("'choices' is not a list")]
     for choice in choices[:1]:  # servelab always asks for n=1
-        if not isinstance(choice, dict):
+        if not isinstance(choice, Mapping):
             return [Malformed("a choice is not an object")]
         events.extend(_choice_events(choice))
     usage = obj.get("usage")
-    if isinstance(usage, dict) and "completion_tokens" in usage:
+    if isinstance(usage, Mapping) and "completion_tokens" in usage:
         events.append(
             UsageReport(
                 Usage(
-                    prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                    completion_tokens=int(usage["completion_tokens"]),
+                    prompt_tokens=_int(usage.get("prompt_tokens") or 0),
+                    completion_tokens=_int(usage["completion_tokens"]),
                 )
             )
         )
     timings = obj.get("timings")
-    if isinstance(timings, dict):
-        events.append(Timings(timings))
+    if isinstance(timings, Mapping):
+        events.append(Timings(_flat(timings)))
     return events
 
 
-def _choice_events(choice: dict[str, Any]) -> list[Event]:
+def _choice_events(choice: Mapping[str, object]) -> list[Event]:
     events: list[Event] = []
     delta = choice.get("delta")
-    if isinstance(delta, dict):
+    if isinstance(delta, Mapping):
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             events.append(ReasoningDelta(reasoning))
@@ -315,17 +326,18 @@ def _choice_events(choice: dict[str, Any]) -> list[Event]:
     return events
 
 
-def _tool_delta(call: Any) -> Event:
-    if not isinstance(call, dict):
+def _tool_delta(call: object) -> Event:
+    if not isinstance(call, Mapping):
         return Malformed("a tool_calls entry is not an object")
     fn = call.get("function") or {}
-    if not isinstance(fn, dict):
+    if not isinstance(fn, Mapping):
         return Malformed("a tool call's 'function' is not an object")
     name = fn.get("name")
     args = fn.get("arguments")
+    call_id = call.get("id")
     return ToolCallDelta(
-        index=int(call.get("index", 0)),
-        id=call.get("id") if isinstance(call.get("id"), str) else None,
+        index=_int(call.get("index", 0)),
+        id=call_id if isinstance(call_id, str) else None,
         name=name if isinstance(name, str) and name else None,
         arguments=args if isinstance(args, str) else "",
     )

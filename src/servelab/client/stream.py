@@ -19,12 +19,12 @@ import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
 from servelab.client.assemble import ResponseAssembler
 from servelab.client.clock import Clock
+from servelab.client.payload import Body
 from servelab.client.plainhttp import PlainHttpError, PlainHttpStream, read_head
 from servelab.client.session import RequestGuard, StreamSession
 from servelab.client.sse import LineSplitter, Malformed, SSEParser
@@ -41,7 +41,7 @@ class HttpRequest:
     """What to send. Headers may hold an API key: they are never stored with results."""
 
     url: str
-    payload: dict[str, Any]
+    payload: Body
     headers: dict[str, str] = field(default_factory=dict)
 
 

@@ -1,25 +1,124 @@
-"""The engine protocol and the registry of engine kinds.
+"""The engine protocol: what every engine kind answers for itself.
 
-Owns the one small interface every engine implements (launch, wait healthy, describe, scrape
-metrics, stop, and what to add to each request) and the lookup by kind. Engine modules register
-themselves here; nothing else in servelab names a concrete engine class.
+Owns the one small interface every engine implements, in two halves:
+
+- class-level facts and pure functions of a configuration, answered without starting a
+  process or binding a port: whether the client keeps connections alive, whether logits (and so
+  perplexity / KL) are available, whether the engine reports its KV memory, whether servelab
+  manages a local process, the effective configuration the confound guard compares, the counter
+  names of its ``/metrics``, the command that runs a promoted configuration, and so on;
+- the instance lifecycle: launch, wait healthy, describe, scrape metrics, check alive, stop,
+  and what to add to each request.
+
+Engine modules import this module; they never import the registry (``engines/registry.py``),
+which imports them. Nothing outside ``engines/`` (and the spec's list of kinds) names a concrete
+engine class or compares a kind to a string: it asks ``engine_class(kind).<attribute>``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import ClassVar, Protocol
 
+from servelab.client.transport import Transport
 from servelab.engines.prom import MetricsSnapshot
-from servelab.errors import UsageError
 from servelab.spec.engine import EngineConfig
+from servelab.theory.kvreport import MeasuredKv
+
+# One value of the flat effective configuration (``ArmEntry.effective`` in the manifest).
+EffectiveValue = str | int | float | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveEngineConfig:
+    """The engine-specific part of an arm's effective configuration.
+
+    ``values`` holds the flat keys the confound guard compares (``engine.binary``,
+    ``model.sha256``, ``llama.spec-type``, ...), in the order the manifest records them;
+    ``argv`` is the launch argument list with the port masked (empty when nothing is launched).
+    """
+
+    values: dict[str, EffectiveValue]
+    argv: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CounterNames:
+    """The Prometheus counter names (``/metrics``) an engine uses for each figure servelab
+    reads from counter deltas; None where the engine has no such counter."""
+
+    prompt_tokens: str | None = None
+    prompt_seconds: str | None = None
+    tokens_predicted: str | None = None
+    tokens_predicted_seconds: str | None = None
+    decode_calls: str | None = None
+    drafts: str | None = None
+    draft_tokens: str | None = None
+    draft_accepted_tokens: str | None = None
+    extra: tuple[str, ...] = field(default=())  # other counters it has (per-position, ...)
+
+    def read(self, deltas: Mapping[str, float], name: str | None) -> float | None:
+        """The delta of counter ``name`` (one of this record's values), None if absent."""
+        return deltas.get(name) if name is not None else None
 
 
 class Engine(Protocol):
-    kind: str
+    """One engine kind. Class-level members need no instance (no process, no port)."""
+
+    kind: ClassVar[str]
+    keep_alive: ClassVar[bool]  # the client keeps connections alive (remote endpoints)
+    has_logits: ClassVar[bool]  # llama-perplexity can score this engine's model (ppl, KL)
+    reports_kv: ClassVar[bool]  # a start at kv_probe_config logs the KV memory it allocated
+    managed: ClassVar[bool]  # servelab starts a local process (foreign-engine preflight applies)
+    process_name: ClassVar[str]  # for messages: "starting llama-server"
+    counter_names: ClassVar[CounterNames]
+
     config: EngineConfig
 
+    def __init__(self, config: EngineConfig, log_path: Path) -> None: ...
+
+    # -- class-level: pure functions of a configuration -------------------------------------
+    @classmethod
+    def effective_config(cls, config: EngineConfig, arm_name: str) -> EffectiveEngineConfig:
+        """The engine-specific effective configuration, defaults explicit; binds nothing."""
+        ...
+
+    @classmethod
+    def canonical_names(
+        cls, names: tuple[str, ...], configs: Sequence[EngineConfig]
+    ) -> tuple[str, ...]:
+        """``declare`` / ``--allow-confound`` names with this engine's aliases made canonical."""
+        ...
+
+    @classmethod
+    def launch_command(cls, argv: Sequence[str], port: int) -> list[str]:
+        """The command that runs a recorded configuration (``argv`` as stored, port masked)
+        listening on ``port``; empty when servelab launches nothing for this kind."""
+        ...
+
+    @classmethod
+    def kv_probe_config(cls, config: EngineConfig) -> EngineConfig:
+        """``config`` changed so that one start logs the KV memory (``reports_kv``)."""
+        ...
+
+    @classmethod
+    def read_kv_report(cls, log_text: str) -> MeasuredKv | None:
+        """The KV memory the engine reported in its log, None when the log holds none."""
+        ...
+
+    @classmethod
+    def config_for_concurrency(cls, config: EngineConfig, concurrency: int) -> EngineConfig:
+        """``config`` able to serve ``concurrency`` requests at once (bench)."""
+        ...
+
+    @classmethod
+    def model_bytes(cls, config: EngineConfig) -> int:
+        """Bytes of the local model file the engine loads (0 when none)."""
+        ...
+
+    # -- instance: one engine, launched or connected ----------------------------------------
     @property
     def base_url(self) -> str: ...
 
@@ -27,7 +126,7 @@ class Engine(Protocol):
 
     def wait_healthy(self, timeout_s: float) -> None: ...
 
-    def describe(self) -> dict[str, Any]: ...
+    def describe(self) -> dict[str, object]: ...
 
     def scrape_metrics(self) -> MetricsSnapshot | None: ...
 
@@ -35,7 +134,7 @@ class Engine(Protocol):
 
     def stop(self) -> None: ...
 
-    def request_extras(self) -> dict[str, Any]: ...
+    def request_extras(self) -> dict[str, object]: ...
 
     def request_headers(self) -> dict[str, str]: ...
 
@@ -43,30 +142,6 @@ class Engine(Protocol):
 
     def completions_url(self) -> str: ...
 
-
-EngineFactory = Callable[[EngineConfig, Path], Engine]
-_REGISTRY: dict[str, EngineFactory] = {}
-
-
-def register(kind: str, factory: EngineFactory) -> None:
-    _REGISTRY[kind] = factory
-
-
-def create_engine(config: EngineConfig, log_path: Path) -> Engine:
-    """The engine for ``config.kind``; ``log_path`` receives a managed engine's output."""
-    _load_builtin()
-    try:
-        factory = _REGISTRY[config.kind]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise UsageError(f"unknown engine kind {config.kind!r}; known kinds: {known}") from None
-    return factory(config, log_path)
-
-
-def kinds() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def _load_builtin() -> None:
-    from servelab.engines import llamacpp, openai  # noqa: F401 - registers the kinds
+    def transport(self) -> Transport | None:
+        """The transport the client sends through; None: the real network."""
+        ...

@@ -1,11 +1,12 @@
-"""Building llama.cpp's tools from the llama-cpp-python sdist, and finding installed binaries.
+"""Building llama.cpp's tools from the llama-cpp-python sdist.
 
-Owns ``cache_dir()/engines/llamacpp/``: fetching the sdist with pip, extracting
+Owns writing ``cache_dir()/engines/llamacpp/``: fetching the sdist with pip, extracting
 ``vendor/llama.cpp``, configuring and building it with the cmake and ninja PyPI packages, and
 installing ``<commit>-<backend>-<cpukey>/`` with ``bin/``, ``build.log`` and ``install.json``.
-Also resolves which llama.cpp binary to run. Must not launch engines (the engine module does),
-run anything through a shell, or leave a half-installed engine: each build happens in a
-``.build-<pid>-*`` directory beside its destination and is renamed into place only when complete.
+Which install (or other binary) runs is ``installed.py``'s (its names are re-exported here).
+Must not launch engines (the engine module does), run anything through a shell, or leave a
+half-installed engine: each build happens in a ``.build-<pid>-*`` directory beside its
+destination and is renamed into place only when complete.
 
 CUDA: ``cuda=True`` always builds with ``-DGGML_CUDA=ON``; ``cuda=False`` never does. Auto
 (``cuda=None``) needs ``nvcc`` on PATH *and* ``nvidia-smi -L`` listing a GPU, because a CUDA
@@ -18,8 +19,6 @@ hash of the CPU flags and only an install with this machine's key is picked to r
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import re
@@ -49,24 +48,41 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from servelab.errors import (
-    BuildError,
-    DownloadError,
-    EngineNotInstalledError,
-    EnvironmentProblem,
-    UsageError,
+from servelab.engines.installed import (
+    KIND,
+    LLAMA_CPP_COMMIT,
+    TOOLS,
+    USER_BINARY_ENV,
+    InstalledEngine,
+    cpu_flags,
+    cpu_key,
+    engine_dir,
+    engines_root,
+    find_llama_binary,
+    gpu_present,
+    list_installed,
+    load_installed,
+    preferred_engine,
+    probe_version,
 )
+from servelab.errors import BuildError, DownloadError, EnvironmentProblem
 from servelab.models.pull import pip_download, sha256_file
 from servelab.paths import cache_dir, file_lock, write_json_atomic
 
-KIND = "llamacpp"
+# The finders live in installed.py; they are re-exported here for callers of the old home.
+__all__ = [
+    "CMAKE_FLAGS", "CUDA_FLAG", "KIND", "LLAMA_CPP_COMMIT", "SCHEMA_VERSION", "SDIST_FILENAME",
+    "SDIST_REQUIREMENT", "SDIST_SHA256", "SDIST_VERSION", "TOOLS", "USER_BINARY_ENV",
+    "BuildTools", "InstalledEngine", "choose_backend", "cpu_flags", "cpu_key", "engine_dir",
+    "engines_root", "extract_llama_cpp", "fetch_sdist", "find_build_tools", "find_llama_binary",
+    "gpu_present", "install_llamacpp", "list_installed", "load_installed",
+    "parse_ninja_progress", "preferred_engine", "probe_version", "run_logged",
+]  # fmt: skip
+
 SDIST_REQUIREMENT = "llama-cpp-python==0.3.36"
 SDIST_VERSION = "0.3.36"
 SDIST_FILENAME = "llama_cpp_python-0.3.36.tar.gz"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
-LLAMA_CPP_COMMIT = "0c1e57098"
-TOOLS = ("llama-server", "llama-bench", "llama-perplexity", "llama-quantize")
-USER_BINARY_ENV = "SERVELAB_LLAMA_SERVER"
 SCHEMA_VERSION = 1
 CMAKE_FLAGS = (
     "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF",
@@ -85,61 +101,12 @@ _LOG_TAIL_LINES = 8
 
 
 @dataclass(frozen=True, slots=True)
-class InstalledEngine:
-    kind: str
-    version: str
-    commit: str
-    backend: str
-    cpu_key: str
-    root: Path
-    bin_dir: Path
-    built_at: str
-
-    def binary(self, tool: str = "llama-server") -> Path:
-        return self.bin_dir / tool
-
-
-@dataclass(frozen=True, slots=True)
 class BuildTools:
     cmake: Path
     ninja: Path
 
 
 # --- the machine -----------------------------------------------------------------------------
-
-
-def cpu_flags() -> tuple[str, ...]:
-    """The sorted CPU feature flags from /proc/cpuinfo (``flags`` on x86, ``Features`` on Arm);
-    empty where there is no /proc/cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ()
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() in ("flags", "Features"):
-            return tuple(sorted(set(value.split())))
-    return ()
-
-
-def cpu_key(flags: Sequence[str] | None = None) -> str:
-    """``<machine>-<first 10 hex of sha256 of the sorted CPU flags>``; without flags (not Linux)
-    the hash is of ``platform.processor()``."""
-    flags = cpu_flags() if flags is None else flags
-    basis = " ".join(sorted(set(flags))) if flags else platform.processor()
-    return f"{platform.machine()}-{hashlib.sha256(basis.encode()).hexdigest()[:10]}"
-
-
-def gpu_present() -> bool:
-    """True when ``nvidia-smi -L`` runs and lists at least one GPU."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return False
-    try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=15, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and any(s.startswith("GPU ") for s in out.stdout.splitlines())
 
 
 def choose_backend(cuda: bool | None) -> str:
@@ -183,97 +150,6 @@ def find_build_tools(backend: str) -> BuildTools:
 
 
 # --- installed engines -----------------------------------------------------------------------
-
-
-def engines_root() -> Path:
-    return cache_dir() / "engines" / KIND
-
-
-def engine_dir(backend: str, key: str | None = None) -> Path:
-    return engines_root() / f"{LLAMA_CPP_COMMIT}-{backend}-{key or cpu_key()}"
-
-
-def load_installed(root: Path) -> InstalledEngine | None:
-    """The engine installed at ``root``, or None unless install.json and every binary exist."""
-    try:
-        meta = json.loads((root / "install.json").read_text(encoding="utf-8"))
-        engine = InstalledEngine(
-            kind=str(meta["kind"]),
-            version=str(meta["version"]),
-            commit=str(meta["commit"]),
-            backend=str(meta["backend"]),
-            cpu_key=str(meta["cpu_key"]),
-            root=root,
-            bin_dir=root / "bin",
-            built_at=str(meta["built_at"]),
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return engine if all(engine.binary(t).is_file() for t in TOOLS) else None
-
-
-def list_installed() -> list[InstalledEngine]:
-    """Every complete install in the cache, newest first (any CPU key)."""
-    root = engines_root()
-    dirs = sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
-    found = [e for e in map(load_installed, dirs) if e is not None]
-    return sorted(found, key=lambda e: e.built_at, reverse=True)
-
-
-def preferred_engine() -> InstalledEngine | None:
-    """The newest install for this CPU; a CUDA one first when a GPU is present, never otherwise."""
-    mine = [e for e in list_installed() if e.cpu_key == cpu_key()]
-    if any(e.backend == "cuda" for e in mine) and gpu_present():
-        return next(e for e in mine if e.backend == "cuda")
-    return next((e for e in mine if e.backend == "cpu"), None)
-
-
-def _executable(path: Path, origin: str) -> Path:
-    if not path.is_file():
-        raise EngineNotInstalledError(f"{path} ({origin}) does not exist or is not a file")
-    if not os.access(path, os.X_OK):
-        raise EngineNotInstalledError(f"{path} ({origin}) is not executable; chmod +x it")
-    return path
-
-
-def find_llama_binary(tool: str = "llama-server", explicit: str | Path | None = None) -> Path:
-    """The llama.cpp ``tool`` to run: ``explicit``, else ``$SERVELAB_LLAMA_SERVER`` (other tools
-    are looked for beside it), else the preferred installed engine."""
-    if explicit is not None:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise UsageError(f"{tool} path {path} does not exist or is not a file")
-        return path
-    user = os.environ.get(USER_BINARY_ENV, "")
-    if user:
-        server = Path(user).expanduser()
-        path = server if tool == "llama-server" else server.parent / tool
-        return _executable(path, f"from {USER_BINARY_ENV}={user}")
-    engine = preferred_engine()
-    if engine is None:
-        other = [e.cpu_key for e in list_installed()]
-        hint = f" (installs exist for other CPUs: {', '.join(other)})" if other else ""
-        raise EngineNotInstalledError(
-            "no llama.cpp engine installed; run `servelab engines install llamacpp` or set "
-            f"{USER_BINARY_ENV}=/path/to/llama-server{hint}"
-        )
-    return _executable(engine.binary(tool), f"engine {engine.root.name}")
-
-
-def probe_version(binary: Path) -> str | None:
-    """``llama-server --version`` as ``<build>-<commit>``, or None if it does not answer."""
-    try:
-        out = subprocess.run(
-            [str(binary), "--version"], capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    text = out.stdout + out.stderr
-    # "version: 0.5.0-dev (build 0, commit 0c1e57098)"; older builds print "version: 0 (0c1e57098)"
-    match = re.search(r"\(build (\d+), commit (\w+)\)", text) or re.search(
-        r"version: (\d+) \((\w+)\)", text
-    )
-    return f"b{match.group(1)}-{match.group(2)}" if match else None
 
 
 # --- building --------------------------------------------------------------------------------
@@ -424,7 +300,7 @@ def _advance(bar: Progress, task: Any, line: str, shown: list[int]) -> None:
 
 def _stage(work: Path, stage: Path, dest: Path, backend: str, seconds: float) -> None:
     """Copy the binaries into ``stage/bin`` and write ``stage/install.json``."""
-    binaries: dict[str, dict[str, Any]] = {}
+    binaries: dict[str, dict[str, str | int]] = {}
     for tool in TOOLS:
         built = work / "build" / "bin" / tool
         if not built.is_file():

@@ -1,31 +1,58 @@
-"""The managed llama.cpp engine: launch ``llama-server``, watch it, describe it, stop it.
+"""The managed llama.cpp engine: what llama-server is, and one launched llama-server.
 
-Owns llama-server's argument list, health check, ``/props`` description, ``/metrics`` scrape
-and the request fields that make its numbers fair (``cache_prompt: false`` unless prefix caching
-is asked for; ``timings_per_token`` when exact tokens per chunk are asked for). Never starts
-it through a shell; binds to 127.0.0.1 unless the configuration's ``bind`` says otherwise, and
-always sends its own traffic to loopback when it binds to every interface.
+Owns the ``llamacpp`` kind's class-level answers (no keep-alive on loopback, logits for
+perplexity, the KV report at ``-lv 4`` and how to read it, its ``/metrics`` counter names, its
+launch command, its effective configuration, built by ``llamacpp_config`` without starting
+anything) and the instance lifecycle: launch, health check, ``/props`` description,
+``/metrics`` scrape and the request fields that make its numbers fair (``cache_prompt: false``
+unless prefix caching is asked for; ``timings_per_token`` when exact tokens per chunk are asked
+for). Never starts it through a shell; binds to 127.0.0.1 unless the configuration's ``bind``
+says otherwise, and always sends its own traffic to loopback when it binds to every interface.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from servelab.client import admin
-from servelab.engines.base import register
+from servelab.client.transport import Transport
+from servelab.engines.base import CounterNames, EffectiveEngineConfig
+from servelab.engines.llamacpp_config import (
+    binary_text,
+    build_from_version,
+    canonical_llama_names,
+    effective_llama_config,
+    engine_env,
+    server_argv,
+    server_binary,
+    with_port,
+)
 from servelab.engines.process import ManagedProcess, check_port_free, free_port, wait_until
 from servelab.engines.prom import MetricsSnapshot, parse_metrics
 from servelab.errors import EngineCrashedError, EngineStartError
-from servelab.models import file_sha256
+from servelab.models import file_sha256, resolve_model
 from servelab.spec.engine import EngineConfig, connect_address
+from servelab.theory.kvreport import MeasuredKv, measured_kv_from_log
 
-# llama-server reads LLAMA_ARG_* variables as flags; inheriting them would change a
-# configuration behind the user's back, so only the ones declared in the config pass.
-_ENGINE_ENV_PREFIX = "LLAMA_ARG_"
+__all__ = ["LlamaCppEngine", "binary_text", "build_from_version", "split_build_info"]
+
+# The level at which llama-server prints its KV cache sizes (INFO lines).
+KV_PROBE_FLAGS = ("-lv", "4")
+
+LLAMA_COUNTERS = CounterNames(
+    prompt_tokens="llamacpp:prompt_tokens_total",
+    prompt_seconds="llamacpp:prompt_seconds_total",
+    tokens_predicted="llamacpp:tokens_predicted_total",
+    tokens_predicted_seconds="llamacpp:tokens_predicted_seconds_total",
+    decode_calls="llamacpp:n_decode_total",
+    drafts="llamacpp:spec_decode_num_drafts_total",
+    draft_tokens="llamacpp:spec_decode_num_draft_tokens_total",
+    draft_accepted_tokens="llamacpp:spec_decode_num_accepted_tokens_total",
+    extra=("llamacpp:spec_decode_num_accepted_tokens_per_pos_total",),
+)
 
 
 def split_build_info(build_info: str) -> tuple[str, str]:
@@ -34,66 +61,67 @@ def split_build_info(build_info: str) -> tuple[str, str]:
     return version, commit
 
 
-@functools.lru_cache(maxsize=8)
-def binary_text(binary: str, flag: str) -> str:
-    """What ``binary --help`` or ``--version`` prints (stdout and stderr); cached per process."""
-    try:
-        done = subprocess.run(
-            [binary, flag], capture_output=True, text=True, timeout=30, check=False,
-            env={k: v for k, v in os.environ.items() if not k.startswith(_ENGINE_ENV_PREFIX)},
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EngineStartError(f"cannot run {binary} {flag}: {exc}") from exc
-    return done.stdout + done.stderr
-
-
-def build_from_version(text: str) -> str:
-    """``version: 0.5.0-dev (build 0, commit 0c1e57098)`` -> ``0.5.0-dev commit 0c1e57098``."""
-    for line in text.splitlines():
-        if line.startswith("version:"):
-            return line.removeprefix("version:").strip()
-    return text.strip().splitlines()[0] if text.strip() else "unknown"
-
-
 class LlamaCppEngine:
-    kind = "llamacpp"
+    """llama.cpp's ``llama-server``, launched and managed by servelab."""
+
+    kind: ClassVar[str] = "llamacpp"
+    keep_alive: ClassVar[bool] = False  # loopback connections cost microseconds
+    has_logits: ClassVar[bool] = True
+    reports_kv: ClassVar[bool] = True
+    managed: ClassVar[bool] = True
+    process_name: ClassVar[str] = "llama-server"
+    counter_names: ClassVar[CounterNames] = LLAMA_COUNTERS
 
     def __init__(self, config: EngineConfig, log_path: Path) -> None:
-        from servelab.engines.install import find_llama_binary
-        from servelab.models import resolve_model
-
         self.config = config
         self.log_path = log_path
-        self.binary = find_llama_binary("llama-server", explicit=config.binary)
+        self.binary = server_binary(config)
         self.model = resolve_model(config.model)
         self.port = config.port or free_port(config.bind)
-        self.argv = self._argv()
-        self.env, self.stripped_env = self._env()
+        self.argv = server_argv(config, self.binary, self.model.path, str(self.port))
+        self.env, self.stripped_env = engine_env(config, os.environ)
         self._proc: ManagedProcess | None = None
-        self._props: dict[str, Any] = {}
+        self._props: dict[str, Any] = {}  # JSON boundary: llama-server's /props body
 
+    # -- class-level: pure functions of a configuration -------------------------------------
+    @classmethod
+    def effective_config(cls, config: EngineConfig, arm_name: str) -> EffectiveEngineConfig:
+        return effective_llama_config(config, arm_name)
+
+    @classmethod
+    def canonical_names(
+        cls, names: tuple[str, ...], configs: Sequence[EngineConfig]
+    ) -> tuple[str, ...]:
+        return canonical_llama_names(names, configs)
+
+    @classmethod
+    def launch_command(cls, argv: Sequence[str], port: int) -> list[str]:
+        """The recorded argv with the masked port made concrete (the bind address kept)."""
+        return with_port(argv, str(port))
+
+    @classmethod
+    def kv_probe_config(cls, config: EngineConfig) -> EngineConfig:
+        return config.model_copy(update={"flags": (*config.flags, *KV_PROBE_FLAGS)})
+
+    @classmethod
+    def read_kv_report(cls, log_text: str) -> MeasuredKv | None:
+        return measured_kv_from_log(log_text)
+
+    @classmethod
+    def config_for_concurrency(cls, config: EngineConfig, concurrency: int) -> EngineConfig:
+        """Enough slots (``--parallel``) for ``concurrency`` requests at once."""
+        if config.parallel < concurrency:
+            return config.model_copy(update={"parallel": concurrency})
+        return config
+
+    @classmethod
+    def model_bytes(cls, config: EngineConfig) -> int:
+        return resolve_model(config.model).size_bytes
+
+    # -- instance ---------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
         return f"http://{connect_address(self.config.bind)}:{self.port}"
-
-    def _argv(self) -> list[str]:
-        c = self.config
-        return [
-            str(self.binary),
-            "--model", str(self.model.path),
-            "--host", c.bind,
-            "--port", str(self.port),
-            "--metrics",
-            "--parallel", str(c.parallel),
-            "--ctx-size", str(c.ctx_per_slot * c.parallel),
-            *c.flags,
-        ]  # fmt: skip
-
-    def _env(self) -> tuple[dict[str, str], list[str]]:
-        stripped = sorted(k for k in os.environ if k.startswith(_ENGINE_ENV_PREFIX))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_ENGINE_ENV_PREFIX)}
-        env.update(self.config.env)
-        return env, [k for k in stripped if k not in self.config.env]
 
     def launch(self) -> None:
         check_port_free(self.config.bind, self.port)
@@ -134,7 +162,7 @@ class LlamaCppEngine:
         if code is not None:
             raise EngineCrashedError(self._exit_message(code, "while requests were running"))
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         props = self._props
         version, commit = split_build_info(str(props.get("build_info", "")))
         try:
@@ -173,8 +201,8 @@ class LlamaCppEngine:
         if self._proc is not None:
             self._proc.stop()
 
-    def request_extras(self) -> dict[str, Any]:
-        extras: dict[str, Any] = {"cache_prompt": self.config.prefix_cache}
+    def request_extras(self) -> dict[str, object]:
+        extras: dict[str, object] = {"cache_prompt": self.config.prefix_cache}
         if self.config.chunk_timings:
             extras["timings_per_token"] = True
         return extras
@@ -188,5 +216,5 @@ class LlamaCppEngine:
     def completions_url(self) -> str:
         return self.base_url + "/v1/completions"
 
-
-register("llamacpp", LlamaCppEngine)
+    def transport(self) -> Transport | None:
+        return None

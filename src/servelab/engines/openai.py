@@ -8,33 +8,104 @@ is registered with ``servelab.redact`` so server text that echoes it is redacted
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 from servelab.client import admin
-from servelab.engines.base import register
+from servelab.client.transport import Transport
+from servelab.engines.base import CounterNames, EffectiveEngineConfig
 from servelab.engines.prom import MetricsSnapshot, parse_metrics
 from servelab.errors import EngineStartError, UsageError
 from servelab.redact import register_secret
 from servelab.spec.engine import EngineConfig
 
+__all__ = ["OpenAIEndpoint", "OpenAIEngine"]
 
-class OpenAIEndpoint:
-    kind = "openai"
+# An OpenAI-compatible endpoint is often a llama-server run by someone else: its counters, when
+# it exposes /metrics, are read under llama.cpp's names (absent counters read as None).
+ENDPOINT_COUNTERS = CounterNames(
+    prompt_tokens="llamacpp:prompt_tokens_total",
+    prompt_seconds="llamacpp:prompt_seconds_total",
+    tokens_predicted="llamacpp:tokens_predicted_total",
+    tokens_predicted_seconds="llamacpp:tokens_predicted_seconds_total",
+    decode_calls="llamacpp:n_decode_total",
+    drafts="llamacpp:spec_decode_num_drafts_total",
+    draft_tokens="llamacpp:spec_decode_num_draft_tokens_total",
+    draft_accepted_tokens="llamacpp:spec_decode_num_accepted_tokens_total",
+)
+
+
+def _check_api_key(config: EngineConfig) -> None:
+    """Refuse an empty API key variable; register the key's value for redaction."""
+    if config.api_key_env and not os.environ.get(config.api_key_env):
+        raise UsageError(
+            f"environment variable {config.api_key_env} is empty; export the API key "
+            "there, or drop --api-key-env for an endpoint without authentication"
+        )
+    if config.api_key_env:
+        # A server may echo the key back (in a 401 body): nothing servelab records keeps it.
+        register_secret(os.environ[config.api_key_env])
+
+
+class OpenAIEngine:
+    """An OpenAI-compatible endpoint that is already running; servelab only connects."""
+
+    kind: ClassVar[str] = "openai"
+    keep_alive: ClassVar[bool] = True  # a remote endpoint: new connections cost real time
+    has_logits: ClassVar[bool] = False
+    reports_kv: ClassVar[bool] = False
+    managed: ClassVar[bool] = False
+    process_name: ClassVar[str] = "OpenAI-compatible endpoint"
+    counter_names: ClassVar[CounterNames] = ENDPOINT_COUNTERS
 
     def __init__(self, config: EngineConfig, log_path: Path) -> None:
         self.config = config
         self.log_path = log_path
-        self._models: list[Any] = []
-        if config.api_key_env and not os.environ.get(config.api_key_env):
-            raise UsageError(
-                f"environment variable {config.api_key_env} is empty; export the API key "
-                "there, or drop --api-key-env for an endpoint without authentication"
-            )
-        if config.api_key_env:
-            # A server may echo the key back (in a 401 body): nothing servelab records keeps it.
-            register_secret(os.environ[config.api_key_env])
+        self._models: list[object] = []
+        _check_api_key(config)
 
+    # -- class-level: pure functions of a configuration -------------------------------------
+    @classmethod
+    def effective_config(cls, config: EngineConfig, arm_name: str) -> EffectiveEngineConfig:
+        """Where the endpoint is and what it serves; nothing is launched, so no argv. An API
+        key variable that is named but empty is refused here, before anything runs."""
+        _check_api_key(config)
+        return EffectiveEngineConfig(
+            values={
+                "engine.endpoint": config.endpoint,
+                "engine.served_model": config.model,
+                "engine.api_key_env": config.api_key_env,
+            }
+        )
+
+    @classmethod
+    def canonical_names(
+        cls, names: tuple[str, ...], configs: Sequence[EngineConfig]
+    ) -> tuple[str, ...]:
+        return names  # no flags of its own, so no aliases
+
+    @classmethod
+    def launch_command(cls, argv: Sequence[str], port: int) -> list[str]:
+        return []  # someone else runs it
+
+    @classmethod
+    def kv_probe_config(cls, config: EngineConfig) -> EngineConfig:
+        return config
+
+    @classmethod
+    def read_kv_report(cls, log_text: str) -> None:
+        return None
+
+    @classmethod
+    def config_for_concurrency(cls, config: EngineConfig, concurrency: int) -> EngineConfig:
+        return config
+
+    @classmethod
+    def model_bytes(cls, config: EngineConfig) -> int:
+        return 0  # no local model file
+
+    # -- instance ---------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
         url = (self.config.endpoint or "").rstrip("/")
@@ -59,7 +130,7 @@ class OpenAIEndpoint:
     def check_alive(self, grace_s: float = 0.0) -> None:
         """An external endpoint has no process to watch."""
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         return {
             "kind": self.kind,
             "base_url": self.base_url,
@@ -79,7 +150,7 @@ class OpenAIEndpoint:
     def stop(self) -> None:
         """Not ours to stop."""
 
-    def request_extras(self) -> dict[str, Any]:
+    def request_extras(self) -> dict[str, object]:
         return {}
 
     def request_headers(self) -> dict[str, str]:
@@ -93,5 +164,8 @@ class OpenAIEndpoint:
     def completions_url(self) -> str:
         return self.base_url + "/v1/completions"
 
+    def transport(self) -> Transport | None:
+        return None
 
-register("openai", OpenAIEndpoint)
+
+OpenAIEndpoint = OpenAIEngine  # the name before 0.2; kept for importers of the old name

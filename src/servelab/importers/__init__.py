@@ -12,36 +12,37 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import servelab
 from servelab.errors import UsageError
 from servelab.importers.checks import RowChecks, config_diff, config_notes
 from servelab.importers.common import (
     BadValue,
     Imported,
+    Partial,
     SourceSpec,
     check_values,
-    finish_row,
     parse_map,
     sha256_file,
 )
+from servelab.importers.imported_row import ImportedRow, finish_row
 from servelab.importers.llamabench import is_llama_bench, read_llama_bench
 from servelab.importers.presets import PRESETS, get_preset, merge_maps
 from servelab.importers.table import TableOptions, read_table
 from servelab.importers.vllm_bench import is_vllm_result, read_vllm
-from servelab.store import SCHEMA_VERSION
-from servelab.store.jsonl import JsonlWriter, write_json_atomic
+from servelab.store import ArmEntry, ImportFile, ImportSource, Manifest, write_manifest
+from servelab.store.jsonl import JsonlWriter
+from servelab.store.manifest_records import Scalar
 from servelab.store.rundir import RunDir, create_run_dir, plan_run_dir
 
 FORMATS = ("auto", "llama-bench", "vllm-bench-serve", "table")
 
-__all__ = ["FORMATS", "PRESETS", "ImportOptions", "ImportResult", "import_results"]
+__all__ = [
+    "FORMATS", "PRESETS", "ImportOptions", "ImportResult", "ImportedRow", "import_results",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +86,7 @@ def detect_format(path: Path) -> str:
     return "llama-bench" if is_llama_bench(doc) else "table"
 
 
-def _read(
-    specs: list[SourceSpec], opts: ImportOptions
-) -> tuple[Imported, Iterable[dict[str, Any]]]:
+def _read(specs: list[SourceSpec], opts: ImportOptions) -> tuple[Imported, Iterable[Partial]]:
     """The reader's state and its partial rows (a table's are read as they are consumed)."""
     fmt = opts.format
     if fmt not in FORMATS:
@@ -107,13 +106,14 @@ def _read(
     return result, _checked(result)
 
 
-def _checked(result: Imported) -> Iterator[dict[str, Any]]:
+def _checked(result: Imported) -> Iterator[Partial]:
     """A whole-document reader's rows, without those holding impossible values (counted)."""
     for partial in result.rows:
         try:
             check_values(partial)
         except BadValue as exc:
-            result.skipped.add(exc, partial["source"])
+            source = partial.get("source")
+            result.skipped.add(exc, source if isinstance(source, dict) else {})
             continue
         yield partial
 
@@ -136,8 +136,8 @@ def _table_options(opts: ImportOptions, result: Imported) -> TableOptions:
     return TableOptions(maps, arm_column, rows_key, n_out_source)
 
 
-def _detect(result: Imported, checks: RowChecks) -> dict[str, Any]:
-    mapped = {m["target"] for m in result.mapping.get("maps", [])}
+def _detect(result: Imported, checks: RowChecks) -> dict[str, dict[str, Scalar]]:
+    mapped = {m.target for m in result.mapping.maps or ()}
     result.notes.extend(checks.rate_includes_prefill(mapped))
     result.notes.extend(checks.cold_start())
     result.notes.extend(n for n in checks.tool_call_ttft() if result.format == "table")
@@ -156,7 +156,7 @@ def _detect(result: Imported, checks: RowChecks) -> dict[str, Any]:
         )
     for arm, consts in constants.items():
         if consts and result.format == "table":
-            result.arms.setdefault(arm, {})["constants"] = consts
+            result.arm_with(arm, constants=consts)
     return diff
 
 
@@ -166,37 +166,30 @@ def _reasons(result: Imported) -> str:
 
 def _manifest(
     run: RunDir, result: Imported, specs: list[SourceSpec], opts: ImportOptions,
-    checks: RowChecks | None,
-) -> dict[str, Any]:  # fmt: skip
+    checks: RowChecks | None, diff: dict[str, dict[str, Scalar]] | None = None,
+) -> Manifest:  # fmt: skip
     """The manifest; without ``checks`` the one written while the rows are (status importing)."""
     arms = list(checks.arms) if checks else []
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "servelab_version": servelab.__version__,
-        "kind": "import",
-        "run_id": run.run_id,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "status": "complete" if checks else "importing",
-        "source": {
-            "format": result.format,
-            "preset": result.preset,
-            "files": [
-                {"path": str(s.path), "sha256": sha256_file(s.path), "arm": s.arm} for s in specs
-            ],
-            "mapping": result.mapping,
-            "skipped": result.skipped.as_dict(),
-        },
-        "arms": {arm: result.arms.get(arm, {}) for arm in arms},
-        "baseline": opts.baseline or (arms[0] if arms else None),
-        "interleaved": False,
-        "decision_metrics": checks.decision_metrics() if checks else [],
+    files = tuple(ImportFile(path=str(s.path), sha256=sha256_file(s.path), arm=s.arm)
+                  for s in specs)  # fmt: skip
+    manifest = Manifest(
+        kind="import",
+        run_id=run.run_id,
+        status="complete" if checks else "importing",
+        source=ImportSource(format=result.format, preset=result.preset, files=files,
+                            mapping=result.mapping, skipped=result.skipped.as_record()),
+        arms={arm: result.arms.get(arm, ArmEntry()) for arm in arms},
+        baseline=opts.baseline or (arms[0] if arms else None),
+        interleaved=False,
+        decision_metrics=tuple(checks.decision_metrics()) if checks else (),
         # Strings, so any reader can print them; each starts with its kind (common.NOTE_KINDS).
-        "notes": [f"{n['kind']}: {n['detail']}" for n in result.notes],
-    }
+        notes=tuple(f"{n['kind']}: {n['detail']}" for n in result.notes),
+    )  # fmt: skip
+    return manifest if diff is None else manifest.model_copy(update={"config_diff": diff})
 
 
 def _write_rows(
-    run: RunDir, partials: Iterable[dict[str, Any]], warmup_first: int
+    run: RunDir, partials: Iterable[Partial], warmup_first: int
 ) -> tuple[RowChecks, set[str]]:
     """Finish each partial row, append it to requests.jsonl and feed the checks: one row in
     memory at a time. Returns the checks and the names of the metrics derived."""
@@ -204,23 +197,24 @@ def _write_rows(
     position: Counter[str] = Counter()
     with JsonlWriter(run.requests) as writer:
         for seq, partial in enumerate(partials):
-            if position[partial["arm"]] < warmup_first:
+            arm = str(partial["arm"])
+            if position[arm] < warmup_first:
                 partial = {**partial, "phase": "warmup"}
-            position[partial["arm"]] += 1
+            position[arm] += 1
             checks.add_source(partial)
             row, filled = finish_row(partial, run.run_id, seq)
             derived.update(filled)
             checks.add(row)
-            writer.write(row)
+            writer.write(row.to_json())
     return checks, derived
 
 
 def _import(
-    run: RunDir, result: Imported, partials: Iterable[dict[str, Any]], specs: list[SourceSpec],
+    run: RunDir, result: Imported, partials: Iterable[Partial], specs: list[SourceSpec],
     options: ImportOptions,
 ) -> ImportResult:  # fmt: skip
     create_run_dir(run)
-    write_json_atomic(run.manifest, _manifest(run, result, specs, options, None))
+    write_manifest(run, _manifest(run, result, specs, options, None))
     checks, derived = _write_rows(run, partials, options.warmup_first)
     if not checks.arms:
         skipped = (
@@ -233,12 +227,9 @@ def _import(
     arms = {arm: state.n_rows for arm, state in checks.arms.items()}
     if options.baseline and options.baseline not in arms:
         raise UsageError(f"--baseline {options.baseline!r}: no such arm; arms: {', '.join(arms)}")
-    result.mapping["derived"] = sorted(derived)
-    result.mapping["warmup_first"] = options.warmup_first
+    result.map_with(derived=tuple(sorted(derived)), warmup_first=options.warmup_first)
     diff = _detect(result, checks)
-    manifest = _manifest(run, result, specs, options, checks)
-    manifest["config_diff"] = diff
-    write_json_atomic(run.manifest, manifest)
+    write_manifest(run, _manifest(run, result, specs, options, checks, diff))
     return ImportResult(run, arms, sum(arms.values()), result.skipped.count, result.notes)
 
 

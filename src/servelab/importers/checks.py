@@ -13,10 +13,13 @@ import json
 import statistics
 from array import array
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeGuard
 
 from servelab.importers.common import note
+from servelab.importers.imported_row import ImportedRow
+from servelab.store.manifest_records import Scalar
 
 COLD_FACTOR = 3.0
 COLD_METRICS = ("ttft_s", "e2e_s")
@@ -27,11 +30,12 @@ class _Arm:
     """What the checks keep of one arm."""
 
     n_rows: int = 0
-    first_ok: dict[str, Any] | None = None  # seq and cold metrics of the first ok trial row
+    first_seq: int | None = None  # the seq of the first ok trial row
+    first_values: dict[str, float | None] = field(default_factory=dict)  # its cold metrics
     values: dict[str, array[float]] = field(
         default_factory=lambda: {m: array("d") for m in COLD_METRICS}
     )
-    constants: dict[str, Any] | None = None  # raw scalar columns equal in every row so far
+    constants: dict[str, Scalar] | None = None  # raw scalar columns equal in every row so far
 
 
 @dataclass
@@ -45,37 +49,39 @@ class RowChecks:
     text_rows: int = 0
     present: set[str] = field(default_factory=set)  # metrics the source gave in some row
 
-    def add_source(self, partial: dict[str, Any]) -> None:
+    def add_source(self, partial: Mapping[str, object]) -> None:
         """Note which metrics a reader's row gave itself (before any were derived)."""
         self.present.update(m for m in _DECISION_CANDIDATES if partial.get(m) is not None)
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: ImportedRow) -> None:
         """Count one finished row."""
-        arm = self.arms.setdefault(row["arm"], _Arm())
+        arm = self.arms.setdefault(row.arm, _Arm())
         arm.n_rows += 1
-        self._constants(arm, row.get("raw") or {})
-        if row["outcome"] != "ok":
+        self._constants(arm, row.raw)
+        if row.outcome != "ok":
             return
         self._prefill(row)
-        self.tool_rows += row.get("ttft_tool_s") is not None
-        self.text_rows += row.get("ttft_content_s") is not None
-        if row["phase"] == "trial":
-            if arm.first_ok is None:
-                arm.first_ok = {"seq": row["seq"], **{m: row.get(m) for m in COLD_METRICS}}
+        self.tool_rows += row.metric("ttft_tool_s") is not None
+        self.text_rows += row.metric("ttft_content_s") is not None
+        if row.phase == "trial":
+            if arm.first_seq is None:
+                arm.first_seq = row.seq
+                arm.first_values = {m: row.metric(m) for m in COLD_METRICS}
             for metric in COLD_METRICS:
-                if row.get(metric) is not None:
-                    arm.values[metric].append(row[metric])
+                value = row.metric(metric)
+                if value is not None:
+                    arm.values[metric].append(value)
 
     @staticmethod
-    def _constants(arm: _Arm, raw: dict[str, Any]) -> None:
+    def _constants(arm: _Arm, raw: Mapping[str, object]) -> None:
         if arm.constants is None:
-            arm.constants = {k: v for k, v in raw.items() if not isinstance(v, dict | list)}
+            arm.constants = {k: v for k, v in raw.items() if _is_scalar(v)}
         elif arm.constants:
             for key in [k for k, v in arm.constants.items() if raw.get(k) != v]:
                 del arm.constants[key]
 
-    def _prefill(self, row: dict[str, Any]) -> None:
-        got, n_out, e2e = row.get("decode_tps"), row.get("n_out"), row.get("e2e_s")
+    def _prefill(self, row: ImportedRow) -> None:
+        got, n_out, e2e = row.metric("decode_tps"), row.metric("n_out"), row.metric("e2e_s")
         if got and n_out and e2e:
             self.prefill_pairs += 1
             self.prefill_close += abs(got - n_out / e2e) <= 0.02 * (n_out / e2e)
@@ -86,12 +92,12 @@ class RowChecks:
         for name, arm in self.arms.items():
             for metric in COLD_METRICS:
                 values = arm.values[metric]
-                if len(values) < 4 or arm.first_ok is None or arm.first_ok[metric] is None:
+                if len(values) < 4 or arm.first_seq is None or arm.first_values[metric] is None:
                     continue
                 median = statistics.median(values[1:])
                 if median > 0 and values[0] > COLD_FACTOR * median:
                     detail = (
-                        f"arm {name}: the first request (seq {arm.first_ok['seq']}) has {metric} "
+                        f"arm {name}: the first request (seq {arm.first_seq}) has {metric} "
                         f"{values[0]:.3g} s, {values[0] / median:.1f}x the median of the rest; "
                         "likely a cold start (import with --warmup-first 1 to leave it out)"
                     )
@@ -120,7 +126,7 @@ class RowChecks:
         )
         return [note("ttft_definition", detail)]
 
-    def arm_constants(self) -> dict[str, dict[str, Any]]:
+    def arm_constants(self) -> dict[str, dict[str, Scalar]]:
         """Per arm, the raw scalar columns whose value is the same in every row of that arm."""
         return {name: dict(arm.constants or {}) for name, arm in self.arms.items()}
 
@@ -134,7 +140,12 @@ class RowChecks:
 _DECISION_CANDIDATES = ("decode_tps", "ttft_s", "e2e_s", "prefill_tps", "e2e_tps")
 
 
-def config_diff(constants: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _is_scalar(value: object) -> TypeGuard[Scalar]:
+    """A raw column value that can be a constant (JSON text, number, boolean or null)."""
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def config_diff(constants: dict[str, dict[str, Scalar]]) -> dict[str, dict[str, Scalar]]:
     """Columns constant within every arm that differ between arms (one-to-one labels left out)."""
     arms = list(constants)
     if len(arms) < 2:
@@ -149,15 +160,17 @@ def config_diff(constants: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     return dict(sorted(diff.items()))
 
 
-def _numeric(value: Any) -> bool:
+def _numeric(value: Scalar) -> bool:
+    if value is None or isinstance(value, bool):
+        return False
     try:
         float(value)
-    except (TypeError, ValueError):
+    except ValueError:
         return False
-    return not isinstance(value, bool)
+    return True
 
 
-def config_notes(diff: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+def config_notes(diff: dict[str, dict[str, Scalar]]) -> list[dict[str, str]]:
     notes = []
     for key, values in diff.items():
         groups: dict[str, list[str]] = defaultdict(list)

@@ -1,9 +1,9 @@
-"""What every importer shares: field mappings, units, source rows, notes and the finished row.
+"""What every importer shares: field mappings, units, source values, notes and skipped rows.
 
-Owns the shape of an imported row (the servelab row of docs/metrics.md, plus ``source`` and
-``raw``), the ``--map SRC=TARGET[:UNIT]`` syntax, unit conversion, derived metrics (by the
-formulas of ``servelab.metrics``, and only where the source did not give the metric itself),
-and the fixed set of note kinds an import can leave for the report. Reads files; writes nothing.
+Owns the ``--map SRC=TARGET[:UNIT]`` syntax, unit conversion, the checks on source values, the
+fixed set of note kinds an import can leave for the report, and ``Imported`` (what a reader
+produced). Foreign files are read as ``object`` values and narrowed here (``number_or_none``,
+``text_or_none``); the finished row is ``importers.imported_row``. Reads files; writes nothing.
 """
 
 from __future__ import annotations
@@ -13,14 +13,20 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from servelab.errors import UsageError
 from servelab.metrics import METRICS
-from servelab.rows import ROW_SCHEMA_VERSION
+from servelab.store import ArmEntry, FieldMapRecord, ImportMapping, SkippedRows, as_json_object
+
+Partial = dict[str, object]
+"""A reader's partial row: mapped fields (``TARGETS``) plus ``arm``, ``source`` and ``raw``."""
+SourceRef = dict[str, str | int]
+"""Where a row came from: ``{"file", "line"}`` or ``{"file", "index"}`` (+ repetition, ...)."""
+ToolCallJson = dict[str, str | int | None]
+"""A tool call as servelab rows hold it: ``{index, id, name, arguments}``."""
 
 METRIC_NAMES = tuple(m.name for m in METRICS)
 LATENCY = ("ttft_s", "ttft_content_s", "ttft_tool_s", "e2e_s", "tpot_s", "decode_tps", "e2e_tps")
@@ -69,13 +75,10 @@ class FieldMap:
     def divisor(self) -> float:
         return UNITS[self.unit] if self.unit else 1.0
 
-    def as_dict(self) -> dict[str, str | bool | None]:
-        return {
-            "source": self.source,
-            "target": self.target,
-            "unit": self.unit,
-            "optional": self.optional,
-        }
+    def as_record(self) -> FieldMapRecord:
+        return FieldMapRecord(
+            source=self.source, target=self.target, unit=self.unit, optional=self.optional
+        )
 
 
 def infer_unit(source: str, target: str) -> str | None:
@@ -107,23 +110,39 @@ def parse_map(spec: str) -> FieldMap:
 _MISSING = object()
 
 
-def lookup(row: dict[str, Any], path: str) -> Any:
+def lookup(row: Mapping[str, object], path: str) -> object:
     """``row[path]``, else a dotted walk (``spec.accepted``); ``_MISSING`` when absent."""
     if path in row:
         return row[path]
-    node: Any = row
+    node: object = row
     for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if not isinstance(node, Mapping) or part not in node:
             return _MISSING
         node = node[part]
     return node
 
 
-def is_missing(value: Any) -> bool:
+def is_missing(value: object) -> bool:
     return value is _MISSING
 
 
-def column_names(rows: Iterable[dict[str, Any]]) -> list[str]:
+def number_or_none(value: object) -> int | float | None:
+    """A source value that is a number (int or float, as it was), else None."""
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) or value is None else str(value)
+
+
+def numbers(value: object) -> tuple[float, ...]:
+    """The numbers of a source list (nothing else is kept), as they were."""
+    if not isinstance(value, list | tuple):
+        return ()
+    return tuple(v for v in value if isinstance(v, int | float) and not isinstance(v, bool))
+
+
+def column_names(rows: Iterable[Mapping[str, object]]) -> list[str]:
     """Every column seen, nested dicts shown as dotted paths one level down.
 
     Only text keys count: ``csv.DictReader`` files a ragged row's extra cells under ``None``.
@@ -149,7 +168,9 @@ def missing_column(path: str, flag: str, where: str, columns: Sequence[str]) -> 
     )
 
 
-def require_columns(rows: list[dict[str, Any]], paths: list[tuple[str, str]], where: str) -> None:
+def require_columns(
+    rows: list[Mapping[str, object]], paths: list[tuple[str, str]], where: str
+) -> None:
     """Each (path, flag) must exist in at least one row, or one line names it and the columns."""
     for path, flag in paths:
         if not any(not is_missing(lookup(r, path)) for r in rows):
@@ -182,27 +203,29 @@ class BadValue(ValueError):
 EMPTY_CELLS = ("", "null", "None", "NA")
 
 
-def is_empty(value: Any) -> bool:
+def is_empty(value: object) -> bool:
     """A JSON null or an empty CSV cell (``""``, ``null``, ``None``, ``NA``)."""
     return value is None or (isinstance(value, str) and value.strip() in EMPTY_CELLS)
 
 
-def to_number(value: Any, what: str) -> float | None:
+def to_number(value: object, what: str) -> float | None:
     """A finite number, or None for an empty cell; ``BadValue`` for text, NaN or inf."""
     if is_empty(value):
         return None
     if isinstance(value, bool):
         raise BadValue("not_a_number", f"{what}: {value!r} is not a number")
+    if not isinstance(value, int | float | str):
+        raise BadValue("not_a_number", f"{what}: {str(value)[:40]!r} is not a number")
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except ValueError:
         raise BadValue("not_a_number", f"{what}: {str(value)[:40]!r} is not a number") from None
     if not math.isfinite(number):
         raise BadValue("not_finite", f"{what}: {str(value)[:40]!r} is not a finite number")
     return number
 
 
-def check_values(partial: dict[str, Any]) -> None:
+def check_values(partial: Mapping[str, object]) -> None:
     """``BadValue`` if a metric or count of a reader's partial row is NaN, inf or negative.
 
     Every metric of docs/metrics.md is a time, a rate, a ratio or a token count: below zero it
@@ -213,7 +236,7 @@ def check_values(partial: dict[str, Any]) -> None:
         value = partial.get(name)
         if value is None:
             continue
-        for v in value if isinstance(value, list) else (value,):
+        for v in value if isinstance(value, list) else [value]:
             if isinstance(v, bool) or not isinstance(v, int | float):
                 continue
             if not math.isfinite(v):
@@ -254,9 +277,9 @@ class Skipped:
     """Rows not imported: counted by reason (one of ``SKIP_REASONS``), ten examples kept."""
 
     reasons: Counter[str] = field(default_factory=Counter)
-    examples: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[dict[str, str | int]] = field(default_factory=list)
 
-    def add(self, error: BadValue, source: dict[str, Any]) -> None:
+    def add(self, error: BadValue, source: SourceRef) -> None:
         self.reasons[error.kind] += 1
         if len(self.examples) < 10:
             self.examples.append({**source, "reason": str(error)})
@@ -265,8 +288,11 @@ class Skipped:
     def count(self) -> int:
         return sum(self.reasons.values())
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "reasons": dict(self.reasons), "examples": self.examples}
+    def as_record(self) -> SkippedRows:
+        return SkippedRows(
+            count=self.count, reasons=dict(self.reasons),
+            examples=tuple(as_json_object(e) for e in self.examples),
+        )  # fmt: skip
 
 
 @dataclass
@@ -274,10 +300,10 @@ class Imported:
     """What a reader produced: partial rows in source order, and everything said about them."""
 
     format: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: list[Partial] = field(default_factory=list)
+    arms: dict[str, ArmEntry] = field(default_factory=dict)
     notes: list[dict[str, str]] = field(default_factory=list)
-    mapping: dict[str, Any] = field(default_factory=dict)
+    mapping: ImportMapping = field(default_factory=ImportMapping)
     skipped: Skipped = field(default_factory=Skipped)
     preset: str | None = None
 
@@ -285,6 +311,14 @@ class Imported:
         entry = note(kind, detail)
         if entry not in self.notes:
             self.notes.append(entry)
+
+    def map_with(self, **changes: object) -> None:
+        """Record how the source was mapped (``ImportMapping`` fields)."""
+        self.mapping = self.mapping.model_copy(update=changes)
+
+    def arm_with(self, arm: str, **changes: object) -> None:
+        """Record what the source says about an arm (``ArmEntry`` fields)."""
+        self.arms[arm] = self.arms.get(arm, ArmEntry()).model_copy(update=changes)
 
 
 def classify_error(error: str) -> str:
@@ -297,113 +331,23 @@ def classify_error(error: str) -> str:
     return "http_error"
 
 
-def tool_calls_of(value: Any) -> list[dict[str, Any]]:
+def tool_calls_of(value: object) -> list[ToolCallJson]:
     """Source tool calls as servelab's ``{index, id, name, arguments}`` (arguments as JSON text)."""
     if not isinstance(value, list):
         return []
-    out = []
+    out: list[ToolCallJson] = []
     for i, call in enumerate(value):
         if not isinstance(call, dict):
             continue
-        fn: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else call
+        fn = call["function"] if isinstance(call.get("function"), dict) else call
         args = fn.get("arguments", "")
+        index = call.get("index", i)
         out.append(
             {
-                "index": call.get("index", i),
-                "id": call.get("id"),
+                "index": index if isinstance(index, int) else i,
+                "id": text_or_none(call.get("id")),
                 "name": str(fn.get("name", "")),
                 "arguments": args if isinstance(args, str) else json.dumps(args),
             }
         )
     return out
-
-
-def _ratio(num: float | None, den: float | None) -> float | None:
-    return num / den if num is not None and den else None
-
-
-def derive_missing(row: dict[str, Any]) -> list[str]:
-    """Fill metrics the source did not give, by servelab's own formulas; return their names."""
-    filled: list[str] = []
-
-    def put(name: str, value: float | None) -> None:
-        if row.get(name) is None and value is not None and math.isfinite(value):
-            row[name] = value
-            filled.append(name)
-
-    ttft, e2e, n_out = row.get("ttft_s"), row.get("e2e_s"), row.get("n_out")
-    if ttft is not None and e2e is not None and n_out is not None and n_out >= 2 and e2e > ttft:
-        put("tpot_s", (e2e - ttft) / (n_out - 1))
-        put("decode_tps", (n_out - 1) / (e2e - ttft))
-    if row.get("tpot_s") and row.get("decode_tps") is None:
-        put("decode_tps", 1.0 / row["tpot_s"])
-    if row.get("decode_tps") and row.get("tpot_s") is None:
-        put("tpot_s", 1.0 / row["decode_tps"])
-    if e2e and n_out is not None:
-        put("e2e_tps", n_out / e2e)
-    if row.get("draft_n"):
-        put("acceptance_rate", _ratio(row.get("draft_accepted"), row["draft_n"]))
-    return filled
-
-
-def split_ttft(row: dict[str, Any]) -> None:
-    """A reply that is only text or only tool calls tells which kind its first token was."""
-    ttft = row.get("ttft_s")
-    if ttft is None:
-        return
-    has_text, has_tools = bool(row.get("text")), bool(row.get("tool_calls"))
-    if has_text and not has_tools and row.get("ttft_content_s") is None:
-        row["ttft_content_s"] = ttft
-    if has_tools and not has_text and row.get("ttft_tool_s") is None:
-        row["ttft_tool_s"] = ttft
-
-
-def finish_row(partial: dict[str, Any], run_id: str, seq: int) -> tuple[dict[str, Any], list[str]]:
-    """A full servelab row from a reader's partial row; also the names of derived metrics."""
-    row: dict[str, Any] = {
-        "schema_version": ROW_SCHEMA_VERSION,
-        "run_id": run_id,
-        "arm": partial["arm"],
-        "block": int(partial.get("block") or 0),
-        "phase": partial.get("phase") or "trial",
-        "seq": seq,
-        "prompt_id": str(partial.get("prompt_id") if partial.get("prompt_id") is not None else ""),
-        "concurrency": partial.get("concurrency", 1),
-        "t_send_unix_s": partial.get("t_send_unix_s"),
-        "outcome": partial.get("outcome") or "ok",
-        "error": partial.get("error"),
-        "http_status": partial.get("http_status"),
-        "finish_reason": partial.get("finish_reason"),
-        **{m: partial.get(m) for m in METRIC_NAMES if m != "itl_s"},
-        "itl_s": list(partial.get("itl_s") or []),
-        # "usage" where the reader knows the count is the server's own; "source" otherwise.
-        "n_out_source": partial.get("n_out_source", "source") if partial.get("n_out") else None,
-        "chunk_tokens_source": partial.get("chunk_tokens_source"),
-        "first_byte_s": None,
-        "chunk_t_s": list(partial.get("chunk_t_s") or []),
-        "chunk_tokens": list(partial.get("chunk_tokens") or []),
-        "usage": None,
-        "server_timings": None,
-        "text": partial.get("text"),
-        "reasoning": partial.get("reasoning"),
-        "tool_calls": partial.get("tool_calls") or [],
-        "invalid_utf8_bytes": 0,
-        "saw_done": None,
-        "source": partial["source"],
-        "raw": partial.get("raw") or {},
-    }
-    for name in COUNTS:
-        if row[name] is not None:
-            row[name] = round(row[name])
-    if row["n_out"] is not None and row["n_in"] is not None:
-        row["usage"] = {"prompt_tokens": row["n_in"], "completion_tokens": row["n_out"]}
-    derived: list[str] = []
-    if row["outcome"] == "ok":
-        derived = derive_missing(row)
-        split_ttft(row)
-    else:  # failures never carry latency (docs/metrics.md); the source values move to raw
-        kept = {m: row[m] for m in LATENCY if row[m] is not None}
-        if kept:
-            row["raw"] = {**row["raw"], "failed_request_latency": kept}
-        row.update(dict.fromkeys(LATENCY, None), itl_s=[])
-    return row, derived

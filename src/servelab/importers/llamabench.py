@@ -9,13 +9,16 @@ parameters that differ between entries (``n_threads=2,type_k=q8_0``) or from ``-
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from servelab.errors import UsageError
-from servelab.importers.common import Imported, SourceSpec
+from servelab.importers.common import Imported, Partial, SourceRef, SourceSpec, number_or_none
 from servelab.importers.table import stem_arms
+from servelab.store import as_json_object
+
+Entry = dict[str, object]
+"""One llama-bench result object (JSON boundary: the tool's own output, read as it is)."""
 
 # Fields that describe a test or its measurement, not the configuration under test.
 TEST_KEYS = frozenset(
@@ -26,15 +29,15 @@ TEST_KEYS = frozenset(
 MODEL_KEYS = frozenset({"model_filename", "model_type", "model_size", "model_n_params"})
 
 
-def load_entries(path: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def load_entries(path: Path) -> list[tuple[Entry, SourceRef]]:
     """(entry, where) pairs of a llama-bench JSON array or JSONL file."""
     text = path.read_text(encoding="utf-8")
+    pairs: list[tuple[object, SourceRef]] = []
     try:
         doc = json.loads(text)
         items = doc if isinstance(doc, list) else [doc]
         pairs = [(e, {"file": str(path), "index": i}) for i, e in enumerate(items)]
     except json.JSONDecodeError:
-        pairs = []
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -44,33 +47,40 @@ def load_entries(path: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
                 raise UsageError(
                     f"{path}:{number}: not llama-bench JSON ({exc.msg}); was the run cut short?"
                 ) from exc
+    entries: list[tuple[Entry, SourceRef]] = []
     for entry, where in pairs:
         if not isinstance(entry, dict) or "samples_ns" not in entry:
             raise UsageError(
                 f"{path}: entry {where} has no samples_ns; is this llama-bench -o json?"
             )
-    return pairs
+        entries.append((entry, where))
+    return entries
 
 
-def is_llama_bench(doc: Any) -> bool:
+def _int(value: object) -> int:
+    number = number_or_none(value)
+    return int(number) if number else 0
+
+
+def is_llama_bench(doc: object) -> bool:
     items = doc if isinstance(doc, list) else [doc]
     return bool(items) and all(isinstance(e, dict) and "samples_ns" in e for e in items)
 
 
-def test_name(entry: dict[str, Any]) -> str:
-    n_p, n_g, depth = (int(entry.get(k) or 0) for k in ("n_prompt", "n_gen", "n_depth"))
+def test_name(entry: Mapping[str, object]) -> str:
+    n_p, n_g, depth = (_int(entry.get(k)) for k in ("n_prompt", "n_gen", "n_depth"))
     parts = ([f"pp{n_p}"] if n_p else []) + ([f"tg{n_g}"] if n_g else [])
     return "+".join(parts) + (f"@d{depth}" if depth else "")
 
 
-def _params(entry: dict[str, Any]) -> dict[str, Any]:
+def _params(entry: Mapping[str, object]) -> dict[str, object]:
     params = {k: v for k, v in entry.items() if k not in TEST_KEYS and k not in MODEL_KEYS}
     if "model_filename" in entry:
         params = {"model": Path(str(entry["model_filename"])).stem, **params}
     return params
 
 
-def differing(entries: list[dict[str, Any]]) -> list[str]:
+def differing(entries: list[Entry]) -> list[str]:
     """Parameter names whose values are not the same in every entry, in entry order."""
     keys: dict[str, None] = {}
     for e in entries:
@@ -78,14 +88,14 @@ def differing(entries: list[dict[str, Any]]) -> list[str]:
     return [k for k in keys if len({json.dumps(_params(e).get(k)) for e in entries}) > 1]
 
 
-def _arm(params: dict[str, Any], keys: list[str], prefix: str | None) -> str:
+def _arm(params: Mapping[str, object], keys: list[str], prefix: str | None) -> str:
     parts = [f"{k}={params.get(k)}" for k in keys]
     if prefix:
         parts.insert(0, prefix)
     return ",".join(parts)
 
 
-def _arm_from(params: dict[str, Any], fields: list[str], where: str) -> str:
+def _arm_from(params: Mapping[str, object], fields: list[str], where: str) -> str:
     missing = [f for f in fields if f not in params]
     if missing:
         raise UsageError(
@@ -97,14 +107,30 @@ def _arm_from(params: dict[str, Any], fields: list[str], where: str) -> str:
     return ",".join(f"{f}={params[f]}" for f in fields)
 
 
-def _rows(entry: dict[str, Any], arm: str, where: dict[str, Any]) -> list[dict[str, Any]]:
-    n_p, n_g = int(entry.get("n_prompt") or 0), int(entry.get("n_gen") or 0)
-    samples_ts = entry.get("samples_ts") or []
-    rows = []
-    for r, ns in enumerate(entry["samples_ns"]):
-        t = float(ns) / 1e9
-        ts = float(samples_ts[r]) if r < len(samples_ts) else (n_p + n_g) / t
-        row: dict[str, Any] = {"arm": arm, "block": r, "prompt_id": test_name(entry)}
+def _samples(entry: Mapping[str, object], key: str) -> list[float]:
+    values = entry.get(key)
+    if not isinstance(values, list):
+        return []
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"llama-bench {key}: {values!r:.60} are not numbers") from exc
+
+
+def _raw_ns(entry: Mapping[str, object], r: int) -> object:
+    """The repetition's sample as the file holds it (an int of nanoseconds)."""
+    values = entry.get("samples_ns")
+    return values[r] if isinstance(values, list) else None
+
+
+def _rows(entry: Mapping[str, object], arm: str, where: SourceRef) -> list[Partial]:
+    n_p, n_g = _int(entry.get("n_prompt")), _int(entry.get("n_gen"))
+    samples_ts = _samples(entry, "samples_ts")
+    rows: list[Partial] = []
+    for r, ns in enumerate(_samples(entry, "samples_ns")):
+        t = ns / 1e9
+        ts = samples_ts[r] if r < len(samples_ts) else (n_p + n_g) / t
+        row: Partial = {"arm": arm, "block": r, "prompt_id": test_name(entry)}
         row["n_out_source"] = "usage"  # n_gen: exactly the tokens llama-bench generated
         if n_g and not n_p:
             row.update(decode_tps=ts, n_out=n_g)
@@ -112,7 +138,9 @@ def _rows(entry: dict[str, Any], arm: str, where: dict[str, Any]) -> list[dict[s
             row.update(prefill_tps=ts, server_prompt_s=t, n_in=n_p)
         else:
             row.update(e2e_s=t, n_in=n_p, n_out=n_g)
-        raw = {"test_time": entry.get("test_time"), "sample_ns": ns, "sample_ts": ts}
+        raw: dict[str, object] = {
+            "test_time": entry.get("test_time"), "sample_ns": _raw_ns(entry, r), "sample_ts": ts,
+        }  # fmt: skip
         if entry.get("n_depth"):
             raw["n_depth"] = entry["n_depth"]
         rows.append({**row, "source": {**where, "repetition": r}, "raw": raw})
@@ -137,8 +165,9 @@ def read_llama_bench(
             else:
                 arm = stem if len(specs) > 1 else str(params.get("model", stem))
             result.rows.extend(_rows(entry, arm, where))
-            result.arms.setdefault(arm, {"params": params})
-    result.mapping.update(
+            if arm not in result.arms:
+                result.arm_with(arm, params=as_json_object(params))
+    result.map_with(
         tests={
             "tg": "decode_tps = samples_ts, n_out = n_gen",
             "pp": "prefill_tps = samples_ts, server_prompt_s = samples_ns / 1e9, n_in = n_prompt",
@@ -146,7 +175,7 @@ def read_llama_bench(
         },
         block="repetition index",
         prompt_id="the test: pp64, tg32, pp32+tg16, tg32@d512",
-        arm_fields=arm_from or keys,
+        arm_fields=tuple(arm_from or keys),
     )
     _notes(result)
 

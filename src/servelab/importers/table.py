@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from servelab.errors import UsageError
 from servelab.importers.common import (
@@ -26,6 +25,8 @@ from servelab.importers.common import (
     BadValue,
     FieldMap,
     Imported,
+    Partial,
+    SourceRef,
     SourceSpec,
     check_values,
     classify_error,
@@ -37,6 +38,7 @@ from servelab.importers.common import (
     to_number,
     tool_calls_of,
 )
+from servelab.store import as_json_object
 
 # Targets whose empty value in a successful row skips the row (unless the map is optional).
 NUMBER_TARGETS = frozenset({*METRIC_NAMES, *CONTEXT_NUMBERS, "block"} - {"itl_s"})
@@ -52,15 +54,16 @@ class TableOptions:
 
 @dataclass(frozen=True, slots=True)
 class SourceRow:
-    values: dict[str, Any]
-    where: dict[str, Any]  # {"file", "line"} or {"file", "index"}
+    values: Mapping[str, object]  # JSON boundary: one foreign row (CSV cells or JSON values)
+    where: SourceRef  # {"file", "line"} or {"file", "index"}
     ragged: BadValue | None = None  # a CSV row whose cells do not match the header
 
 
-def _ragged(values: dict[Any, Any], n_header: int) -> BadValue | None:
+def _ragged(values: Mapping[str | None, object], n_header: int) -> BadValue | None:
     """csv.DictReader files extra cells under the key None and fills missing ones with None."""
-    if None in values:
-        extra = len(values[None])
+    cells = values.get(None)
+    if isinstance(cells, list):
+        extra = len(cells)
         return BadValue("long_row", f"{n_header + extra} cells, the header has {n_header}")
     short = sum(1 for v in values.values() if v is None)
     if short:
@@ -74,11 +77,10 @@ def iter_csv(path: Path) -> Iterator[SourceRow]:
         reader = csv.DictReader(fh)
         n_header = len(reader.fieldnames or ())
         for values in reader:
-            where = {"file": str(path), "line": reader.line_num}
+            where: SourceRef = {"file": str(path), "line": reader.line_num}
             ragged = _ragged(values, n_header)
-            if ragged is not None:
-                values = {k: v for k, v in values.items() if isinstance(k, str)}
-            yield SourceRow(values, where, ragged)
+            cells = {k: v for k, v in values.items() if isinstance(k, str)} if ragged else values
+            yield SourceRow(cells, where, ragged)
 
 
 def csv_header(path: Path) -> list[str]:
@@ -102,14 +104,14 @@ def iter_jsonl(path: Path) -> Iterator[SourceRow]:
             yield SourceRow(value, {"file": str(path), "line": number})
 
 
-def load_json(path: Path) -> Any:
+def load_json(path: Path) -> object:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
 
 
-def find_rows(doc: Any, rows_key: str | None, path: Path) -> tuple[list[Any], str | None]:
+def find_rows(doc: object, rows_key: str | None, path: Path) -> tuple[list[object], str | None]:
     """The list of row objects in ``doc``: itself, the list at ``rows_key``, or the only one."""
     if isinstance(doc, list):
         return doc, None
@@ -125,10 +127,12 @@ def find_rows(doc: Any, rows_key: str | None, path: Path) -> tuple[list[Any], st
     if len(candidates) != 1:
         keys = ", ".join(candidates) or "(none)"
         raise UsageError(f"{path}: which list holds the rows? give --rows-key (lists at: {keys})")
-    return lookup(doc, candidates[0]), candidates[0]
+    found = lookup(doc, candidates[0])
+    assert isinstance(found, list)
+    return found, candidates[0]
 
 
-def _list_keys(doc: dict[str, Any], prefix: str = "") -> list[str]:
+def _list_keys(doc: Mapping[str, object], prefix: str = "") -> list[str]:
     out = []
     for key, value in doc.items():
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
@@ -138,7 +142,7 @@ def _list_keys(doc: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def _json_rows(path: Path, rows_key: str | None) -> tuple[list[SourceRow], dict[str, Any]]:
+def _json_rows(path: Path, rows_key: str | None) -> tuple[list[SourceRow], dict[str, object]]:
     doc = load_json(path)
     items, key = find_rows(doc, rows_key, path)
     rows = []
@@ -146,9 +150,10 @@ def _json_rows(path: Path, rows_key: str | None) -> tuple[list[SourceRow], dict[
         if not isinstance(value, dict):
             raise UsageError(f"{path}: row {index} is not an object; give --rows-key to the rows")
         rows.append(SourceRow(value, {"file": str(path), "index": index}))
-    meta = {k: v for k, v in doc.items() if k != key} if isinstance(doc, dict) and key else {}
-    if key and "." in key:
-        meta = {k: v for k, v in doc.items() if k != key.split(".")[0]}
+    meta: dict[str, object] = {}
+    if isinstance(doc, dict) and key:  # a list given whole has no metadata
+        top = key.split(".")[0]
+        meta = {k: v for k, v in doc.items() if k != top}
     return rows, meta
 
 
@@ -160,7 +165,7 @@ class SourceFile:
     path: Path
     kind: str  # "csv", "jsonl" or "json"
     loaded: list[SourceRow] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)  # a JSON file's other top-level values
+    meta: dict[str, object] = field(default_factory=dict)  # a JSON file's other top-level values
 
     def rows(self) -> Iterator[SourceRow]:
         if self.kind == "csv":
@@ -217,7 +222,7 @@ def _common_prefix(names: list[str]) -> str:
     return first[:n]
 
 
-def _outcome(value: Any) -> str:
+def _outcome(value: object) -> str:
     if isinstance(value, bool):
         return "ok" if value else "http_error"
     text = str(value).strip().lower()
@@ -228,13 +233,13 @@ def _outcome(value: Any) -> str:
     return "http_error"
 
 
-def _error_text(value: Any) -> str | None:
+def _error_text(value: object) -> str | None:
     if value is None or value is False or (isinstance(value, str) and not value.strip()):
         return None
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def convert(fm: FieldMap, value: Any) -> Any:
+def convert(fm: FieldMap, value: object) -> object:
     """One source value as the field it is mapped to."""
     t = fm.target
     what = f"column {fm.source}"
@@ -260,10 +265,10 @@ def convert(fm: FieldMap, value: Any) -> Any:
     return number / fm.divisor
 
 
-def map_row(row: SourceRow, maps: Sequence[FieldMap]) -> dict[str, Any]:
+def map_row(row: SourceRow, maps: Sequence[FieldMap]) -> Partial:
     """Mapped fields of one source row (``BadValue`` if one cannot be converted, or if a
     required number column is empty in a successful row)."""
-    out: dict[str, Any] = {}
+    out: Partial = {}
     empty: list[str] = []
     for fm in maps:
         value = lookup(row.values, fm.source)
@@ -272,7 +277,7 @@ def map_row(row: SourceRow, maps: Sequence[FieldMap]) -> dict[str, Any]:
         if not fm.optional and fm.target in NUMBER_TARGETS and out.get(fm.target) is None:
             empty.append(fm.source)
     if out.get("error") and out.get("outcome") in (None, "ok"):
-        out["outcome"] = classify_error(out["error"])
+        out["outcome"] = classify_error(str(out["error"]))
     if empty and out.get("outcome") in (None, "ok"):  # failed rows carry no latency anyway
         raise BadValue(
             "empty", f"column {empty[0]}: no value in a successful row (optional: {empty[0]}?=)"
@@ -286,7 +291,7 @@ def _used_keys(opts: TableOptions) -> set[str]:
     return keys | ({opts.arm_column} if opts.arm_column else set())
 
 
-def _partial(row: SourceRow, opts: TableOptions, arm: str | None, used: set[str]) -> dict[str, Any]:
+def _partial(row: SourceRow, opts: TableOptions, arm: str | None, used: set[str]) -> Partial:
     """One source row as a reader's partial row; ``BadValue`` if it cannot be imported."""
     if row.ragged is not None:
         raise row.ragged
@@ -310,7 +315,7 @@ def _partial(row: SourceRow, opts: TableOptions, arm: str | None, used: set[str]
 
 def read_table(
     specs: Sequence[SourceSpec], opts: TableOptions, result: Imported
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[Partial]:
     """The partial rows of every file, in file order, read as they are consumed.
 
     Every file's columns are checked first (a mapped column no row has is a ``UsageError``),
@@ -325,9 +330,9 @@ def read_table(
     for source, file_arm in zip(files, stem_arms(specs), strict=True):
         source.check_columns(flags)
         if source.meta:
-            result.arms.setdefault(file_arm, {})["source_meta"] = source.meta
-    result.mapping.update(
-        maps=[fm.as_dict() for fm in opts.maps], arm_column=opts.arm_column,
+            result.arm_with(file_arm, source_meta=as_json_object(source.meta))
+    result.map_with(
+        maps=tuple(fm.as_record() for fm in opts.maps), arm_column=opts.arm_column,
         rows_key=opts.rows_key,
     )  # fmt: skip
     used = _used_keys(opts)
@@ -335,16 +340,16 @@ def read_table(
     if any(fm.target == "block" for fm in opts.maps):
         rank = _block_ranks(files, arms, opts, used) or None
     if rank is not None:
-        result.mapping["block_values"] = {str(v): i for v, i in rank.items()}
+        result.map_with(block_values={str(v): i for v, i in rank.items()})
     else:
-        result.mapping["block_values"] = "index of the row within its arm"
+        result.map_with(block_values="index of the row within its arm")
     return _rows(files, arms, opts, used, rank, result)
 
 
 def _rows(
     files: list[SourceFile], arms: list[str | None], opts: TableOptions, used: set[str],
-    rank: dict[Any, int] | None, result: Imported,
-) -> Iterator[dict[str, Any]]:  # fmt: skip
+    rank: dict[object, int] | None, result: Imported,
+) -> Iterator[Partial]:  # fmt: skip
     seen: dict[str, int] = {}
     for source, arm in zip(files, arms, strict=True):
         for row in source.rows():
@@ -356,17 +361,18 @@ def _rows(
             if rank is not None:
                 partial["block"] = rank.get(partial.get("block"), 0)
             else:  # blocks are the index of the row within its arm
-                partial["block"] = seen.get(partial["arm"], 0)
-                seen[partial["arm"]] = partial["block"] + 1
+                arm_name = str(partial["arm"])
+                block = seen.get(arm_name, 0)
+                partial["block"], seen[arm_name] = block, block + 1
             yield partial
 
 
 def _block_ranks(
     files: list[SourceFile], arms: list[str | None], opts: TableOptions, used: set[str]
-) -> dict[Any, int]:
+) -> dict[object, int]:
     """Blocks from a trial column become 0, 1, ... in the order of its values (a first pass
     over the rows that will be imported, so the ranks do not depend on reading order)."""
-    values: set[Any] = set()
+    values: set[object] = set()
     for source, arm in zip(files, arms, strict=True):
         for row in source.rows():
             try:
@@ -378,8 +384,10 @@ def _block_ranks(
     return {v: i for i, v in enumerate(sorted(values, key=_sort_key))}
 
 
-def _sort_key(value: Any) -> tuple[int, float, str]:
+def _sort_key(value: object) -> tuple[int, float, str]:
     try:
-        return (0, float(value), "")
-    except (TypeError, ValueError):
-        return (1, 0.0, str(value))
+        if isinstance(value, int | float | str):
+            return (0, float(value), "")
+    except ValueError:
+        pass
+    return (1, 0.0, str(value))

@@ -10,14 +10,25 @@ Owns the mapping of vLLM's per-request arrays (vllm/benchmarks/serve.py, ``bench
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
 
 from servelab.errors import UsageError
-from servelab.importers.common import Imported, SourceSpec, classify_error
+from servelab.importers.common import (
+    Imported,
+    Partial,
+    SourceRef,
+    SourceSpec,
+    classify_error,
+    number_or_none,
+    numbers,
+)
 from servelab.importers.table import stem_arms
+from servelab.store import ArmEntry, as_json_object
+
+Doc = Mapping[str, object]
+"""One vllm bench serve result object (JSON boundary: vLLM's file, read as it is)."""
 
 ARRAYS = ("input_lens", "output_lens", "ttfts", "itls", "generated_texts", "errors")
 OPTIONAL_ARRAYS = ("latencies", "start_times", "queue_times")
@@ -31,10 +42,10 @@ SPEC_KEYS = (
 )
 
 
-def load_documents(path: Path) -> list[dict[str, Any]]:
+def load_documents(path: Path) -> list[Doc]:
     """One or more JSON objects (``--append-result`` separates them with newlines)."""
     text = path.read_text(encoding="utf-8")
-    decoder, docs, pos = json.JSONDecoder(), [], 0
+    decoder, docs, pos = json.JSONDecoder(), list[Doc](), 0
     while pos < len(text):
         while pos < len(text) and text[pos].isspace():
             pos += 1
@@ -50,26 +61,30 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
     return docs
 
 
-def is_vllm_result(doc: Any) -> bool:
+def is_vllm_result(doc: object) -> bool:
     return isinstance(doc, dict) and "ttfts" in doc and "itls" in doc
 
 
-def _check(doc: dict[str, Any], where: str) -> int:
+def _check(doc: Doc, where: str) -> int:
     missing = [k for k in ("ttfts", "itls", "errors") if k not in doc]
     if missing:
         raise UsageError(
             f"{where}: no per-request arrays ({', '.join(missing)}); "
             "rerun vllm bench serve with --save-result --save-detailed"
         )
-    n = len(doc["ttfts"])
+    ttfts = doc["ttfts"]
+    if not isinstance(ttfts, list):
+        raise UsageError(f"{where}: ttfts is not a list; is this a vllm bench serve result?")
+    n = len(ttfts)
     for key in (*ARRAYS, *OPTIONAL_ARRAYS):
-        if key in doc and isinstance(doc[key], list) and len(doc[key]) != n:
-            raise UsageError(f"{where}: {key} has {len(doc[key])} entries, ttfts has {n}")
+        values = doc.get(key)
+        if isinstance(values, list) and len(values) != n:
+            raise UsageError(f"{where}: {key} has {len(values)} entries, ttfts has {n}")
     return n
 
 
 def _arm_names(
-    specs: Sequence[SourceSpec], docs: list[list[dict[str, Any]]], arm_from: str | None
+    specs: Sequence[SourceSpec], docs: list[list[Doc]], arm_from: str | None
 ) -> list[list[str]]:
     stems = stem_arms(specs)
     names = []
@@ -89,9 +104,10 @@ def _arm_names(
     return names
 
 
-def _concurrency(doc: dict[str, Any], n: int, result: Imported, arm: str) -> int | None:
-    if doc.get("max_concurrency") is not None:
-        return int(doc["max_concurrency"])
+def _concurrency(doc: Doc, n: int, result: Imported, arm: str) -> int | None:
+    cap = number_or_none(doc.get("max_concurrency"))
+    if cap is not None:
+        return int(cap)
     rate = doc.get("request_rate", "inf")
     if str(rate) == "inf":
         return n  # every request was sent at time 0
@@ -103,15 +119,25 @@ def _concurrency(doc: dict[str, Any], n: int, result: Imported, arm: str) -> int
     return None
 
 
-def _row(doc: dict[str, Any], i: int, arm: str, where: dict[str, Any]) -> dict[str, Any]:
-    ttft, itls = doc["ttfts"][i], list(doc["itls"][i] or [])
-    error = doc["errors"][i] or None
-    n_out = doc.get("output_lens", [None] * (i + 1))[i]
+def _at(doc: Doc, key: str, i: int) -> object:
+    """``doc[key][i]``: the request's entry of a per-request array (None when absent)."""
+    values = doc.get(key)
+    return values[i] if isinstance(values, list) and i < len(values) else None
+
+
+def _row(doc: Doc, i: int, arm: str, where: SourceRef) -> Partial:
+    ttft = number_or_none(_at(doc, "ttfts", i))
+    gaps = _at(doc, "itls", i)
+    itls = list(numbers(gaps))
+    error = _at(doc, "errors", i) or None
+    n_out = _at(doc, "output_lens", i)
     chunks = list(accumulate([ttft, *itls])) if ttft else []
     latencies = doc.get("latencies")
-    e2e = latencies[i] if latencies else (chunks[-1] if chunks else None)
+    e2e = _at(doc, "latencies", i) if latencies else (chunks[-1] if chunks else None)
     verified = bool(chunks) and n_out == len(chunks)
-    raw = {k: doc[k][i] for k in ("start_times", "queue_times") if isinstance(doc.get(k), list)}
+    raw = {
+        k: _at(doc, k, i) for k in ("start_times", "queue_times") if isinstance(doc.get(k), list)
+    }
     return {
         "arm": arm,
         "block": i,
@@ -121,8 +147,8 @@ def _row(doc: dict[str, Any], i: int, arm: str, where: dict[str, Any]) -> dict[s
         "ttft_s": ttft if ttft else None,
         "e2e_s": e2e,
         "n_out": n_out,
-        "n_in": doc.get("input_lens", [None] * (i + 1))[i],
-        "text": (doc.get("generated_texts") or [None] * (i + 1))[i],
+        "n_in": _at(doc, "input_lens", i),
+        "text": _at(doc, "generated_texts", i),
         "chunk_t_s": chunks,
         "chunk_tokens": [1] * len(chunks),
         "chunk_tokens_source": "verified" if verified else "estimated",
@@ -132,11 +158,13 @@ def _row(doc: dict[str, Any], i: int, arm: str, where: dict[str, Any]) -> dict[s
     }
 
 
-def _arm_meta(doc: dict[str, Any]) -> dict[str, Any]:
+def _arm_meta(doc: Doc) -> ArmEntry:
     per_request = set(ARRAYS) | set(OPTIONAL_ARRAYS)
     meta = {k: v for k, v in doc.items() if k not in per_request and k not in SPEC_KEYS}
     spec = {k: doc[k] for k in SPEC_KEYS if k in doc}
-    return {"source_meta": meta, **({"engine_counters": spec} if spec else {})}
+    if not spec:
+        return ArmEntry(source_meta=as_json_object(meta))
+    return ArmEntry(source_meta=as_json_object(meta), engine_counters=as_json_object(spec))
 
 
 def read_vllm(specs: Sequence[SourceSpec], arm_from: str | None, result: Imported) -> None:
@@ -149,7 +177,7 @@ def read_vllm(specs: Sequence[SourceSpec], arm_from: str | None, result: Importe
             n = _check(doc, where)
             concurrency = _concurrency(doc, n, result, arm)
             for i in range(n):
-                src: dict[str, Any] = {"file": str(spec.path), "index": i}
+                src: SourceRef = {"file": str(spec.path), "index": i}
                 if len(file_docs) > 1:
                     src["document"] = k
                 row = _row(doc, i, arm, src)
@@ -157,7 +185,7 @@ def read_vllm(specs: Sequence[SourceSpec], arm_from: str | None, result: Importe
             result.arms[arm] = _arm_meta(doc)
             reconstructed = reconstructed or "latencies" not in doc
     _notes(result, reconstructed)
-    result.mapping.update(
+    result.map_with(
         arrays={
             "ttfts": "ttft_s (s)",
             "itls": "chunk gaps: chunk_t_s = ttft + cumulative itls; itl_s when n_out == chunks",

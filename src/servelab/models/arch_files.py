@@ -64,7 +64,7 @@ def _value(field: Any) -> Any:
     return field.parts[field.data[0]].tolist()[0] if field.data else None
 
 
-def read_gguf_tables(path: Path) -> tuple[dict[str, Any], list[TensorEntry]]:
+def read_gguf_tables(path: Path) -> tuple[dict[str, object], list[TensorEntry]]:
     """A GGUF's metadata (plain values; long arrays omitted) and its tensor table."""
     try:
         reader = _ArchReader(path, "r")
@@ -77,7 +77,7 @@ def read_gguf_tables(path: Path) -> tuple[dict[str, Any], list[TensorEntry]]:
     return {k: v for k, v in meta.items() if v is not None}, tensors
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> dict[str, object]:
     try:
         data = json.loads(read_text(path, "file"))
     except ValueError as exc:

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -68,7 +67,7 @@ def _sha_cache_path() -> Path:
     return cache_dir() / "sha256-cache.json"
 
 
-def _load_sha_cache() -> dict[str, dict[str, Any]]:
+def _load_sha_cache() -> dict[str, dict[str, object]]:
     try:
         data = json.loads(_sha_cache_path().read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -1,71 +1,86 @@
 """``servelab report``: rebuild ``summary.json``, ``report.md`` and ``report.html`` from a run
 directory alone (its manifest and its requests), so a report can be regenerated at any time.
 
-Owns reading the run directory for reporting and writing the three files atomically.
+Owns the report's effects, in order: read the run, read what theory and quality need from disk
+(model architectures, counter files, engine logs, the workload; scores written to
+quality/scores.jsonl), call the pure analysis (``servelab.analysis``), render, and write the
+three files atomically.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from servelab.report.analyze import analyze
-from servelab.report.gates import evaluate_gates, failed_required
+from servelab.analysis import analyze, run_facts, with_sections
+from servelab.analysis.gate_outcomes import evaluate_gates, failed_required
+from servelab.analysis.predictions import theory_section
+from servelab.analysis.quality_rates import quality_section
+from servelab.analysis.row_selection import Row
 from servelab.report.html import render_html
 from servelab.report.markdown import render_markdown
-from servelab.report.quality import run_quality
-from servelab.report.theory import run_theory
-from servelab.store.columns import read_row_table
+from servelab.report.quality_scores import score_run
+from servelab.report.theory_inputs import read_theory_inputs
+from servelab.store import Manifest, read_run
 from servelab.store.jsonl import write_json_atomic, write_text_atomic
-from servelab.store.rundir import RunDir, read_manifest
+from servelab.store.rundir import RunDir
+from servelab.store.summary import Summary, Warning
 
 
 @dataclass(frozen=True, slots=True)
 class Report:
+    """What ``build_report`` wrote, and the run it read."""
+
     run_dir: RunDir
-    summary: dict[str, Any]
+    summary: Summary
     markdown: Path
     html: Path
     bad_lines: list[int]
-    manifest: dict[str, Any]
-    rows: list[Mapping[str, Any]]
+    manifest: Manifest
+    rows: Sequence[Row]
 
 
-def read_run(root: Path) -> tuple[RunDir, dict[str, Any], list[Mapping[str, Any]], list[int]]:
-    """The manifest and the rows, held as columns (``store.columns``: a million rows fit in a
-    few hundred MB) and seen as read-only mappings; plus the unreadable line numbers."""
-    run = RunDir(root)
-    manifest = read_manifest(run)
-    table = read_row_table(run.requests) if run.requests.exists() else None
-    rows: list[Mapping[str, Any]] = list(table.rows) if table else []
-    return run, manifest, rows, table.bad_lines if table else []
+def _unreadable(bad: Sequence[int]) -> tuple[Warning, ...]:
+    if not bad:
+        return ()
+    return (Warning(
+        kind="unreadable_rows",
+        detail=f"{len(bad)} line(s) of requests.jsonl could not be read "
+        f"(lines {', '.join(map(str, bad[:5]))}); a hard kill can tear the last line",
+        advice="those requests are not counted; `servelab resume` re-runs them",
+    ),)  # fmt: skip
+
+
+def summarize_run(run: RunDir, manifest: Manifest, rows: Sequence[Row],
+                  bad: Sequence[int] = ()) -> Summary:  # fmt: skip
+    """The full summary of a run: the analysis plus theory, quality and gates."""
+    summary = analyze(manifest, rows)
+    facts = run_facts(manifest)
+    theory = theory_section(facts, rows, summary.baseline, read_theory_inputs(run, facts))
+    scored = score_run(facts, rows, run.root, summary.baseline)
+    quality = quality_section(scored.tallies, summary.baseline, scored.notes, scored.ppl)
+    gates, required, failed = None, list[str](), list[str]()
+    if facts.gate_rules:
+        interim = with_sections(summary, theory=theory, quality=quality)
+        gates = evaluate_gates(facts.gate_rules, interim, rows,
+                               interleaved=summary.interleaved, seed=summary.seed)  # fmt: skip
+        required = list(dict.fromkeys([summary.baseline, *facts.gate_require]))
+        failed = failed_required(gates, required)
+    return with_sections(
+        summary, theory=theory, quality=quality, gates=gates, gates_required=required,
+        gates_failed=failed, more_warnings=_unreadable(bad),
+    )  # fmt: skip
 
 
 def build_report(root: Path) -> Report:
-    run, manifest, rows, bad = read_run(root)
-    summary = analyze(manifest, rows)
-    summary["theory"] = run_theory(manifest, rows, run.root)
-    summary["quality"] = run_quality(manifest, rows, run.root)
-    gates = (manifest.get("spec") or {}).get("gates") or {}
-    if gates.get("rules"):
-        summary["gates"] = evaluate_gates(
-            gates["rules"], summary, rows, interleaved=bool(manifest.get("interleaved", True)),
-            seed=int(manifest.get("seed") or 0),
-        )  # fmt: skip
-        summary["gates_required"] = list(dict.fromkeys([summary["baseline"], *gates["require"]]))
-        summary["gates_failed"] = failed_required(summary["gates"], summary["gates_required"])
-    if bad:
-        summary.setdefault("warnings", []).append({
-            "kind": "unreadable_rows",
-            "detail": f"{len(bad)} line(s) of requests.jsonl could not be read "
-            f"(lines {', '.join(map(str, bad[:5]))}); a hard kill can tear the last line",
-            "advice": "those requests are not counted; `servelab resume` re-runs them",
-        })  # fmt: skip
-    write_json_atomic(run.summary, summary)
-    md = run.root / "report.md"
-    html = run.root / "report.html"
+    """Read the run at ``root``, analyse it, and write summary.json, report.md, report.html."""
+    run = read_run(root)
+    run_dir, manifest, rows, bad = run.dir, run.manifest, run.rows, run.bad_lines
+    summary = summarize_run(run_dir, manifest, rows, bad)
+    write_json_atomic(run_dir.summary, summary.to_json())
+    md = run_dir.root / "report.md"
+    html = run_dir.root / "report.html"
     write_text_atomic(md, render_markdown(summary, manifest, rows))
     write_text_atomic(html, render_html(summary, manifest, rows))
-    return Report(run, summary, md, html, bad, manifest, rows)
+    return Report(run_dir, summary, md, html, bad, manifest, rows)

@@ -11,13 +11,15 @@ the run (run, arm and field names, flags, values, model replies, errors) goes th
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from servelab.analysis.row_selection import Row
 from servelab.report.blocks import Block, Figures, Heading, KeyValues, Para, Reply, Section, Table
 from servelab.report.plots import Plot, report_plots
-from servelab.report.rows import Row
 from servelab.report.sections import report_sections, report_title
+from servelab.store import Manifest
+from servelab.store.summary import Summary
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 CSS = """
@@ -89,9 +91,7 @@ def _section(section: Section, plots: Sequence[Plot]) -> str:
     return f'<section id="{_e(section.key)}"{cls}>\n<h2>{_e(title)}</h2>\n{body}\n</section>'
 
 
-def render_html(
-    summary: Mapping[str, Any], manifest: Mapping[str, Any], rows: Sequence[Row]
-) -> str:
+def render_html(summary: Summary, manifest: Manifest, rows: Sequence[Row]) -> str:
     """The whole report: a confound banner first if any, then every section of docs/report.md."""
     sections = report_sections(summary, manifest, rows)
     plots = report_plots(summary, rows)

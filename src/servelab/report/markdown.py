@@ -6,12 +6,13 @@ Pure. The Markdown report embeds no images; it refers to report.html for plots.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
+from servelab.analysis.row_selection import Row
 from servelab.report.blocks import Block, Heading, KeyValues, Para, Reply, Table
-from servelab.report.rows import Row
 from servelab.report.sections import report_sections, report_title
+from servelab.store import Manifest
+from servelab.store.summary import Summary
 
 # --- Markdown ----------------------------------------------------------------------------------
 
@@ -53,9 +54,7 @@ def _md_block(block: Block) -> str:
     return f"Plot in report.html: {md_text(block.what)}."
 
 
-def render_markdown(
-    summary: Mapping[str, Any], manifest: Mapping[str, Any], rows: Sequence[Row] | None = None
-) -> str:
+def render_markdown(summary: Summary, manifest: Manifest, rows: Sequence[Row] | None = None) -> str:
     """The report as Markdown; a confound banner, if any, comes before everything else."""
     out: list[str] = []
     title_done = False

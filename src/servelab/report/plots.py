@@ -22,9 +22,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from servelab.analysis.row_selection import Row, ok_trials, trials
 from servelab.metrics import METRIC_BY_NAME
-from servelab.report.rows import Row, ok_trials, trials
 from servelab.report.sections import arm_order, decision_metrics, has_sweep_plot
+from servelab.store.summary import Comparison, Summary, SweepRow
 
 Points = list[tuple[float, float]]
 
@@ -189,31 +190,31 @@ def drift_figure(
     return fig
 
 
-def _forest_row(ax: Axes, y: int, c: Mapping[str, Any]) -> None:
-    band = _finite(c.get("min_effect"))
+def _forest_row(ax: Axes, y: int, c: Comparison) -> None:
+    band = _finite(c.min_effect)
     if band and band[0] > 0:
         ax.fill_betweenx([y - 0.35, y + 0.35], 1 - band[0], 1 + band[0], color="#e0e0e0", zorder=0)
-    ratio = _finite(c.get("ratio"))
+    ratio = _finite(c.ratio)
     if not ratio:
         ax.text(1.0, y, "no data", ha="center", va="center", color="#d62728")
         return
-    colour = VERDICT_COLOURS.get(str(c.get("verdict")), "#333333")
-    lo, hi = _finite(c.get("ci_low")), _finite(c.get("ci_high"))
+    colour = VERDICT_COLOURS.get(c.verdict, "#333333")
+    lo, hi = _finite(c.ci_low), _finite(c.ci_high)
     if lo and hi:
         ax.plot([lo[0], hi[0]], [y, y], color=colour, linewidth=2.5, solid_capstyle="butt")
     ax.plot([ratio[0]], [y], "o", color=colour, markersize=7)
 
 
-def forest_figure(comparisons: Sequence[Mapping[str, Any]], ci_label: str) -> Figure:
-    multi = len({c.get("concurrency") for c in comparisons}) > 1
+def forest_figure(comparisons: Sequence[Comparison], ci_label: str) -> Figure:
+    multi = len({c.concurrency for c in comparisons}) > 1
     n = len(comparisons)
     fig = _figure(8.0, 1.4 + 0.42 * n)
     ax = fig.add_subplot()
     labels = []
     for i, c in enumerate(comparisons):
         _forest_row(ax, n - 1 - i, c)
-        where = f" c={c.get('concurrency')}" if multi else ""
-        labels.append(f"{c.get('metric')}: {c.get('candidate')}{where} [{c.get('verdict')}]")
+        where = f" c={c.concurrency}" if multi else ""
+        labels.append(f"{c.metric}: {c.candidate}{where} [{c.verdict}]")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_yticks(range(n), list(reversed(labels)))
     ax.set_ylim(-0.7, n - 0.3)
@@ -224,22 +225,21 @@ def forest_figure(comparisons: Sequence[Mapping[str, Any]], ci_label: str) -> Fi
     return fig
 
 
-def _sweep_points(points: Any) -> tuple[list[float], list[float], list[float]]:
-    pts = sorted((p for p in points if isinstance(p, dict) and _finite(p.get("concurrency"))),
-                 key=lambda p: float(p["concurrency"]))  # fmt: skip
+def _sweep_points(points: Sequence[SweepRow]) -> tuple[list[float], list[float], list[float]]:
+    pts = sorted(points, key=lambda p: p.concurrency)
     nan = float("nan")
-    cs = [float(p["concurrency"]) for p in pts]
-    agg = [(_finite(p.get("aggregate_tps")) or [nan])[0] for p in pts]
-    eff = [(_finite(p.get("efficiency")) or [nan])[0] for p in pts]
+    cs = [float(p.concurrency) for p in pts]
+    agg = [(_finite(p.aggregate_tps) or [nan])[0] for p in pts]
+    eff = [(_finite(p.efficiency) or [nan])[0] for p in pts]
     return cs, agg, eff
 
 
-def sweep_figure(sweep: Mapping[str, Any], colours: Mapping[str, str]) -> Figure:
+def sweep_figure(sweep: Mapping[str, Sequence[SweepRow]], colours: Mapping[str, str]) -> Figure:
     fig = _figure(10.0, 3.8)
     ax_agg, ax_eff = fig.subplots(1, 2)
     levels: set[float] = set()
     for arm, points in sweep.items():
-        cs, agg, eff = _sweep_points(points if isinstance(points, list) else [])
+        cs, agg, eff = _sweep_points(points)
         if not cs:
             continue
         levels.update(cs)
@@ -266,19 +266,19 @@ def sweep_figure(sweep: Mapping[str, Any], colours: Mapping[str, str]) -> Figure
     return fig
 
 
-def arm_colours(summary: Mapping[str, Any], rows: Sequence[Row]) -> dict[str, str]:
+def arm_colours(summary: Summary, rows: Sequence[Row]) -> dict[str, str]:
     arms = list(dict.fromkeys([*arm_order(summary), *(str(r.get("arm")) for r in rows)]))
     return {arm: PALETTE[i % len(PALETTE)] for i, arm in enumerate(arms)}
 
 
-def report_plots(summary: Mapping[str, Any], rows: Sequence[Row]) -> list[Plot]:
+def report_plots(summary: Summary, rows: Sequence[Row]) -> list[Plot]:
     """Every plot of a report, in the order the report shows them."""
     colours = arm_colours(summary, rows)
     arms = list(colours)
     plots: list[Plot] = []
-    comparisons = [c for c in summary.get("comparisons") or [] if isinstance(c, dict)]
+    comparisons = summary.comparisons
     if comparisons:
-        conf = (_finite(summary.get("confidence")) or [0.95])[0]
+        conf = (_finite(summary.confidence) or [0.95])[0]
         fig = forest_figure(comparisons, f"{conf * 100:g} % CI")
         plots.append(Plot("forest", "Comparison ratios", "Forest plot of every comparison ratio "
                           "with its interval and no-difference band", to_png(fig)))  # fmt: skip
@@ -294,7 +294,7 @@ def report_plots(summary: Mapping[str, Any], rows: Sequence[Row]) -> list[Plot]:
             alt = f"Block medians of {metric} over time per arm"
             plots.append(Plot("drift", f"{metric} per block", alt, to_png(fig)))
     if has_sweep_plot(summary):
-        fig = sweep_figure(summary["sweep"], colours)
+        fig = sweep_figure(summary.sweep, colours)
         alt = "Aggregate tok/s and scaling efficiency against concurrency per arm, with ideal"
         plots.append(Plot("sweep", "Concurrency sweep", alt, to_png(fig)))
     return plots

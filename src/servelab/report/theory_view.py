@@ -1,4 +1,4 @@
-"""The report's "Theory beside measurement" section, from ``summary["theory"]``.
+"""The report's "Theory beside measurement" section, from the summary's ``TheorySection``.
 
 Owns how predictions sit beside measurements in the report: per arm the predicted decode
 ceiling, the measured median decode rate and their ratio ("% of roofline"), KV memory predicted
@@ -8,10 +8,8 @@ Pure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from servelab.report.blocks import Block, Para, Table
+from servelab.store.summary import ArmPrediction, SpecPrediction, TheorySection
 
 MIB = 1024 * 1024
 SPEC_TEXT = (
@@ -23,48 +21,49 @@ SPEC_TEXT = (
 )
 
 
-def _n(x: Any, fmt: str) -> str:
+def _n(x: object, fmt: str) -> str:
     return format(x, fmt) if isinstance(x, int | float) and not isinstance(x, bool) else "-"
 
 
-def theory_blocks(summary: Mapping[str, Any]) -> tuple[Block, ...]:
-    theory = summary.get("theory")
-    if not isinstance(theory, Mapping) or not theory.get("arms"):
+def _row(arm: str, t: ArmPrediction) -> tuple[str, ...]:
+    pct = t.pct_of_roofline
+    match = {True: "equal", False: "DIFFERENT", None: "-"}[t.kv_matches]
+    return (
+        arm, _n(t.position, "d"), _n(t.decode_ceiling_tps, ".1f"),
+        _n(t.measured_decode_tps, ".1f"), _n(pct * 100, ".0f") + " %" if pct else "-",
+        _n(t.kv_bytes_predicted / MIB, ".2f"), _n(t.kv_mib_reported, ".2f"), match,
+    )  # fmt: skip
+
+
+def _spec_row(arm: str, spec: SpecPrediction) -> tuple[str, ...]:
+    return (
+        arm, spec.spec_type, _n(spec.mean_draft_length, "d"), _n(spec.acceptance, ".2f"),
+        _n(spec.draft_step_fraction, ".3f"), _n(spec.tokens_per_verify_step, ".1f"),
+        _n(spec.verify_cost, ".1f"), _n(spec.predicted_speedup, ".2f"),
+        _n(spec.measured_speedup, ".2f"),
+    )  # fmt: skip
+
+
+def theory_blocks(theory: TheorySection | None) -> tuple[Block, ...]:
+    if theory is None or not theory.arms:
         return (Para("No predictions for this run."),)
-    hw = theory.get("hardware")
-    if isinstance(hw, Mapping):
-        lead = (f"Hardware: {hw.get('name')} ({_n(hw.get('bandwidth_gbs'), '.1f')} GB/s, "
-                f"{_n(hw.get('fp16_tflops'), '.3g')} TFLOPS; {hw.get('source') or 'catalog'}). "
+    hw = theory.hardware
+    if hw is not None:
+        lead = (f"Hardware: {hw.name} ({_n(hw.bandwidth_gbs, '.1f')} GB/s, "
+                f"{_n(hw.fp16_tflops, '.3g')} TFLOPS; {hw.source or 'catalog'}). "
                 "The ceiling is memory bandwidth / bytes read per token (weights, output head "
                 "and KV at the arm's median position); see docs/theory.md.")  # fmt: skip
     else:
         lead = ("No hardware recorded, so no ceilings (set `hardware:` in the spec); KV memory "
                 "is still predicted.")  # fmt: skip
-    rows: list[tuple[str, ...]] = []
-    notes: list[str] = []
-    spec_rows: list[tuple[str, ...]] = []
-    for arm, t in theory["arms"].items():
-        if not isinstance(t, Mapping) or "note" in t:
-            notes.append(f"{arm}: {t.get('note') if isinstance(t, Mapping) else t}")
+    rows, notes, spec_rows = [], [], []
+    for arm, t in theory.arms.items():
+        if not isinstance(t, ArmPrediction):
+            notes.append(f"{arm}: {t.note}")
             continue
-        pct = t.get("pct_of_roofline")
-        kv_reported = t.get("kv_mib_reported")
-        match = {True: "equal", False: "DIFFERENT", None: "-"}[t.get("kv_matches")]
-        rows.append((
-            str(arm), _n(t.get("position"), "d"), _n(t.get("decode_ceiling_tps"), ".1f"),
-            _n(t.get("measured_decode_tps"), ".1f"), _n(pct * 100 if pct else None, ".0f") + " %"
-            if pct else "-",
-            _n((t.get("kv_bytes_predicted") or 0) / MIB, ".2f"), _n(kv_reported, ".2f"), match,
-        ))  # fmt: skip
-        spec = t.get("spec")
-        if isinstance(spec, Mapping):
-            spec_rows.append((
-                str(arm), str(spec.get("spec_type")), _n(spec.get("mean_draft_length"), "d"),
-                _n(spec.get("acceptance"), ".2f"), _n(spec.get("draft_step_fraction"), ".3f"),
-                _n(spec.get("tokens_per_verify_step"), ".1f"),
-                _n(spec.get("verify_cost"), ".1f"), _n(spec.get("predicted_speedup"), ".2f"),
-                _n(spec.get("measured_speedup"), ".2f"),
-            ))  # fmt: skip
+        rows.append(_row(arm, t))
+        if t.spec is not None:
+            spec_rows.append(_spec_row(arm, t.spec))
     blocks: list[Block] = [Para(lead)]
     if rows:
         blocks.append(Table(

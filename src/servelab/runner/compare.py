@@ -8,23 +8,32 @@ between them (drift, other load, thermal state) is mixed into the difference.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-import servelab
 from servelab.errors import UsageError
-from servelab.report.build import read_run
 from servelab.spec.confound import config_diff
-from servelab.store import SCHEMA_VERSION
-from servelab.store.jsonl import JsonlWriter, write_json_atomic
+from servelab.store import (
+    ArmEntry,
+    CompareSource,
+    EffectiveValue,
+    Manifest,
+    StoredStop,
+    read_run,
+    write_manifest,
+)
+from servelab.store.jsonl import JsonlWriter
 from servelab.store.rundir import RunDir, new_run_dir
 
+NOT_INTERLEAVED = (
+    "the two runs were not interleaved: drift of the machine between them (other load, "
+    "temperature, background jobs) cannot be separated from the configuration effect"
+)
 
-def _pick_arm(manifest: dict[str, Any], rows: Sequence[Mapping[str, Any]], arm: str | None,
+
+def _pick_arm(manifest: Manifest, rows: Sequence[Mapping[str, object]], arm: str | None,
               root: Path) -> str:  # fmt: skip
-    arms = list(manifest.get("arms") or {}) or sorted({str(r.get("arm")) for r in rows})
+    arms = list(manifest.arms) or sorted({str(r.get("arm")) for r in rows})
     if arm is None:
         if len(arms) != 1:
             raise UsageError(
@@ -36,34 +45,44 @@ def _pick_arm(manifest: dict[str, Any], rows: Sequence[Mapping[str, Any]], arm: 
     return arm
 
 
-def _effective(manifest: dict[str, Any], arm: str) -> dict[str, Any]:
-    entry = (manifest.get("arms") or {}).get(arm) or {}
-    if entry.get("effective"):
-        return dict(entry["effective"])
-    eff: dict[str, Any] = {}
-    for k, v in (entry.get("engine_config") or {}).items():
+def _effective(manifest: Manifest, arm: str) -> dict[str, EffectiveValue]:
+    """The arm's effective configuration; a bench arm's is built from its engine config and
+    what the engine said about itself."""
+    entry = manifest.arm(arm)
+    if entry.effective:
+        return dict(entry.effective)
+    eff: dict[str, EffectiveValue] = {}
+    for k, v in (entry.engine_config or {}).items():
         eff[f"engine.{k}"] = v if not isinstance(v, list) else " ".join(map(str, v))
-    starts = entry.get("starts") or []
-    describe = entry.get("describe") or (starts[0].get("describe") if starts else None) or {}
+    describe = entry.describe or next(iter(entry.describes), {})
     for k in ("build_info", "binary_sha256", "model_sha256"):
-        if describe.get(k) is not None:
-            eff[f"describe.{k}"] = describe[k]
+        value = describe.get(k)
+        if isinstance(value, str | int | float | bool):
+            eff[f"describe.{k}"] = value
     return eff
 
 
-def _workload_hash(manifest: dict[str, Any]) -> str | None:
-    return (manifest.get("workload") or {}).get("content_hash")
+def _stop(manifest: Manifest) -> StoredStop:
+    """The first run's stopping rule, as a run without a spec stores it."""
+    if manifest.spec is None:
+        return manifest.stored_stop or StoredStop()
+    stop = manifest.stop
+    return StoredStop(
+        max_blocks=stop.max_blocks, target_ci_width=stop.target_ci_width,
+        min_effect=stop.min_effect, min_blocks=stop.min_blocks,
+    )  # fmt: skip
 
 
 def compare_runs(
     root_a: Path, root_b: Path, *, arm_a: str | None = None, arm_b: str | None = None,
     out: Path | None = None, allow_workload_mismatch: bool = False,
 ) -> RunDir:  # fmt: skip
-    run_a, man_a, rows_a, _ = read_run(root_a)
-    run_b, man_b, rows_b, _ = read_run(root_b)
-    a = _pick_arm(man_a, rows_a, arm_a, root_a)
-    b = _pick_arm(man_b, rows_b, arm_b, root_b)
-    wa, wb = _workload_hash(man_a), _workload_hash(man_b)
+    run_a, run_b = read_run(root_a), read_run(root_b)
+    man_a, man_b = run_a.manifest, run_b.manifest
+    a = _pick_arm(man_a, run_a.rows, arm_a, root_a)
+    b = _pick_arm(man_b, run_b.rows, arm_b, root_b)
+    wa = man_a.workload.content_hash if man_a.workload else None
+    wb = man_b.workload.content_hash if man_b.workload else None
     notes = []
     if wa != wb:
         if not allow_workload_mismatch:
@@ -73,41 +92,34 @@ def compare_runs(
                 "--allow-workload-mismatch"
             )
         notes.append(f"the runs used different workloads ({wa} vs {wb})")
-    label_a, label_b = f"{a}@{run_a.run_id}", f"{b}@{run_b.run_id}"
+    label_a, label_b = f"{a}@{run_a.dir.run_id}", f"{b}@{run_b.dir.run_id}"
     if label_a == label_b:
         label_b += "#2"
     run = new_run_dir("compare", out)
     eff = {label_a: _effective(man_a, a), label_b: _effective(man_b, b)}
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "servelab_version": servelab.__version__,
-        "kind": "compare",
-        "run_id": run.run_id,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "sources": [
-            {"run_dir": str(root_a), "run_id": run_a.run_id, "arm": a, "label": label_a},
-            {"run_dir": str(root_b), "run_id": run_b.run_id, "arm": b, "label": label_b},
-        ],
-        "baseline": label_a,
-        "interleaved": False,
-        "decision_metrics": man_a.get("decision_metrics") or ["decode_tps", "ttft_s", "e2e_s"],
-        "stop": man_a.get("stop") or {},
-        "workload": man_a.get("workload"),
-        "arms": {label_a: {"effective": eff[label_a]}, label_b: {"effective": eff[label_b]}},
-        "config_diff": config_diff(eff),
-        "allowed_confounds": [],
-        "host": man_b.get("host"),
-        "hosts": {label_a: man_a.get("host"), label_b: man_b.get("host")},
-        "notes": [
-            *notes,
-            "the two runs were not interleaved: drift of the machine between them (other load, "
-            "temperature, background jobs) cannot be separated from the configuration effect",
-        ],
-        "status": "complete",
-    }
-    write_json_atomic(run.manifest, manifest)
+    manifest = Manifest(
+        kind="compare",
+        run_id=run.run_id,
+        sources=(
+            CompareSource(run_dir=str(root_a), run_id=run_a.dir.run_id, arm=a, label=label_a),
+            CompareSource(run_dir=str(root_b), run_id=run_b.dir.run_id, arm=b, label=label_b),
+        ),
+        baseline=label_a,
+        interleaved=False,
+        decision_metrics=man_a.decision_metrics,
+        stop=_stop(man_a),
+        workload=man_a.workload,
+        arms={label: ArmEntry(effective=e) for label, e in eff.items()},
+        config_diff=config_diff(eff),
+        allowed_confounds=(),
+        host=man_b.host,
+        hosts={label_a: man_a.host, label_b: man_b.host},
+        notes=(*notes, NOT_INTERLEAVED),
+        status="complete",
+    )
+    write_manifest(run, manifest)
     with JsonlWriter(run.requests) as writer:
-        for label, arm, rows in ((label_a, a, rows_a), (label_b, b, rows_b)):
+        for label, arm, rows in ((label_a, a, run_a.rows), (label_b, b, run_b.rows)):
             for row in rows:
                 if str(row.get("arm")) == arm:
                     writer.write({**row, "arm": label, "source_run": row.get("run_id")})

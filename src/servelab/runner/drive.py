@@ -3,6 +3,8 @@
 Owns the request a workload prompt becomes (sampling, unique prefix, the engine's fairness
 extras) and the closed loop that sends a list of jobs with a fixed number in flight, handing
 each observation to a callback the moment it completes. Shared by ``bench`` and experiments.
+The engine decides how requests travel: its class's ``keep_alive``, and its ``transport()``
+(None: the real network) unless the caller injects one (the executor seam's ``transport``).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from servelab.client.clock import MonotonicClock, WallAnchor
+from servelab.client.clock import Clock, WallAnchor
 from servelab.client.load import closed_loop
 from servelab.client.payload import Sampling, build_payload
 from servelab.client.session import StreamSession
 from servelab.client.stream import Deadline, HttpRequest, stream_request
+from servelab.client.transport import Transport
 from servelab.engines.base import Engine
+from servelab.engines.registry import engine_class
 from servelab.errors import EngineCrashedError
 from servelab.records import Observation, Outcome
 from servelab.redact import has_secrets, redact, redact_data
@@ -104,18 +108,21 @@ def run_jobs(
     timeout_s: float,
     request_for: Callable[[J], HttpRequest],
     on_result: Callable[[J, float, Observation], None],
-    clock: MonotonicClock,
+    clock: Clock,
     anchor: WallAnchor,
     should_stop: Callable[[], bool],
+    transport: Transport | None = None,
 ) -> None:
-    """Send ``jobs`` with ``concurrency`` in flight; ``on_result(job, sent_unix_s, obs)``."""
+    """Send ``jobs`` with ``concurrency`` in flight; ``on_result(job, sent_unix_s, obs)``.
+    ``transport`` replaces the engine's own (``engine.transport()``)."""
     if not jobs:
         return
     deadline = Deadline(total_s=timeout_s)
-    keepalive = engine.kind != "llamacpp"  # loopback connections cost microseconds
+    keepalive = engine_class(engine.config.kind).keep_alive
+    transport = transport or engine.transport()
 
     async def drive() -> None:
-        with StreamSession(concurrency, keepalive) as client:
+        with StreamSession(concurrency, keepalive, transport) as client:
 
             async def run_one(job: J, wait_s: float) -> tuple[float, Observation]:
                 request = request_for(job)

@@ -10,9 +10,11 @@ import os
 import platform
 import shutil
 import subprocess
-from typing import Any
+from typing import TypedDict
 
 import psutil
+
+from servelab.store import Gpu, Host
 
 ENGINE_PROCESS_NAMES = ("llama-server", "vllm", "sglang", "ollama", "mlx_lm.server")
 
@@ -50,32 +52,38 @@ def gpus() -> list[dict[str, str]]:
     ]
 
 
-def foreign_engines(own_pids: set[int] | None = None) -> list[dict[str, Any]]:
+class ForeignProcess(TypedDict):
+    pid: int
+    name: str
+    cmdline: str  # the first 200 characters
+
+
+def foreign_engines(own_pids: set[int] | None = None) -> list[ForeignProcess]:
     """Other LLM engine processes on this machine (they would share the CPU with ours)."""
-    found = []
+    found: list[ForeignProcess] = []
     for proc in psutil.process_iter(["pid", "name", "cmdline"]):
         if own_pids and proc.info["pid"] in own_pids:
             continue
         name = proc.info["name"] or ""
         cmd = " ".join(proc.info["cmdline"] or [])
         if any(n in name or n in cmd.split(" ", 1)[0] for n in ENGINE_PROCESS_NAMES):
-            found.append({"pid": proc.info["pid"], "name": name, "cmdline": cmd[:200]})
+            found.append(ForeignProcess(pid=proc.info["pid"], name=name, cmdline=cmd[:200]))
     return found
 
 
-def host_facts() -> dict[str, Any]:
+def host_facts() -> Host:
+    """This machine, as the manifest records it."""
     mem = psutil.virtual_memory()
-    load1, load5, load15 = os.getloadavg()
-    return {
-        "hostname": platform.node(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu_model": cpu_model(),
-        "cpu_count_logical": psutil.cpu_count(logical=True),
-        "cpu_count_physical": psutil.cpu_count(logical=False),
-        "memory_total_bytes": mem.total,
-        "memory_available_bytes": mem.available,
-        "gpus": gpus(),
-        "loadavg": [load1, load5, load15],
-    }
+    return Host(
+        hostname=platform.node(),
+        os=platform.platform(),
+        python=platform.python_version(),
+        machine=platform.machine(),
+        cpu_model=cpu_model(),
+        cpu_count_logical=psutil.cpu_count(logical=True),
+        cpu_count_physical=psutil.cpu_count(logical=False),
+        memory_total_bytes=mem.total,
+        memory_available_bytes=mem.available,
+        gpus=tuple(Gpu.model_validate(g) for g in gpus()),
+        loadavg=os.getloadavg(),
+    )

@@ -16,9 +16,10 @@ import resource
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TypedDict
 
 import psutil
 
@@ -53,7 +54,16 @@ def ensure_fd_limit(concurrency: int) -> int:
     return need
 
 
-def _finding(kind: str, detail: str, advice: str, blocking: bool = True) -> dict[str, Any]:
+class Finding(TypedDict):
+    """One preflight finding as the manifest records it (``store.manifest.PreflightFinding``)."""
+
+    kind: str
+    detail: str
+    advice: str
+    blocking: bool
+
+
+def _finding(kind: str, detail: str, advice: str, blocking: bool = True) -> Finding:
     return {"kind": kind, "detail": detail, "advice": advice, "blocking": blocking}
 
 
@@ -101,7 +111,25 @@ def _own_family() -> set[int]:
     return pids
 
 
-def busy_processes(max_share: float, sample_s: float = CPU_SAMPLE_S) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class BusyProcess:
+    """A process other than ours, and the share of the whole machine's CPU it used."""
+
+    pid: int
+    name: str
+    share: float
+
+
+@dataclass(frozen=True, slots=True)
+class BusyGpu:
+    """An NVIDIA GPU in use by something else."""
+
+    index: str
+    name: str
+    util_pct: float
+
+
+def busy_processes(max_share: float, sample_s: float = CPU_SAMPLE_S) -> list[BusyProcess]:
     """Processes other than ours using more than ``max_share`` of the machine's CPU."""
     cores = psutil.cpu_count(logical=True) or 1
     own = _own_family()
@@ -110,18 +138,18 @@ def busy_processes(max_share: float, sample_s: float = CPU_SAMPLE_S) -> list[dic
         with contextlib.suppress(psutil.Error):
             p.cpu_percent(None)
     time.sleep(sample_s)
-    busy = []
+    busy: list[BusyProcess] = []
     for p in procs:
         try:
             share = p.cpu_percent(None) / 100.0 / cores
         except psutil.Error:
             continue
         if share > max_share:
-            busy.append({"pid": p.info["pid"], "name": p.info["name"], "share": round(share, 3)})
-    return sorted(busy, key=lambda b: -float(b["share"]))
+            busy.append(BusyProcess(int(p.info["pid"]), str(p.info["name"]), round(share, 3)))
+    return sorted(busy, key=lambda b: -b.share)
 
 
-def gpu_busy(max_util_pct: float = 10.0) -> list[dict[str, Any]]:
+def gpu_busy(max_util_pct: float = 10.0) -> list[BusyGpu]:
     """NVIDIA GPUs in use by something else (empty when there is no nvidia-smi or no GPU)."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
@@ -134,11 +162,11 @@ def gpu_busy(max_util_pct: float = 10.0) -> list[dict[str, Any]]:
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
         return []
-    busy = []
+    busy: list[BusyGpu] = []
     for line in out.stdout.splitlines() if out.returncode == 0 else []:
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == 4 and parts[2].isdigit() and float(parts[2]) > max_util_pct:
-            busy.append({"index": parts[0], "name": parts[1], "util_pct": float(parts[2])})
+            busy.append(BusyGpu(parts[0], parts[1], float(parts[2])))
     return busy
 
 
@@ -148,8 +176,8 @@ def run_preflight(
     model_bytes: int,
     max_foreign_cpu: float = DEFAULT_MAX_FOREIGN_CPU,
     check_engines: bool = True,
-) -> list[dict[str, Any]]:
-    findings: list[dict[str, Any]] = []
+) -> list[Finding]:
+    findings: list[Finding] = []
     for host, port in ports:
         try:
             check_port_free(host, port)
@@ -167,13 +195,13 @@ def run_preflight(
     for b in busy_processes(max_foreign_cpu):
         findings.append(_finding(
             "busy_cpu",
-            f"{b['name']} (pid {b['pid']}) uses {b['share']:.0%} of the CPU "
+            f"{b.name} (pid {b.pid}) uses {b.share:.0%} of the CPU "
             f"(limit {max_foreign_cpu:.0%})",
             "wait for it to finish or stop it; it would add noise to every arm",
         ))  # fmt: skip
     for g in gpu_busy():
         findings.append(_finding(
-            "busy_gpu", f"GPU {g['index']} ({g['name']}) is {g['util_pct']:.0f} % busy",
+            "busy_gpu", f"GPU {g.index} ({g.name}) is {g.util_pct:.0f} % busy",
             "stop what runs on it",
         ))  # fmt: skip
     available = psutil.virtual_memory().available
@@ -194,7 +222,7 @@ def run_preflight(
     return findings
 
 
-def refuse_or_record(findings: list[dict[str, Any]], force: bool) -> None:
+def refuse_or_record(findings: Sequence[Mapping[str, object]], force: bool) -> None:
     blocking = [f for f in findings if f.get("blocking")]
     if blocking and not force:
         first = blocking[0]

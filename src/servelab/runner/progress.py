@@ -7,16 +7,26 @@ thread, so drawing never competes with the engine for CPU.
 from __future__ import annotations
 
 import statistics
-from typing import Any, Protocol
+from typing import Protocol
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from servelab.records import Phase
+from servelab.store import RequestRow
 
 
 class Reporter(Protocol):
     def phase(self, name: str, total: int) -> None: ...
 
-    def request_done(self, row: dict[str, Any]) -> None: ...
+    def request_done(self, row: RequestRow) -> None: ...
 
     def note(self, text: str) -> None: ...
 
@@ -27,7 +37,7 @@ class NullReporter:
     def phase(self, name: str, total: int) -> None:
         pass
 
-    def request_done(self, row: dict[str, Any]) -> None:
+    def request_done(self, row: RequestRow) -> None:
         pass
 
     def note(self, text: str) -> None:
@@ -50,7 +60,7 @@ class RichReporter:
             refresh_per_second=4,
             transient=False,
         )
-        self._task: Any = None
+        self._task = TaskID(0)  # replaced by phase(), which always comes first
         self._decode: list[float] = []
         self._ttft: list[float] = []
         self._failed = 0
@@ -63,13 +73,13 @@ class RichReporter:
         self._decode, self._ttft, self._failed = [], [], 0
         self._task = self.progress.add_task(name, total=total, stats="")
 
-    def request_done(self, row: dict[str, Any]) -> None:
-        if row.get("outcome") != "ok":
+    def request_done(self, row: RequestRow) -> None:
+        if row.outcome != "ok":
             self._failed += 1
-        if row.get("decode_tps") is not None:
-            self._decode.append(row["decode_tps"])
-        if row.get("ttft_s") is not None:
-            self._ttft.append(row["ttft_s"])
+        if row.decode_tps is not None:
+            self._decode.append(row.decode_tps)
+        if row.ttft_s is not None:
+            self._ttft.append(row.ttft_s)
         self.progress.update(self._task, advance=1, stats=self._stats())
 
     def _stats(self) -> str:
@@ -107,16 +117,16 @@ class ExperimentReporter(RichReporter):
             self._task = self.progress.add_task(name, total=self.total, stats="")
         self.progress.update(self._task, description=name)
 
-    def request_done(self, row: dict[str, Any]) -> None:
-        if row.get("phase") != "trial":
+    def request_done(self, row: RequestRow) -> None:
+        if row.phase is not Phase.TRIAL:
             return
-        decode, ttft, failed = self._arms.setdefault(str(row.get("arm")), ([], [], [0]))
-        if row.get("outcome") != "ok":
+        decode, ttft, failed = self._arms.setdefault(row.arm, ([], [], [0]))
+        if row.outcome != "ok":
             failed[0] += 1
-        if row.get("decode_tps") is not None:
-            decode.append(row["decode_tps"])
-        if row.get("ttft_s") is not None:
-            ttft.append(row["ttft_s"])
+        if row.decode_tps is not None:
+            decode.append(row.decode_tps)
+        if row.ttft_s is not None:
+            ttft.append(row.ttft_s)
         self.progress.update(self._task, advance=1, stats=self._arm_stats())
 
     def _arm_stats(self) -> str:

@@ -1,36 +1,98 @@
 """Promotion: an arm that passed its gates and a role's thresholds becomes that role's
 configuration, with its evidence and the artefacts to run it.
 
-Owns ``servelab promote``, ``servelab roles`` and ``servelab verify``. A promotion is written
-beside the registry, in ``promoted/ROLE.json`` (run id and directory, arm, date, engine build,
-binary and model sha256, host, the figures with their intervals, the gate and role outcomes),
-``promoted/ROLE.cmd`` (the exact llama-server command line) and ``promoted/ROLE.service`` (a
-systemd unit running it). ``verify`` re-runs the promoted configuration briefly with
-``servelab bench`` and compares it with the promoted evidence using the same statistics.
+Owns ``servelab promote``, ``servelab roles`` and ``servelab verify``, and the promotion record.
+A promotion is written beside the registry, in ``promoted/ROLE.json`` (run id and directory, arm,
+date, engine build, binary and model sha256, host, the figures with their intervals, the gate
+and role outcomes), ``promoted/ROLE.cmd`` (the exact engine command line) and
+``promoted/ROLE.service`` (a systemd unit running it). ``verify`` re-runs the promoted
+configuration briefly with ``servelab bench`` and compares it with the promoted evidence using
+the same statistics.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from servelab.analysis.gate_outcomes import evaluate_gates
+from servelab.engines.registry import find_engine_class
 from servelab.errors import GatesFailed, StoreError, UsageError
-from servelab.report.build import build_report, read_run
-from servelab.report.gates import evaluate_gates
+from servelab.report.build import build_report
 from servelab.runner.experiment import validation_message
 from servelab.spec.roles import Registry
+from servelab.store import (
+    EffectiveValue,
+    HardwareRecord,
+    Host,
+    WorkloadRef,
+    as_json_object,
+    read_manifest,
+    utc_now,
+)
 from servelab.store.jsonl import write_json_atomic, write_text_atomic
+from servelab.store.manifest_records import ConfigValue
+from servelab.store.summary import GateResult, Summary
 from servelab.userfiles import read_yaml
 
+if TYPE_CHECKING:
+    from servelab.runner.lifecycle import Seam
+
 DEFAULT_PORT = 8080
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PromotedEngine(_Frozen):
+    """The engine a promotion runs: build, binary and model with their sha256, and how to
+    start it."""
+
+    kind: str | None = None
+    build: str | None = None
+    build_info: str | None = None
+    binary: str | None = None
+    binary_sha256: str | None = None
+    model_path: str | None = None
+    model_sha256: str | None = None
+    argv: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    engine_config: dict[str, ConfigValue] | None = None
+
+
+class Evidence(_Frozen):
+    """What earned the role, as ``summary.json`` records it (JSON boundary: the summary's own
+    records, written by ``servelab.store.summary``)."""
+
+    metrics: dict[str, JsonValue] | None = None
+    comparisons: tuple[dict[str, JsonValue], ...] = ()
+    gates: dict[str, JsonValue] = Field(default_factory=dict)
+    role_rules: dict[str, JsonValue] = Field(default_factory=dict)
+    quality: dict[str, JsonValue] | None = None
+
+
+class PromotionRecord(_Frozen):
+    """``promoted/ROLE.json`` (format version 1)."""
+
+    schema_version: int = 1
+    role: str
+    arm: str
+    promoted_utc: str
+    run_id: str | None
+    run_dir: str
+    workload: WorkloadRef | None
+    engine: PromotedEngine
+    effective: dict[str, EffectiveValue] | None
+    host: Host | None
+    hardware: HardwareRecord | None
+    evidence: Evidence
 
 
 def registry_path(path: Path | None) -> Path:
@@ -55,14 +117,6 @@ def load_registry(path: Path) -> Registry:
 
 def promoted_dir(registry: Path) -> Path:
     return registry.parent / "promoted"
-
-
-def command_argv(argv: list[str], port: int) -> list[str]:
-    """The arm's argv with the masked port made concrete (and 127.0.0.1 kept)."""
-    out = list(argv)
-    if "--port" in out:
-        out[out.index("--port") + 1] = str(port)
-    return out
 
 
 def systemd_unit(role: str, argv: list[str], env: Mapping[str, str], description: str) -> str:
@@ -98,109 +152,128 @@ class Promotion:
     unit: Path | None
 
 
+def _results(results: Mapping[str, GateResult]) -> dict[str, JsonValue]:
+    return as_json_object({rule: res.to_json() for rule, res in results.items()})
+
+
+def _evidence(summary: Summary, arm: str, own: Mapping[str, GateResult],
+              outcome: Mapping[str, GateResult]) -> Evidence:  # fmt: skip
+    figures = summary.arms.get(arm)
+    quality = (summary.quality.arms or {}).get(arm) if summary.quality else None
+    return Evidence(
+        metrics=as_json_object({k: m.to_json() for k, m in figures.metrics.items()})
+        if figures else None,
+        comparisons=tuple(as_json_object(c.to_json()) for c in summary.comparisons
+                          if arm in (c.candidate, c.baseline)),
+        gates=_results(own),
+        role_rules=_results(outcome),
+        quality=as_json_object(quality.to_json()) if quality else None,
+    )  # fmt: skip
+
+
+def _check_role(summary: Summary, rows_outcome: Mapping[str, GateResult], arm: str,
+                role: str) -> None:  # fmt: skip
+    own = (summary.gates or {}).get(arm) or {}
+    failed = [r for r, res in own.items() if not res.passed]
+    if failed:
+        raise GatesFailed(f"arm {arm!r} fails its run's gate {failed[0]!r}; it cannot be promoted")
+    missed = [r for r, res in rows_outcome.items() if not res.passed]
+    if missed:
+        res = rows_outcome[missed[0]]
+        raise GatesFailed(
+            f"arm {arm!r} does not meet role {role!r}: {missed[0]} (value {res.value}, "
+            f"interval {list(res.interval)}, threshold {res.threshold})"
+        )
+
+
 def promote(run_root: Path, arm: str, role: str, *, registry: Path, port: int = DEFAULT_PORT
             ) -> Promotion:  # fmt: skip
     reg = load_registry(registry)
     if role not in reg.roles:
         raise UsageError(f"no role {role!r} in {registry}; roles: {', '.join(reg.roles)}")
     report = build_report(run_root)
-    manifest, rows, summary = report.manifest, report.rows, report.summary
-    if arm not in (manifest.get("arms") or {}):
-        raise UsageError(f"{run_root} has no arm {arm!r}; arms: {', '.join(manifest['arms'])}")
-    own = (summary.get("gates") or {}).get(arm) or {}
-    failed = [r for r, res in own.items() if not res.get("passed")]
-    if failed:
-        raise GatesFailed(f"arm {arm!r} fails its run's gate {failed[0]!r}; it cannot be promoted")
-    role_rules = reg.roles[role].rules
-    outcome = evaluate_gates(role_rules, summary, rows,
-                             interleaved=bool(manifest.get("interleaved", True)),
-                             seed=int(manifest.get("seed") or 0))[arm]  # fmt: skip
-    missed = [r for r, res in outcome.items() if not res.get("passed")]
-    if missed:
-        res = outcome[missed[0]]
-        raise GatesFailed(
-            f"arm {arm!r} does not meet role {role!r}: {missed[0]} (value {res.get('value')}, "
-            f"interval {res.get('interval')}, threshold {res.get('threshold')})"
-        )
-    entry = manifest["arms"][arm]
-    starts = entry.get("starts") or []
-    describe = starts[0]["describe"] if starts else {}
-    argv = command_argv(list(entry.get("argv") or []), port)
-    env = dict((entry.get("engine_config") or {}).get("env") or {})
+    manifest, rows, summary = read_manifest(run_root), report.rows, report.summary
+    if arm not in manifest.arms:
+        raise UsageError(f"{run_root} has no arm {arm!r}; arms: {', '.join(manifest.arms)}")
+    outcome = evaluate_gates(reg.roles[role].rules, summary, rows,
+                             interleaved=manifest.interleaved, seed=manifest.seed)[arm]  # fmt: skip
+    _check_role(summary, outcome, arm, role)
+    entry = manifest.arms[arm]
+    describe = entry.starts[0].describe if entry.starts else {}
+    build_info = describe.get("build_info")
+    engine = find_engine_class(entry.effective_str("engine.kind") or "")
+    argv = engine.launch_command(entry.argv or (), port) if engine else []
+    env_value = (entry.engine_config or {}).get("env")
+    env = dict(env_value) if isinstance(env_value, dict) else {}
+    record = PromotionRecord(
+        role=role, arm=arm, promoted_utc=utc_now(), run_id=manifest.run_id or None,
+        run_dir=str(run_root.resolve()), workload=manifest.workload,
+        engine=PromotedEngine(
+            kind=entry.effective_str("engine.kind"), build=entry.effective_str("engine.build"),
+            build_info=build_info if isinstance(build_info, str) else None,
+            binary=entry.effective_str("engine.binary"),
+            binary_sha256=entry.effective_str("engine.binary_sha256"),
+            model_path=entry.effective_str("model.path"),
+            model_sha256=entry.effective_str("model.sha256"),
+            argv=tuple(argv), env=env, engine_config=entry.engine_config,
+        ),
+        effective=entry.effective if "effective" in entry.model_fields_set else None,
+        host=manifest.host, hardware=manifest.hardware,
+        evidence=_evidence(summary, arm, (summary.gates or {}).get(arm) or {}, outcome),
+    )  # fmt: skip
     out = promoted_dir(registry)
     out.mkdir(parents=True, exist_ok=True)
-    record = {
-        "schema_version": 1,
-        "role": role,
-        "arm": arm,
-        "promoted_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "run_id": manifest.get("run_id"),
-        "run_dir": str(run_root.resolve()),
-        "workload": manifest.get("workload"),
-        "engine": {
-            "kind": (entry.get("effective") or {}).get("engine.kind"),
-            "build": (entry.get("effective") or {}).get("engine.build"),
-            "build_info": describe.get("build_info"),
-            "binary": (entry.get("effective") or {}).get("engine.binary"),
-            "binary_sha256": (entry.get("effective") or {}).get("engine.binary_sha256"),
-            "model_path": (entry.get("effective") or {}).get("model.path"),
-            "model_sha256": (entry.get("effective") or {}).get("model.sha256"),
-            "argv": argv,
-            "env": env,
-            "engine_config": entry.get("engine_config"),
-        },
-        "effective": entry.get("effective"),
-        "host": manifest.get("host"),
-        "hardware": manifest.get("hardware"),
-        "evidence": {
-            "metrics": (summary.get("arms") or {}).get(arm, {}).get("metrics"),
-            "comparisons": [
-                c
-                for c in summary.get("comparisons") or []
-                if arm in (c.get("candidate"), c.get("baseline"))
-            ],
-            "gates": own,
-            "role_rules": outcome,
-            "quality": ((summary.get("quality") or {}).get("arms") or {}).get(arm),
-        },
-    }
     path = out / f"{role}.json"
-    write_json_atomic(path, record)
+    write_json_atomic(path, record.model_dump(mode="json"))
     command = unit = None
-    if argv:
+    if argv and engine is not None:
         command = out / f"{role}.cmd"
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
         write_text_atomic(command, (prefix + " " if prefix else "") + shlex.join(argv) + "\n")
         unit = out / f"servelab-{role}.service"
-        write_text_atomic(unit, systemd_unit(role, argv, env, reg.roles[role].description))
+        description = reg.roles[role].description or f"promoted {engine.process_name}"
+        write_text_atomic(unit, systemd_unit(role, argv, env, description))
     return Promotion(role, path, command, unit)
 
 
-def list_roles(registry: Path) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class RoleHolder:
+    """A role of the registry and the promotion that holds it (None: not promoted yet)."""
+
+    role: str
+    description: str
+    rules: tuple[str, ...]
+    holder: PromotionRecord | None
+
+
+def list_roles(registry: Path) -> list[RoleHolder]:
     reg = load_registry(registry)
     out = []
     for name, role in reg.roles.items():
         path = promoted_dir(registry) / f"{name}.json"
-        holder = None
-        if path.exists():
-            try:
-                holder = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise StoreError(f"cannot read {path}: {exc}") from exc
-        out.append({"role": name, "description": role.description, "rules": list(role.rules),
-                    "holder": holder})  # fmt: skip
+        holder = _read_promotion(path) if path.exists() else None
+        out.append(RoleHolder(name, role.description, tuple(role.rules), holder))
     return out
 
 
-def load_promotion(registry: Path, role: str) -> dict[str, Any]:
+def _read_promotion(path: Path) -> PromotionRecord:
+    try:
+        return PromotionRecord.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise StoreError(
+            f"cannot read {path}: {loc + ': ' if loc else ''}{first['msg']}; promote the role again"
+        ) from exc
+
+
+def load_promotion(registry: Path, role: str) -> PromotionRecord:
     path = promoted_dir(registry) / f"{role}.json"
     if not path.exists():
         raise UsageError(f"role {role!r} has no promoted configuration yet; run servelab promote")
-    try:
-        record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot read {path}: {exc}") from exc
-    return record
+    return _read_promotion(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,57 +281,60 @@ class Verification:
     role: str
     bench_dir: Path
     compare_dir: Path
-    summary: dict[str, Any]
+    summary: Summary
     regressions: list[str]
     notes: list[str]
 
 
+def _number(value: EffectiveValue) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def verify(registry: Path, role: str, *, requests: int = 12, warmup: int = 2,
-           out: Path | None = None) -> Verification:  # fmt: skip
-    """Run the promoted configuration briefly and compare it with the promoted evidence."""
+           out: Path | None = None, seam: Seam | None = None) -> Verification:  # fmt: skip
+    """Run the promoted configuration briefly and compare it with the promoted evidence
+    (``seam``: the bench's engine factory, clock and preflight; tests pass the replay one)."""
     from servelab.runner.bench import run_bench
     from servelab.runner.compare import compare_runs
     from servelab.spec.bench import BenchConfig
     from servelab.spec.engine import EngineConfig
 
     record = load_promotion(registry, role)
-    source = Path(record["run_dir"])
+    source = Path(record.run_dir)
     if not (source / "requests.jsonl").exists():
         raise UsageError(
             f"the run that earned role {role!r} ({source}) is gone; verify compares against its "
             "requests, so promote again from a run that exists"
         )
-    _, manifest, _, _ = read_run(source)
-    base = (manifest.get("spec") or {}).get("base") or {}
-    effective = record.get("effective") or {}
-    engine_cfg = dict(record["engine"]["engine_config"] or {})
-    engine_cfg["port"] = None
+    manifest = read_manifest(source)
+    base_tokens = (
+        manifest.spec_facts.base.max_tokens if manifest.spec and manifest.spec_facts else None
+    )
+    effective = record.effective or {}
+    engine_cfg = {**(record.engine.engine_config or {}), "port": None}
     try:
         config = BenchConfig(
             engine=EngineConfig.model_validate(engine_cfg),
-            workload=(record.get("workload") or {}).get("name") or "chat-tools",
+            workload=(record.workload.name if record.workload else None) or "chat-tools",
             requests=requests, warmup=warmup,
-            max_tokens=int(effective.get("max_tokens") or base.get("max_tokens") or 128),
-            temperature=float(effective.get("sampling.temperature") or 0.0),
+            max_tokens=int(_number(effective.get("max_tokens")) or base_tokens or 128),
+            temperature=float(_number(effective.get("sampling.temperature")) or 0.0),
             ignore_eos=bool(effective.get("ignore_eos")), name=f"verify-{role}",
         )  # fmt: skip
     except ValidationError as exc:
         raise validation_message(exc, f"promoted configuration of {role!r}") from exc
-    bench = run_bench(config, out=out / "bench" if out else None)
-    compare_dir = compare_runs(source, bench.run_dir.root, arm_a=record["arm"], arm_b="bench",
+    bench = run_bench(config, out=out / "bench" if out else None, seam=seam)
+    compare_dir = compare_runs(source, bench.run_dir.root, arm_a=record.arm, arm_b="bench",
                                out=out / "compare" if out else None)  # fmt: skip
     report = build_report(compare_dir.root)
+    describes = read_manifest(bench.run_dir).arm("bench").describes
+    describe = describes[0] if describes else {}
     notes = []
-    describe = (json.loads(bench.run_dir.manifest.read_text(encoding="utf-8"))
-                .get("arms", {}).get("bench", {}).get("describe") or {})  # fmt: skip
-    for key, field in (("binary_sha256", "binary_sha256"), ("model_sha256", "model_sha256"),
-                       ("build_info", "build_info")):  # fmt: skip
-        if record["engine"].get(field) and describe.get(key) != record["engine"].get(field):
-            notes.append(f"{key} changed since the promotion: {record['engine'].get(field)} -> "
-                         f"{describe.get(key)}")  # fmt: skip
-    regressions = [
-        str(c.get("summary") or c["metric"]) for c in report.summary.get("comparisons") or []
-        if c.get("verdict") == "worse"
-    ]  # fmt: skip
+    for key in ("binary_sha256", "model_sha256", "build_info"):
+        promoted = getattr(record.engine, key)
+        if promoted and describe.get(key) != promoted:
+            notes.append(f"{key} changed since the promotion: {promoted} -> {describe.get(key)}")
+    regressions = [str(c.summary or c.metric) for c in report.summary.comparisons
+                   if c.verdict == "worse"]  # fmt: skip
     return Verification(role, bench.run_dir.root, compare_dir.root, report.summary, regressions,
                         notes)  # fmt: skip

@@ -6,25 +6,20 @@ KV-cache types, flash attention, threads: from each arm's ``effective`` fields i
 and the result file, rewritten atomically after every arm so a crash loses nothing finished.
 The baseline's logits file (``quality/baseline-logits.kld``, about 190 MB for the packaged text
 and a 49k vocabulary) is deleted at the end unless kept. Must not parse the tool's output (the
-engine module does) or print anything except through the reporter.
-
-``ppl.json`` format changes (``SCHEMA_VERSION``; readers accept every older version):
-
-- 2026-11-23, version 1: first format.
+engine module does) or print anything except through the reporter. The file's records and
+their format log are in ``servelab.store.perplexity``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from rich.console import Console
 from rich.status import Status
@@ -38,11 +33,19 @@ from servelab.engines.perplexity import (
     perplexity_binary_beside,
     run_perplexity,
 )
+from servelab.engines.registry import find_engine_class
 from servelab.errors import EngineError, UsageError
 from servelab.paths import write_json_atomic
-from servelab.store.rundir import RunDir, read_manifest
+from servelab.store import EffectiveValue, Manifest, read_manifest
+from servelab.store.perplexity import (
+    LogitsFile,
+    PerplexityArm,
+    PerplexityDoc,
+    PerplexityText,
+    read_perplexity,
+)
 
-SCHEMA_VERSION = 1
+Effective = Mapping[str, EffectiveValue]
 DEFAULT_CTX = 256  # the packaged text is ~4,000 tokens (SmolLM2): 15 chunks of 256
 DEFAULT_TIMEOUT_S = 900.0
 TEXT_NAME = "us-founding-documents"
@@ -53,7 +56,7 @@ LOGITS_NAME = "baseline-logits.kld"
 class PplReporter(Protocol):
     def arm_started(self, arm: str, index: int, total: int, mode: Mode) -> None: ...
 
-    def arm_done(self, arm: str, result: dict[str, Any]) -> None: ...
+    def arm_done(self, arm: str, result: PerplexityArm) -> None: ...
 
     def note(self, text: str) -> None: ...
 
@@ -62,7 +65,7 @@ class NullPplReporter:
     def arm_started(self, arm: str, index: int, total: int, mode: Mode) -> None:
         pass
 
-    def arm_done(self, arm: str, result: dict[str, Any]) -> None:
+    def arm_done(self, arm: str, result: PerplexityArm) -> None:
         pass
 
     def note(self, text: str) -> None:
@@ -81,14 +84,13 @@ class RichPplReporter:
         self._status = self.console.status(f"[{index}/{total}] {arm}: llama-perplexity, {what}")
         self._status.start()
 
-    def arm_done(self, arm: str, result: dict[str, Any]) -> None:
+    def arm_done(self, arm: str, result: PerplexityArm) -> None:
         if self._status is not None:
             self._status.stop()
-        kld = result.get("kld")
+        kld = result.kld
         extra = f", KLD {kld['mean']:.6f}" if kld else ""
         self.console.print(
-            f"{arm}: PPL {result['ppl']:.4f} ± {result['ppl_err']:.4f}{extra} "
-            f"({result['seconds']:.1f} s)"
+            f"{arm}: PPL {result.ppl:.4f} ± {result.ppl_err:.4f}{extra} ({result.seconds:.1f} s)"
         )
 
     def note(self, text: str) -> None:
@@ -103,11 +105,11 @@ def text_bytes() -> bytes:
     return resources.files("servelab").joinpath(f"data/ppl/{TEXT_NAME}.txt").read_bytes()
 
 
-def text_info(data: bytes) -> dict[str, Any]:
-    return {
-        "name": TEXT_NAME, "file": f"quality/{TEXT_NAME}.txt",
-        "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "licence": TEXT_LICENCE,
-    }  # fmt: skip
+def text_info(data: bytes) -> PerplexityText:
+    return PerplexityText(
+        name=TEXT_NAME, file=f"quality/{TEXT_NAME}.txt", sha256=hashlib.sha256(data).hexdigest(),
+        bytes=len(data), licence=TEXT_LICENCE,
+    )  # fmt: skip
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -115,6 +117,21 @@ def text_info(data: bytes) -> dict[str, Any]:
 
 def ppl_path(run_dir: Path) -> Path:
     return run_dir / "quality" / "ppl.json"
+
+
+@dataclass
+class _PplFile:
+    """The document being measured; every ``save`` rewrites the file atomically."""
+
+    path: Path
+    doc: PerplexityDoc
+
+    def update(self, **changes: object) -> None:
+        self.doc = self.doc.model_copy(update=changes)
+
+    def save(self, **changes: object) -> None:
+        self.update(**changes)
+        write_json_atomic(self.path, self.doc.to_json())
 
 
 def run_ppl(
@@ -125,14 +142,14 @@ def run_ppl(
     keep_logits: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     reporter: PplReporter | None = None,
-) -> dict[str, Any]:
+) -> PerplexityDoc:
     """Measure every llama.cpp arm's perplexity on the packaged text, and each non-baseline arm's
     KL divergence from the baseline arm; write and return ``quality/ppl.json``.
 
     A finished result for the same text and ``ctx`` is returned as it is unless ``force``.
     """
     rep = reporter or NullPplReporter()
-    manifest = read_manifest(RunDir(run_dir))
+    manifest = read_manifest(run_dir)
     baseline, arms = _arms(run_dir, manifest)
     if ctx < 8:
         raise UsageError(f"--ctx {ctx} is too small; use 128 or more (default {DEFAULT_CTX})")
@@ -143,61 +160,65 @@ def run_ppl(
         return previous
     qdir = run_dir / "quality"
     text = qdir / f"{TEXT_NAME}.txt"
-    doc = _new_doc(run_dir, manifest, ctx, data)
-    configs, doc["skipped"] = _configs(arms, text, ctx, baseline)  # refuses before writing
+    configs, skipped = _configs(arms, text, ctx, baseline)  # refuses before writing
+    out = _PplFile(ppl_path(run_dir), _new_doc(run_dir, manifest, ctx, data, skipped))
     qdir.mkdir(parents=True, exist_ok=True)
     text.write_bytes(data)
+    logits = qdir / LOGITS_NAME
+    logits.unlink(missing_ok=True)
     try:
-        with _logits_file(qdir / LOGITS_NAME, keep_logits, doc) as logits:
-            _measure_all(run_dir, doc, configs, baseline, logits, timeout_s, rep)
+        try:
+            _measure_all(run_dir, out, configs, baseline, logits, timeout_s, rep)
+        finally:
+            out.update(logits=_logits_done(logits, keep_logits))
     except BaseException:
-        doc["status"] = "failed"  # what finished stays; a rerun measures everything again
-        write_json_atomic(ppl_path(run_dir), doc)
+        out.save(status="failed")  # what finished stays; a rerun measures everything again
         raise
-    doc["status"] = "complete"
-    write_json_atomic(ppl_path(run_dir), doc)
-    return doc
+    out.save(status="complete")
+    return out.doc
 
 
-def _arms(run_dir: Path, manifest: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
-    kind = manifest.get("kind")
-    if kind != "experiment" or not isinstance(manifest.get("arms"), dict):
+def _has_logits(eff: Effective) -> bool:
+    kind = eff.get("engine.kind")
+    engine = find_engine_class(kind) if isinstance(kind, str) else None
+    return engine is not None and engine.has_logits
+
+
+def _arms(run_dir: Path, manifest: Manifest) -> tuple[str, dict[str, Effective]]:
+    if manifest.kind != "experiment":
         raise UsageError(
-            f"{run_dir} is a {kind or 'unknown'} run, not an experiment; "
+            f"{run_dir} is a {manifest.kind} run, not an experiment; "
             "`servelab quality ppl` needs the run directory of `servelab run SPEC`"
         )
-    baseline = str(manifest.get("baseline") or next(iter(manifest["arms"]), ""))
-    arms = {str(k): v.get("effective", {}) for k, v in manifest["arms"].items()}
-    if baseline not in arms or arms[baseline].get("engine.kind") != "llamacpp":
+    baseline = manifest.baseline
+    arms: dict[str, Effective] = {name: a.effective for name, a in manifest.arms.items()}
+    if baseline not in arms or not _has_logits(arms[baseline]):
         raise UsageError(
             f"baseline arm {baseline!r} of {run_dir} is not a llama.cpp arm; perplexity and "
             "KL divergence need the baseline's logits from llama.cpp"
         )
-    order = [baseline, *(a for a in arms if a != baseline)]
-    return baseline, {a: arms[a] for a in order}
+    return baseline, {a: arms[a] for a in manifest.arm_names}
 
 
-def _previous(run_dir: Path, ctx: int, data: bytes) -> dict[str, Any] | None:
-    path = ppl_path(run_dir)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def _previous(run_dir: Path, ctx: int, data: bytes) -> PerplexityDoc | None:
+    doc = read_perplexity(ppl_path(run_dir))
+    if doc is None or doc.ctx != ctx or doc.text.sha256 != text_info(data).sha256:
         return None
-    same = doc.get("ctx") == ctx and doc.get("text", {}).get("sha256") == text_info(data)["sha256"]
-    return doc if same and doc.get("status") == "complete" else None
+    return doc if doc.status == "complete" else None
 
 
-def _new_doc(run_dir: Path, manifest: dict[str, Any], ctx: int, data: bytes) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION, "kind": "perplexity", "tool": "llama-perplexity",
-        "run_id": run_dir.name, "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "text": text_info(data), "ctx": ctx, "baseline": manifest.get("baseline"),
-        "status": "running", "arms": {}, "skipped": {}, "logits": None,
-    }  # fmt: skip
+def _new_doc(
+    run_dir: Path, manifest: Manifest, ctx: int, data: bytes, skipped: dict[str, str]
+) -> PerplexityDoc:
+    return PerplexityDoc(
+        run_id=run_dir.name, created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+        text=text_info(data), ctx=ctx, baseline=manifest.baseline or None, status="running",
+        skipped=skipped,
+    )  # fmt: skip
 
 
 def _configs(
-    arms: dict[str, dict[str, Any]], text: Path, ctx: int, baseline: str
+    arms: dict[str, Effective], text: Path, ctx: int, baseline: str
 ) -> tuple[dict[str, PerplexityConfig], dict[str, str]]:
     configs: dict[str, PerplexityConfig] = {}
     skipped: dict[str, str] = {}
@@ -216,8 +237,8 @@ def _configs(
     return configs, skipped
 
 
-def _skip_reason(eff: dict[str, Any]) -> str | None:
-    if eff.get("engine.kind") != "llamacpp":
+def _skip_reason(eff: Effective) -> str | None:
+    if not _has_logits(eff):
         return f"not a llama.cpp arm (engine {eff.get('engine.kind')}); no logits to compare"
     if not eff.get("model.path") or not eff.get("engine.binary"):
         return "the manifest has no model.path or engine.binary for it"
@@ -227,41 +248,36 @@ def _skip_reason(eff: dict[str, Any]) -> str | None:
     return None
 
 
-@contextmanager
-def _logits_file(path: Path, keep: bool, doc: dict[str, Any]) -> Iterator[Path]:
-    path.unlink(missing_ok=True)
-    try:
-        yield path
-    finally:
-        size = path.stat().st_size if path.exists() else None
-        if not keep:
-            path.unlink(missing_ok=True)
-        doc["logits"] = {"path": f"quality/{path.name}", "bytes": size, "kept": keep}
+def _logits_done(path: Path, keep: bool) -> LogitsFile:
+    """Record the logits file's size, and delete it unless it is to be kept."""
+    size = path.stat().st_size if path.exists() else None
+    if not keep:
+        path.unlink(missing_ok=True)
+    return LogitsFile(path=f"quality/{path.name}", bytes=size, kept=keep)
 
 
 def _measure_all(
     run_dir: Path,
-    doc: dict[str, Any],
+    out: _PplFile,
     configs: dict[str, PerplexityConfig],
     baseline: str,
     logits: Path,
     timeout_s: float,
     rep: PplReporter,
 ) -> None:
-    for arm, reason in doc["skipped"].items():
+    for arm, reason in out.doc.skipped.items():
         rep.note(f"skipping arm {arm}: {reason}")
     for i, (arm, config) in enumerate(configs.items(), start=1):
         mode: Mode = "save" if arm == baseline else "kld"
         rep.arm_started(arm, i, len(configs), mode)
         result = measure_arm(run_dir, arm, config, mode, logits, timeout_s)
-        doc["arms"][arm] = result
-        write_json_atomic(ppl_path(run_dir), doc)
+        out.save(arms={**out.doc.arms, arm: result})
         rep.arm_done(arm, result)
 
 
 def measure_arm(
     run_dir: Path, arm: str, config: PerplexityConfig, mode: Mode, logits: Path, timeout_s: float
-) -> dict[str, Any]:
+) -> PerplexityArm:
     """One arm's llama-perplexity run, as its ``ppl.json`` entry."""
     argv = perplexity_argv(config, mode, logits)
     log = run_dir / "quality" / f"ppl-{arm}.log"
@@ -272,14 +288,13 @@ def measure_arm(
         result = parse_perplexity_output(output)
     except ValueError as exc:
         raise EngineError(f"llama-perplexity for arm {arm}: {exc}; see {log}") from exc
-    entry = asdict(result)
-    entry.update({
-        "mode": mode, "argv": [_relative(a, run_dir) for a in argv],
-        "log": str(log.relative_to(run_dir)), "seconds": round(seconds, 3),
-        "cache_type_k": config.cache_type_k, "cache_type_v": config.cache_type_v,
-        "flash_attn": config.flash_attn,
-    })  # fmt: skip
-    return entry
+    return PerplexityArm(
+        ppl=result.ppl, ppl_err=result.ppl_err, chunks=result.chunks, ctx=result.ctx,
+        kld=result.kld, mode=mode, argv=tuple(_relative(a, run_dir) for a in argv),
+        log=str(log.relative_to(run_dir)), seconds=round(seconds, 3),
+        cache_type_k=config.cache_type_k, cache_type_v=config.cache_type_v,
+        flash_attn=config.flash_attn,
+    )  # fmt: skip
 
 
 def _relative(arg: str, run_dir: Path) -> str:

@@ -10,10 +10,11 @@ its own dictionaries inside its package on first use.
 """
 
 from servelab.scoring.aggregate import QUALITY_METRICS, QualityMetric, arm_rates, quality_summary
-from servelab.scoring.coherence import FLAG_KINDS, score_coherence
+from servelab.scoring.coherence import FLAG_KINDS, CoherenceScore, Flag, score_coherence
+from servelab.scoring.records import ArmRates, QualitySummary, RateDifference, RateJson, RowScore
 from servelab.scoring.score import SCORER_VERSION, score_row, score_rows
-from servelab.scoring.script import TW_ALLOWANCE, classify, score_script
-from servelab.scoring.toolcalls import OUTCOMES, score_tool
+from servelab.scoring.script import TW_ALLOWANCE, ScriptScore, classify, score_script
+from servelab.scoring.toolcalls import OUTCOMES, ToolScore, score_tool
 
 __all__ = [
     "FLAG_KINDS",
@@ -21,7 +22,16 @@ __all__ = [
     "QUALITY_METRICS",
     "SCORER_VERSION",
     "TW_ALLOWANCE",
+    "ArmRates",
+    "CoherenceScore",
+    "Flag",
     "QualityMetric",
+    "QualitySummary",
+    "RateDifference",
+    "RateJson",
+    "RowScore",
+    "ScriptScore",
+    "ToolScore",
     "arm_rates",
     "classify",
     "quality_summary",

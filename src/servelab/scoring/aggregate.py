@@ -14,14 +14,24 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from servelab.scoring.coherence import FLAG_KINDS
-from servelab.stats.proportions import DEFAULT_MARGIN, compare_rates, wilson
+from servelab.scoring.records import (
+    ArmRates,
+    MetricJson,
+    QualitySummary,
+    RateDifference,
+    RateJson,
+    RowScore,
+)
+from servelab.scoring.script import ScriptScore
+from servelab.scoring.toolcalls import ToolScore
+from servelab.stats.proportions import DEFAULT_MARGIN, Rate, compare_rates, wilson
 
-Score = Mapping[str, Any]
-Scored = tuple[Mapping[str, Any], Score]
+Score = RowScore
+Scored = tuple[Mapping[str, Any], RowScore]  # a stored row and its score
 _READS_TRADITIONAL = ("traditional", "neutral")  # no Simplified character after the allowance
 
 
@@ -35,18 +45,31 @@ class QualityMetric:
     summary: str
 
 
-def _tool(score: Score) -> Mapping[str, Any]:
-    tool: Mapping[str, Any] = score.get("tool") or {}
-    return tool
+def _tool(score: Score) -> ToolScore:
+    return score["tool"]
 
 
-def _script(score: Score) -> Mapping[str, Any]:
-    script: Mapping[str, Any] = score.get("script") or {}
-    return script
+def _script(score: Score) -> ScriptScore | None:
+    return score.get("script")
 
 
 def _flags(score: Score) -> list[str]:
-    return [f["kind"] for f in (score.get("coherence") or {}).get("flags", [])]
+    return [f["kind"] for f in score["coherence"]["flags"]]
+
+
+def _targets_traditional(score: Score) -> bool:
+    script = _script(score)
+    return script is not None and script["target"] == _TRAD_TARGET
+
+
+def _script_class(score: Score) -> str | None:
+    script = _script(score)
+    return script["class"] if script is not None else None
+
+
+def _class_after_s2t(score: Score) -> str | None:
+    script = _script(score)
+    return script["after_s2t"]["class"] if script is not None else None
 
 
 _TOOL_EXPECTED = ("correct", "wrong_args", "wrong_tool", "missed", "malformed")
@@ -57,36 +80,30 @@ _TRAD_TARGET = "traditional"
 _Rule = tuple[Callable[[Score], bool], Callable[[Score], bool]]
 _RULES: dict[str, _Rule] = {
     "tool_accuracy": (
-        lambda s: _tool(s).get("outcome") in _TOOL_EXPECTED,
-        lambda s: _tool(s).get("outcome") == "correct",
+        lambda s: _tool(s)["outcome"] in _TOOL_EXPECTED,
+        lambda s: _tool(s)["outcome"] == "correct",
     ),
     "false_fire_rate": (
-        lambda s: _tool(s).get("outcome") in _NO_TOOL,
-        lambda s: _tool(s).get("outcome") == "false_fire",
+        lambda s: _tool(s)["outcome"] in _NO_TOOL,
+        lambda s: _tool(s)["outcome"] == "false_fire",
     ),
     "args_valid_rate": (
-        lambda s: _tool(s).get("args_valid") is not None,
-        lambda s: _tool(s).get("args_valid") is True,
+        lambda s: _tool(s)["args_valid"] is not None,
+        lambda s: _tool(s)["args_valid"] is True,
     ),
     "malformed_rate": (
-        lambda s: _tool(s).get("outcome", "not_applicable") != "not_applicable",
-        lambda s: bool(_tool(s).get("malformed")),
+        lambda s: _tool(s)["outcome"] != "not_applicable",
+        lambda s: bool(_tool(s)["malformed"]),
     ),
     "traditional_rate": (
-        lambda s: _script(s).get("target") == _TRAD_TARGET,
-        lambda s: _script(s).get("class") in _READS_TRADITIONAL,
+        _targets_traditional,
+        lambda s: _script_class(s) in _READS_TRADITIONAL,
     ),
-    "mixed_rate": (
-        lambda s: _script(s).get("target") == _TRAD_TARGET,
-        lambda s: _script(s).get("class") == "mixed",
-    ),
-    "simplified_rate": (
-        lambda s: _script(s).get("target") == _TRAD_TARGET,
-        lambda s: _script(s).get("class") == "simplified",
-    ),
+    "mixed_rate": (_targets_traditional, lambda s: _script_class(s) == "mixed"),
+    "simplified_rate": (_targets_traditional, lambda s: _script_class(s) == "simplified"),
     "traditional_rate_after_s2t": (
-        lambda s: _script(s).get("target") == _TRAD_TARGET,
-        lambda s: (_script(s).get("after_s2t") or {}).get("class") in _READS_TRADITIONAL,
+        _targets_traditional,
+        lambda s: _class_after_s2t(s) in _READS_TRADITIONAL,
     ),
     "coherence_flag_rate": (lambda s: "coherence" in s, lambda s: bool(_flags(s))),
 }
@@ -182,14 +199,15 @@ class ArmTally:
                 self.members[metric.name] += 1
                 self.hits[metric.name] += hit(score)
         self.flags.update(_flags(score))
-        self.tool_outcomes[str(_tool(score).get("outcome"))] += 1
-        if _script(score):
-            self.script_classes[str(_script(score)["class"])] += 1
+        self.tool_outcomes[str(_tool(score)["outcome"])] += 1
+        script_class = _script_class(score)
+        if script_class is not None:
+            self.script_classes[script_class] += 1
 
-    def rates(self, confidence: float = 0.95) -> dict[str, Any]:
+    def rates(self, confidence: float = 0.95) -> ArmRates:
         """The arm's rates (k, n, p and Wilson interval per metric) and the counts behind them."""
         rates = {
-            m.name: asdict(wilson(self.hits[m.name], self.members[m.name], confidence))
+            m.name: _rate_json(wilson(self.hits[m.name], self.members[m.name], confidence))
             for m in QUALITY_METRICS
         }
         return {
@@ -201,7 +219,20 @@ class ArmTally:
         }
 
 
-def arm_rates(scored: Iterable[Scored], confidence: float = 0.95) -> dict[str, Any]:
+def _rate_json(rate: Rate) -> RateJson:
+    return {"k": rate.k, "n": rate.n, "p": rate.p, "ci_low": rate.ci_low, "ci_high": rate.ci_high}
+
+
+def _metric_json(m: QualityMetric) -> MetricJson:
+    return {
+        "name": m.name,
+        "higher_is_better": m.higher_is_better,
+        "population": m.population,
+        "summary": m.summary,
+    }
+
+
+def arm_rates(scored: Iterable[Scored], confidence: float = 0.95) -> ArmRates:
     """One arm's rates (k, n, p and Wilson interval per metric) and the counts behind them."""
     tally = ArmTally()
     for row, score in scored:
@@ -216,7 +247,7 @@ def quality_summary(
     confidence: float = 0.95,
     *,
     margin: float = DEFAULT_MARGIN,
-) -> dict[str, Any]:
+) -> QualitySummary:
     """Per-arm quality rates and each other arm's comparison with ``baseline``.
 
     ``rows_with_scores_by_arm`` maps an arm to its ``(row, score)`` pairs (``score`` as from
@@ -229,12 +260,12 @@ def quality_summary(
 
 
 def summary_of_rates(
-    arms: Mapping[str, dict[str, Any]],
+    arms: Mapping[str, ArmRates],
     baseline: str,
     confidence: float = 0.95,
     *,
     margin: float = DEFAULT_MARGIN,
-) -> dict[str, Any]:
+) -> QualitySummary:
     """``quality_summary`` from each arm's ``arm_rates`` (or ``ArmTally.rates``) result."""
     if baseline not in arms:
         known = ", ".join(arms) or "none"
@@ -247,16 +278,16 @@ def summary_of_rates(
     return {
         "confidence": confidence,
         "baseline": baseline,
-        "metrics": [asdict(m) for m in QUALITY_METRICS],
-        "arms": arms,
+        "metrics": [_metric_json(m) for m in QUALITY_METRICS],
+        "arms": dict(arms),
         "comparisons": comparisons,
     }
 
 
 def _compare(
-    base: Mapping[str, Any], cand: Mapping[str, Any], confidence: float, margin: float
-) -> dict[str, Any]:
-    out = {}
+    base: Mapping[str, RateJson], cand: Mapping[str, RateJson], confidence: float, margin: float
+) -> dict[str, RateDifference]:
+    out: dict[str, RateDifference] = {}
     for metric in QUALITY_METRICS:
         b, c = base[metric.name], cand[metric.name]
         result = compare_rates(

@@ -6,14 +6,15 @@ repetition (an n-gram loop), empty replies, replies cut at max_tokens, leaked re
 chat-template tokens, and a reply in another language than the prompt's. Every flag keeps its
 reason and the evidence text, so a reader can check it.
 
-Pure: a stored row in, a JSON-able dict out. Must not read files or aggregate across rows.
+Pure: a stored row in, a JSON-able ``CoherenceScore`` out. Must not read files or aggregate
+across rows.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypedDict, get_args
 
 FlagKind = Literal[
     "invalid_utf8",
@@ -27,6 +28,22 @@ FlagKind = Literal[
     "wrong_language",
 ]
 FLAG_KINDS: tuple[FlagKind, ...] = get_args(FlagKind)
+
+
+class Flag(TypedDict):
+    """One coherence flag as stored (quality/scores.jsonl)."""
+
+    kind: FlagKind
+    reason: str
+    evidence: str | None
+
+
+class CoherenceScore(TypedDict):
+    """Every coherence flag of one reply; ``ok`` when there is none."""
+
+    flags: list[Flag]
+    ok: bool
+
 
 # The 27 characters cp1252 puts at 0x80-0x9F (where Latin-1 has C1 controls).
 _CP1252_EXTRA = bytes(range(0x80, 0xA0)).decode("cp1252", errors="ignore")
@@ -60,14 +77,14 @@ _LANG_SCRIPT |= {"it": "latin", "pt": "latin", "nl": "latin"}
 _MIN_LANG_UNITS = 4  # too short a reply to judge its language
 
 
-def flag(kind: FlagKind, reason: str, evidence: str | None = None) -> dict[str, Any]:
+def flag(kind: FlagKind, reason: str, evidence: str | None = None) -> Flag:
     """One coherence flag: its kind, a sentence a reader can act on, the text behind it."""
     return {"kind": kind, "reason": reason, "evidence": evidence}
 
 
 def score_coherence(
     row: Mapping[str, Any], *, lang: str | None, max_tokens: int | None
-) -> dict[str, Any]:
+) -> CoherenceScore:
     """Every coherence flag of one row; ``ok`` is True when there is none."""
     text = str(row.get("text") or "")
     flags = [
@@ -81,8 +98,8 @@ def score_coherence(
     return {"flags": flags, "ok": not flags}
 
 
-def _encoding(text: str, invalid_bytes: int) -> list[dict[str, Any]]:
-    flags = []
+def _encoding(text: str, invalid_bytes: int) -> list[Flag]:
+    flags: list[Flag] = []
     if invalid_bytes:
         flags.append(flag("invalid_utf8", f"{invalid_bytes} invalid UTF-8 bytes in the stream"))
     if "\ufffd" in text:
@@ -130,7 +147,7 @@ def _as_bytes(run: str) -> bytes:
     return b"".join(c.encode("cp1252" if c in _CP1252_EXTRA else "latin-1") for c in run)
 
 
-def _repetition(text: str) -> list[dict[str, Any]]:
+def _repetition(text: str) -> list[Flag]:
     loop = find_loop(_TOKEN.findall(text))
     if loop is None:
         return []
@@ -177,7 +194,7 @@ def _count_repeats(tokens: list[str], start: int, period: int) -> int:
     return repeats
 
 
-def _empty(text: str, row: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _empty(text: str, row: Mapping[str, Any]) -> list[Flag]:
     if text.strip() or row.get("tool_calls"):
         return []
     reasoning = str(row.get("reasoning") or "")
@@ -185,7 +202,7 @@ def _empty(text: str, row: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [flag("empty", why)]
 
 
-def _truncated(row: Mapping[str, Any], max_tokens: int | None) -> list[dict[str, Any]]:
+def _truncated(row: Mapping[str, Any], max_tokens: int | None) -> list[Flag]:
     if row.get("finish_reason") == "length":
         return [flag("truncated_max_tokens", "finish_reason is 'length': cut at max_tokens")]
     n_out = row.get("n_out")
@@ -194,8 +211,8 @@ def _truncated(row: Mapping[str, Any], max_tokens: int | None) -> list[dict[str,
     return []
 
 
-def _leaks(text: str) -> list[dict[str, Any]]:
-    flags = []
+def _leaks(text: str) -> list[Flag]:
+    flags: list[Flag] = []
     reasoning = [m for m in _REASONING if m in text]
     if reasoning:
         flags.append(flag("leaked_reasoning", "reasoning markers in the reply", reasoning[0]))
@@ -214,7 +231,7 @@ def script_counts(text: str) -> dict[str, int]:
     return {name: len(pattern.findall(text)) for name, pattern in _SCRIPTS.items()}
 
 
-def _language(text: str, lang: str | None) -> list[dict[str, Any]]:
+def _language(text: str, lang: str | None) -> list[Flag]:
     if lang is None:
         return []
     expected = _LANG_SCRIPT.get(lang.lower().split("-")[0])

@@ -1,6 +1,6 @@
 """Scoring one stored row: the tool, script and coherence verdicts together.
 
-Owns ``score_row`` (one ``requests.jsonl`` row -> one JSON-able score dict with
+Owns ``score_row`` (one ``requests.jsonl`` row -> one JSON-able ``RowScore`` with
 ``scorer_version``) and ``score_rows`` (a run's rows, grouped by arm, ready for
 ``aggregate.quality_summary``). The prompt's expectation comes from the workload by
 ``prompt_id``; a row whose prompt the workload does not hold is scored without one.
@@ -15,6 +15,7 @@ from typing import Any
 
 from servelab.scoring.aggregate import Scored, counts_ok
 from servelab.scoring.coherence import score_coherence
+from servelab.scoring.records import RowScore
 from servelab.scoring.script import score_script
 from servelab.scoring.toolcalls import score_tool
 from servelab.workloads.schema import PromptItem, Workload
@@ -29,21 +30,20 @@ def score_row(
     workload: Workload | None,
     *,
     max_tokens: int | None,
-) -> dict[str, Any]:
+) -> RowScore:
     """Score one row: ``tool`` always, ``script`` for a Chinese prompt or a reply with Han
     characters, ``coherence`` always. ``item.max_tokens`` wins over ``max_tokens``."""
     lang = item.lang if item is not None else None
     limit = item.max_tokens if item is not None and item.max_tokens is not None else max_tokens
-    score: dict[str, Any] = {
-        "scorer_version": SCORER_VERSION,
-        "prompt_id": row.get("prompt_id"),
-        "tool": score_tool(row, item, workload),
-    }
+    prompt_id = row.get("prompt_id")
+    tool = score_tool(row, item, workload)
     script = score_script(str(row.get("text") or ""), lang)
-    if script is not None:
-        score["script"] = script
-    score["coherence"] = score_coherence(row, lang=lang, max_tokens=limit)
-    return score
+    coherence = score_coherence(row, lang=lang, max_tokens=limit)
+    if script is None:
+        return {"scorer_version": SCORER_VERSION, "prompt_id": prompt_id, "tool": tool,
+                "coherence": coherence}  # fmt: skip
+    return {"scorer_version": SCORER_VERSION, "prompt_id": prompt_id, "tool": tool,
+            "script": script, "coherence": coherence}  # fmt: skip
 
 
 def score_rows(

@@ -21,12 +21,40 @@ from __future__ import annotations
 import re
 from collections import Counter
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import opencc  # type: ignore[import-untyped,unused-ignore]
 
 ScriptClass = Literal["traditional", "simplified", "mixed", "neutral", "none"]
 CharKind = Literal["traditional", "simplified", "variant", "allowed", "neutral"]
+
+
+class ScriptEvidence(TypedDict):
+    """The characters behind a script verdict (``{char: count}`` per kind)."""
+
+    han: int
+    traditional: dict[str, int]
+    simplified: dict[str, int]
+    variant: dict[str, int]
+    allowed: dict[str, int]
+    neutral: int
+    taiwan_form: dict[str, str]
+
+
+# "class" is a Python keyword: these records use the functional TypedDict form.
+Classification = TypedDict("Classification", {"class": ScriptClass, "evidence": ScriptEvidence})
+AfterS2tw = TypedDict(
+    "AfterS2tw", {"class": ScriptClass, "changed": int, "over_converted": dict[str, str]}
+)
+ScriptScore = TypedDict(
+    "ScriptScore",
+    {
+        "target": Literal["traditional", "simplified"] | None,
+        "class": ScriptClass,
+        "evidence": ScriptEvidence,
+        "after_s2t": AfterS2tw,
+    },
+)
 
 _HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 
@@ -96,7 +124,7 @@ def _kind(char: str, simplified: str, taiwan: str, taiwan_aware_trad: bool) -> C
     return "neutral"
 
 
-def classify(text: str) -> dict[str, Any]:
+def classify(text: str) -> Classification:
     """The script verdict of ``text`` and its evidence.
 
     Evidence: ``han`` (Han characters seen), per kind a ``{char: count}`` map (traditional,
@@ -112,10 +140,15 @@ def classify(text: str) -> dict[str, Any]:
             by_kind[kind][char] += 1
         if kind in ("simplified", "variant", "allowed"):
             taiwan_form[char] = form
-    evidence: dict[str, Any] = {"han": len(kinds)}
-    evidence |= {kind: dict(counts) for kind, counts in by_kind.items()}
-    evidence["neutral"] = sum(1 for _, kind, _ in kinds if kind == "neutral")
-    evidence["taiwan_form"] = taiwan_form
+    evidence: ScriptEvidence = {
+        "han": len(kinds),
+        "traditional": dict(by_kind["traditional"]),
+        "simplified": dict(by_kind["simplified"]),
+        "variant": dict(by_kind["variant"]),
+        "allowed": dict(by_kind["allowed"]),
+        "neutral": sum(1 for _, kind, _ in kinds if kind == "neutral"),
+        "taiwan_form": taiwan_form,
+    }
     return {"class": _verdict(len(kinds), by_kind), "evidence": evidence}
 
 
@@ -131,7 +164,7 @@ def _verdict(han: int, by_kind: dict[str, Counter[str]]) -> ScriptClass:
     return "traditional" if traditional else "neutral"
 
 
-def after_s2tw(text: str) -> dict[str, Any]:
+def after_s2tw(text: str) -> AfterS2tw:
     """The verdict after the usual fix (an ``s2tw`` conversion), with what the fix broke:
     ``over_converted`` maps each traditional or neutral character the conversion rewrote
     (干擾 -> 幹擾) to what it became."""
@@ -174,7 +207,7 @@ def has_han(text: str) -> bool:
     return _HAN.search(text) is not None
 
 
-def score_script(text: str, lang: str | None) -> dict[str, Any] | None:
+def score_script(text: str, lang: str | None) -> ScriptScore | None:
     """The script verdict of a reply, or None when there is nothing to judge: an empty reply
     (a tool call alone has no script; emptiness is a coherence flag), or a reply without Han
     characters to a prompt that is not Chinese."""
@@ -183,4 +216,10 @@ def score_script(text: str, lang: str | None) -> dict[str, Any] | None:
     is_zh = lang is not None and lang.lower().split("-")[0] == "zh"
     if not is_zh and not has_han(text):
         return None
-    return {"target": script_target(lang), **classify(text), "after_s2t": after_s2tw(text)}
+    verdict = classify(text)
+    return {
+        "target": script_target(lang),
+        "class": verdict["class"],
+        "evidence": verdict["evidence"],
+        "after_s2t": after_s2tw(text),
+    }

@@ -5,8 +5,8 @@ malformed-call checks (arguments that are not JSON, a tool name the workload doe
 tool-call text leaked into the reply's content), JSON Schema validation of the arguments with
 ``jsonschema`` and the workload's argument expectations (equals, one_of, min, max, sign).
 
-Pure: takes a stored row and the workload's data, returns a JSON-able dict. Must not read files,
-speak HTTP or aggregate across rows (``aggregate`` does that).
+Pure: takes a stored row and the workload's data, returns a JSON-able ``ToolScore``. Must not
+read files, speak HTTP or aggregate across rows (``aggregate`` does that).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import jsonschema
 
@@ -56,7 +56,55 @@ _LEAK_MARKERS = (
     "<start_function_call>",
     "functools[",
 )
-_SIGNS: dict[str, Any] = {"positive": lambda v: v > 0, "negative": lambda v: v < 0}
+_SIGNS: dict[str, Callable[[float], bool]] = {
+    "positive": lambda v: v > 0,
+    "negative": lambda v: v < 0,
+}
+
+
+class ArgCheck(TypedDict):
+    """One argument expectation checked against the call's parsed arguments."""
+
+    arg: str
+    ok: bool
+    value: object  # the argument as the model sent it (any JSON value), None when missing
+    reason: str
+
+
+class ToolScore(TypedDict):
+    """The tool verdict of one reply, as stored (quality/scores.jsonl)."""
+
+    outcome: ToolOutcome
+    expected: str | None
+    called: list[str]
+    args_valid: bool | None
+    schema_error: str | None
+    arg_checks: list[ArgCheck]
+    malformed: list[str]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """A tool verdict while it is worked out; ``as_json`` keeps the stored key order."""
+
+    outcome: ToolOutcome
+    reason: str
+    args_valid: bool | None = None
+    schema_error: str | None = None
+    arg_checks: tuple[ArgCheck, ...] = ()
+
+    def as_json(self, expected: str | None, called: list[str], malformed: list[str]) -> ToolScore:
+        return {
+            "outcome": self.outcome,
+            "expected": expected,
+            "called": called,
+            "args_valid": self.args_valid,
+            "schema_error": self.schema_error,
+            "arg_checks": list(self.arg_checks),
+            "malformed": malformed,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,42 +135,37 @@ _FORMATS.checks("date-time")(_date_time)
 
 def score_tool(
     row: Mapping[str, Any], item: PromptItem | None, workload: Workload | None
-) -> dict[str, Any]:
+) -> ToolScore:
     """The tool verdict of one row: outcome, argument validity and checks, malformed reasons."""
     tools = {tool.name: tool for tool in workload.tools} if workload is not None else {}
     calls = [_parse_call(c) for c in row.get("tool_calls") or []]
     malformed = _malformed_reasons(calls, tools, workload is not None)
     malformed += _leaks(str(row.get("text") or ""), tools)
-    result: dict[str, Any] = {
-        "outcome": "not_applicable",
-        "expected": None,
-        "called": [c.name for c in calls],
-        "args_valid": None,
-        "schema_error": None,
-        "arg_checks": [],
-        "malformed": malformed,
-        "reason": "prompt has no known expectation",
-    }
+    called = [c.name for c in calls]
+    verdict = _Verdict("not_applicable", "prompt has no known expectation")
     if item is None:
-        return result
-    result["expected"] = item.expect.tool if item.expect.kind == "tool" else None
+        return verdict.as_json(None, called, malformed)
+    expected = item.expect.tool if item.expect.kind == "tool" else None
     offered = workload is None or bool(workload.tools_for(item))
     if not (offered or calls or malformed):
         # A raw completion or a prompt offered no tool cannot fire one: not a tool test.
-        return result | {"reason": "no tools offered to this prompt"}
+        verdict = replace(verdict, reason="no tools offered to this prompt")
+        return verdict.as_json(expected, called, malformed)
     good = [c for c in calls if c.json_error is None and (not tools or c.name in tools)]
     if item.expect.kind == "tool":
         assert item.expect.tool is not None  # the schema guarantees it for kind "tool"
-        result.update(_expected_call(good, item.expect.tool, item.expect.args or {}, tools))
-        if result["outcome"] == "missed" and malformed:
-            result.update(outcome="malformed", reason="; ".join(malformed))
+        verdict = _expected_call(good, item.expect.tool, item.expect.args or {}, tools)
+        if verdict.outcome == "missed" and malformed:
+            verdict = replace(verdict, outcome="malformed", reason="; ".join(malformed))
     elif calls or malformed:
         names = ", ".join(c.name for c in calls) or "leaked text"
-        result.update(outcome="false_fire", reason=f"no tool expected, got {names}")
-        result.update(_validity(good[0], tools) if good else {})
+        verdict = _validity(good[0], tools) if good else verdict
+        verdict = replace(verdict, outcome="false_fire", reason=f"no tool expected, got {names}")
     else:
-        result.update(outcome="correct_no_call", reason="no tool expected, none called")
-    return result
+        verdict = replace(
+            verdict, outcome="correct_no_call", reason="no tool expected, none called"
+        )
+    return verdict.as_json(expected, called, malformed)
 
 
 def _parse_call(raw: Mapping[str, Any]) -> _Call:
@@ -158,50 +201,42 @@ def _expected_call(
     expected: str,
     args: Mapping[str, ArgExpectation],
     tools: Mapping[str, Tool],
-) -> dict[str, Any]:
+) -> _Verdict:
     match = next((c for c in good if c.name == expected), None)
     if match is None and good:
         other = good[0]
-        return {
-            "outcome": "wrong_tool",
-            "reason": f"expected {expected}, called {other.name}",
-        } | _validity(other, tools)
+        reason = f"expected {expected}, called {other.name}"
+        return replace(_validity(other, tools), outcome="wrong_tool", reason=reason)
     if match is None:
-        return {"outcome": "missed", "reason": f"expected {expected}, no tool called"}
+        return _Verdict("missed", f"expected {expected}, no tool called")
     validity = _validity(match, tools)
-    checks = [_check_arg(name, spec, match.parsed) for name, spec in args.items()]
+    checks = tuple(_check_arg(name, spec, match.parsed) for name, spec in args.items())
     failed = [c["reason"] for c in checks if not c["ok"]]
-    if validity["args_valid"] is False:
-        failed.insert(0, validity["schema_error"])
+    if validity.args_valid is False and validity.schema_error is not None:
+        failed.insert(0, validity.schema_error)
     extra = len(good) - 1
     if failed:
-        return validity | {
-            "outcome": "wrong_args",
-            "arg_checks": checks,
-            "reason": "; ".join(failed),
-        }
+        return replace(validity, outcome="wrong_args", arg_checks=checks, reason="; ".join(failed))
     note = f" (plus {extra} other call{'s' if extra > 1 else ''})" if extra else ""
-    return validity | {
-        "outcome": "correct",
-        "arg_checks": checks,
-        "reason": f"called {expected}{note}",
-    }
+    reason = f"called {expected}{note}"
+    return replace(validity, outcome="correct", arg_checks=checks, reason=reason)
 
 
-def _validity(call: _Call, tools: Mapping[str, Tool]) -> dict[str, Any]:
-    """Whether ``call``'s parsed arguments validate against its tool's parameter schema."""
+def _validity(call: _Call, tools: Mapping[str, Tool]) -> _Verdict:
+    """Whether ``call``'s parsed arguments validate against its tool's parameter schema (only
+    ``args_valid`` and ``schema_error`` of the result are meant)."""
     tool = tools.get(call.name)
     if tool is None:
-        return {"args_valid": None, "schema_error": None}
+        return _Verdict("not_applicable", "")
     validator = jsonschema.Draft202012Validator(tool.function.parameters, format_checker=_FORMATS)
     error = jsonschema.exceptions.best_match(validator.iter_errors(call.parsed))
     if error is None:
-        return {"args_valid": True, "schema_error": None}
+        return _Verdict("not_applicable", "", args_valid=True)
     where = "/".join(str(p) for p in error.absolute_path) or "arguments"
-    return {"args_valid": False, "schema_error": f"schema: {where}: {error.message}"}
+    return _Verdict("not_applicable", "", False, f"schema: {where}: {error.message}")
 
 
-def _check_arg(name: str, spec: ArgExpectation, parsed: Any) -> dict[str, Any]:
+def _check_arg(name: str, spec: ArgExpectation, parsed: Any) -> ArgCheck:
     """One argument expectation against the parsed arguments: ``{arg, ok, value, reason}``."""
     if not isinstance(parsed, dict) or name not in parsed:
         return {"arg": name, "ok": False, "value": None, "reason": f"'{name}' is missing"}

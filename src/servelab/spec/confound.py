@@ -7,20 +7,24 @@ an allowed confound when the user said ``--allow-confound FIELD``. Pure.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TypeVar
 
 from servelab.errors import UsageError
 from servelab.spec.experiment import declared_fields
+
+V = TypeVar("V")  # one flat configuration value (the effective config's values)
 
 
 class ConfoundError(UsageError):
     """Arms differ in a field the spec does not declare."""
 
 
-def config_diff(effective: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``{field: {arm: value}}`` for every field whose value is not the same in every arm."""
+def config_diff(effective: Mapping[str, Mapping[str, V]]) -> dict[str, dict[str, V | None]]:
+    """``{field: {arm: value}}`` for every field whose value is not the same in every arm
+    (None for an arm that lacks the field)."""
     fields = sorted({f for values in effective.values() for f in values})
-    diff: dict[str, dict[str, Any]] = {}
+    diff: dict[str, dict[str, V | None]] = {}
     for field in fields:
         values = {arm: eff.get(field) for arm, eff in effective.items()}
         if len({_key(v) for v in values.values()}) > 1:
@@ -28,11 +32,11 @@ def config_diff(effective: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     return diff
 
 
-def _key(value: Any) -> str:
+def _key(value: object) -> str:
     return repr(value)
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def _short(value: object, limit: int = 60) -> str:
     text = "(unset)" if value is None else str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -43,16 +47,17 @@ def user_name(field: str) -> str:
 
 
 def check_confounds(
-    effective: dict[str, dict[str, Any]],
-    declared: dict[str, tuple[str, ...]],
+    effective: Mapping[str, Mapping[str, object]],
+    declared: Mapping[str, tuple[str, ...]],
     baseline: str,
     declare: tuple[str, ...] = (),
     allow: tuple[str, ...] = (),
-) -> list[dict[str, Any]]:
+) -> list[dict[str, object]]:
     """Refuse undeclared differences; return the allowed confounds, ``[{field, values}]``."""
     spec_declared = {f for name in declare for f in declared_fields(name)}
     allowed_fields = {f for name in allow for f in declared_fields(name)}
-    allowed: list[dict[str, Any]] = []
+    allowed: list[dict[str, object]] = []
+    allowed_names: set[str] = set()
     for field, values in config_diff(effective).items():
         base_value = values.get(baseline)
         for arm, value in values.items():
@@ -67,6 +72,7 @@ def check_confounds(
                 continue
             if field in allowed_fields:
                 allowed.append({"field": field, "values": values})
+                allowed_names.add(field)
                 break
             name = user_name(field)
             raise ConfoundError(
@@ -75,7 +81,7 @@ def check_confounds(
                 f"declare; make it a named setting or add it to `declare:`, or run anyway with "
                 f"--allow-confound {name}"
             )
-    unknown = [n for n in allow if not any(a["field"] in declared_fields(n) for a in allowed)]
+    unknown = [n for n in allow if not any(f in declared_fields(n) for f in allowed_names)]
     if unknown:
         raise UsageError(
             f"--allow-confound {unknown[0]}: the arms do not differ undeclared in that field; "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +22,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+EngineKind = Literal["llamacpp", "openai", "replay"]
+"""The engine kinds a spec may name: the one list outside ``engines/`` (whose registry maps each
+kind to its class). ``replay`` serves recorded streams, for tests of the run loop."""
+ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
 
 DEFAULT_CTX_PER_SLOT = 4096
 LOOPBACK = "127.0.0.1"
@@ -93,12 +98,16 @@ def connect_address(bind: str) -> str:
 
 
 class EngineConfig(BaseModel):
-    """One engine. ``llamacpp`` is launched and managed; ``openai`` is an existing endpoint."""
+    """One engine. ``llamacpp`` is launched and managed; ``openai`` is an existing endpoint;
+    ``replay`` serves recorded SSE streams in process (tests)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["llamacpp", "openai"] = "llamacpp"
-    model: str = Field(description="model name or GGUF path (llamacpp), served name (openai)")
+    kind: EngineKind = "llamacpp"
+    model: str = Field(
+        description="model name or GGUF path (llamacpp), served name (openai), "
+        "directory of recorded streams (replay)"
+    )
     flags: EngineFlags = Field(default=(), description="extra engine arguments, one per item")
     env: EngineEnv = Field(default_factory=dict)
     bind: str = Field(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -125,14 +125,14 @@ class Override(BaseModel):
         """YAML's true/false mean on/off here, as ``flash_attn: on`` does."""
         return _level_text(v) if isinstance(v, bool) else v
 
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, Scalar]:
         return {k: v for k in SETTINGS if (v := getattr(self, k)) is not None}
 
     def merged(self, other: Override) -> Override:
-        data = {**self.settings(), **other.settings()}
-        data["flags"] = (*self.flags, *other.flags)
-        data["env"] = {**self.env, **other.env}
-        return Override.model_validate(data)
+        return Override.model_validate({
+            **self.settings(), **other.settings(), "flags": (*self.flags, *other.flags),
+            "env": {**self.env, **other.env},
+        })  # fmt: skip
 
 
 class SamplingSpec(BaseModel):
@@ -383,7 +383,7 @@ def resolve_arm(spec: ExperimentSpec, arm: Arm) -> ArmConfig:
     base = spec.base
     o = arm.override
     flags = base.engine.flags
-    engine_updates: dict[str, Any] = {}
+    engine_updates: dict[str, Scalar] = {}
     for name, value in o.settings().items():
         setting = SETTINGS[name]
         if setting.flags:

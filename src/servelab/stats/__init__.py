@@ -1,1 +1,53 @@
-"""Statistics over arrays of metric values: pure numpy, frozen results."""
+"""Statistics over arrays of metric values: pure numpy/scipy, frozen results, seeded generators.
+
+Owns nothing itself: it re-exports the public API of its modules (block comparisons and
+verdicts, levels, rates, sequential stopping, summaries, concurrency sweeps). Must not read
+files, keep state or draw random numbers without an explicit generator.
+"""
+
+from __future__ import annotations
+
+from servelab.stats.compare import (
+    Decision,
+    RatioComparison,
+    RatioInterval,
+    Verdict,
+    blocks_needed,
+    compare_blocks,
+    decide,
+)
+from servelab.stats.level import Level, level_interval
+from servelab.stats.proportions import DEFAULT_MARGIN, Rate, RateComparison, compare_rates, wilson
+from servelab.stats.sequential import LookPlan, Spending, StopRule, plan_looks, spent, stop_rule
+from servelab.stats.summary import Summary, summarize
+from servelab.stats.sweep import Request, Sweep, SweepPoint, block_aggregate_tps, sweep
+
+__all__ = [
+    "DEFAULT_MARGIN",
+    "Decision",
+    "Level",
+    "LookPlan",
+    "Rate",
+    "RateComparison",
+    "RatioComparison",
+    "RatioInterval",
+    "Request",
+    "Spending",
+    "StopRule",
+    "Summary",
+    "Sweep",
+    "SweepPoint",
+    "Verdict",
+    "block_aggregate_tps",
+    "blocks_needed",
+    "compare_blocks",
+    "compare_rates",
+    "decide",
+    "level_interval",
+    "plan_looks",
+    "spent",
+    "stop_rule",
+    "summarize",
+    "sweep",
+    "wilson",
+]

@@ -1,16 +1,109 @@
-"""Run directories and their files: append-only JSONL and atomically written JSON.
+"""The run model: typed, versioned records of a run directory, and the files that hold them.
 
-Format changes (``SCHEMA_VERSION``; readers accept every older version):
+``read_run(dir)`` gives a ``Run``: its ``Manifest`` (upgraded from older formats in memory) and
+its request rows; ``write_manifest`` writes a manifest atomically; ``RequestRow``/``build_row``
+are one ``requests.jsonl`` line. Append-only JSONL and atomic JSON writers live in
+``store.jsonl``, the directory layout in ``store.rundir``.
 
-- 2026-11-22, version 1: first format. ``manifest.json``, ``requests.jsonl`` (one row per
-  request, see docs/run-directory.md), ``metrics/*.json``, ``engine-<arm>.log``.
-- 2026-11-30, version 1 (additive): rows gain ``text_chars`` and ``text_truncated``; ``text``,
+Format changes (readers accept every older version):
+
+- 2026-11-22, manifest 1, rows 1: first format. ``manifest.json``, ``requests.jsonl`` (one row
+  per request, see docs/run-directory.md), ``metrics/*.json``, ``engine-<arm>.log``.
+- 2026-11-30, rows 1 (additive): rows gain ``text_chars`` and ``text_truncated``; ``text``,
   ``reasoning`` and tool-call ``arguments`` are stored up to 262,144 characters each. Older rows
   lack both fields: read ``text_truncated`` as false.
-- 2026-11-30, version 1 (changed meaning): an import's ``manifest.source.skipped.reasons`` is
+- 2026-11-30, manifest 1 (changed meaning): an import's ``manifest.source.skipped.reasons`` is
   keyed by a fixed set of reasons (``not_a_number``, ``not_finite``, ``negative``, ``empty``,
   ``short_row``, ``long_row``, ``no_arm``, ``bad_value``) instead of ``"column X"``; older
   manifests keep their keys, which readers show as they are.
+- 2026-11-30, manifest 2: each fact stored once. An experiment's ``baseline``, ``interleaved``,
+  ``schedule``, ``seed``, ``decision_metrics``, ``confidence``, ``stop``, ``name`` and
+  ``declared`` are no longer copied to the top level: they are read from ``spec``. Runs without
+  a spec (bench, compare, import) keep theirs at the top level. A field that has no value for a
+  run's kind is left out instead of written as null. ``read_manifest`` upgrades version 1.
 """
 
+from servelab.store.manifest import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_DECISION_METRICS,
+    DEFAULT_MIN_EFFECT,
+    MANIFEST_SCHEMA_VERSION,
+    ArmEntry,
+    Manifest,
+    utc_now,
+)
+from servelab.store.manifest_records import (
+    AllowedConfound,
+    CompareSource,
+    EffectiveValue,
+    EngineStart,
+    FieldMapRecord,
+    Gpu,
+    HardwareRecord,
+    Host,
+    ImportFile,
+    ImportMapping,
+    ImportSource,
+    KvLine,
+    KvReported,
+    Look,
+    PlannedBlock,
+    PreflightFinding,
+    Resume,
+    RunKind,
+    RunStatus,
+    SkippedRows,
+    StopRule,
+    StoredStop,
+    WorkloadRef,
+    as_json_object,
+)
+from servelab.store.request_row import ROW_SCHEMA_VERSION, RequestRow, RowContext, build_row
+from servelab.store.run import Run, read_manifest, read_run, write_manifest
+
 SCHEMA_VERSION = 1
+"""The format of the other JSON files of a run directory (``metrics/*.json``, ``summary.json``);
+``manifest.json`` has ``MANIFEST_SCHEMA_VERSION`` and request rows ``ROW_SCHEMA_VERSION``."""
+
+__all__ = [
+    "DEFAULT_CONFIDENCE",
+    "DEFAULT_DECISION_METRICS",
+    "DEFAULT_MIN_EFFECT",
+    "MANIFEST_SCHEMA_VERSION",
+    "ROW_SCHEMA_VERSION",
+    "SCHEMA_VERSION",
+    "AllowedConfound",
+    "ArmEntry",
+    "CompareSource",
+    "EffectiveValue",
+    "EngineStart",
+    "FieldMapRecord",
+    "Gpu",
+    "HardwareRecord",
+    "Host",
+    "ImportFile",
+    "ImportMapping",
+    "ImportSource",
+    "KvLine",
+    "KvReported",
+    "Look",
+    "Manifest",
+    "PlannedBlock",
+    "PreflightFinding",
+    "RequestRow",
+    "Resume",
+    "RowContext",
+    "Run",
+    "RunKind",
+    "RunStatus",
+    "SkippedRows",
+    "StopRule",
+    "StoredStop",
+    "WorkloadRef",
+    "as_json_object",
+    "build_row",
+    "read_manifest",
+    "read_run",
+    "utc_now",
+    "write_manifest",
+]

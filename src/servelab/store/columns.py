@@ -158,7 +158,12 @@ class Column:
 
 _TYPECODE = {"int": "q", "float": "d", "str": "i", "json": "i"}
 _PYTYPE: dict[str, type] = {"int": int, "float": float, "str": str}
-_NULL: dict[str, Any] = {"int": _INT_NONE, "float": float("nan"), "str": _NO_CODE, "json": _NO_CODE}
+_NULL: dict[str, int | float] = {
+    "int": _INT_NONE,
+    "float": float("nan"),
+    "str": _NO_CODE,
+    "json": _NO_CODE,
+}
 
 
 class TableRow(Mapping[str, Any]):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from servelab.errors import StoreError
 from servelab.redact import redact, redact_data
+from servelab.store.request_row import RequestRow
 
 
 class JsonlWriter:
@@ -44,9 +45,10 @@ class JsonlWriter:
                 self._fh.write("\n")
                 self._fh.flush()
 
-    def write(self, row: dict[str, Any]) -> None:
+    def write(self, row: RequestRow | Mapping[str, object]) -> None:
+        data = row.to_json() if isinstance(row, RequestRow) else row
         line = json.dumps(
-            redact_data(row), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            redact_data(data), ensure_ascii=False, separators=(",", ":"), allow_nan=False
         )
         try:
             self._fh.write(line + "\n")
@@ -89,7 +91,7 @@ class JsonlWriter:
 
 @dataclass
 class JsonlRead:
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # JSON boundary: each line as parsed (any row version)
     bad_lines: list[int] = field(default_factory=list)  # 1-based numbers of unreadable lines
 
 
@@ -103,6 +105,7 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
 
 
+# JSON boundary: rows of every version, as parsed; RequestRow is what this servelab writes.
 def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
     """``(line number, row)`` for each non-blank line of ``path``; the row is None where the line
     is not a JSON object (a torn last line after a crash)."""

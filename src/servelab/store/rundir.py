@@ -59,8 +59,9 @@ def arm_stem(arm: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", arm)
 
 
-def read_manifest(run: RunDir) -> dict[str, Any]:
-    """A run directory's manifest; a missing or unreadable one is a one-line error."""
+def read_manifest_json(run: RunDir) -> dict[str, Any]:  # JSON boundary: any format version
+    """A run directory's manifest as stored (any format version); a missing or unreadable one
+    is a one-line error. Code reading a run wants ``store.read_manifest`` (typed, upgraded)."""
     if not run.root.is_dir():
         raise UsageError(
             f"{run.root} is not a directory; give a run directory (runs/<name>-<time>)"
@@ -73,7 +74,7 @@ def read_manifest(run: RunDir) -> dict[str, Any]:
         raise StoreError(f"cannot read {run.manifest}: {exc}") from exc
     if not isinstance(manifest, dict):
         raise StoreError(f"{run.manifest} is not a JSON object; the run directory is damaged")
-    return manifest
+    return manifest  # JSON boundary: checked and upgraded by Manifest.from_json
 
 
 def _slug(name: str) -> str:

@@ -157,7 +157,7 @@ def architecture_from_hf_config(
 ) -> Architecture:
     """The architecture a ``config.json`` describes; weights estimated at ``weight_bits``
     (default: the config's dtype)."""
-    c: dict[str, Any] = {**config, **(config.get("text_config") or {})}
+    c: dict[str, object] = {**config, **(config.get("text_config") or {})}
     family = str(c.get("model_type") or "")
     n_layer = _int(c, "num_hidden_layers", "n_layer", "num_layers")
     n_embd = _int(c, "hidden_size", "d_model", "n_embd")

@@ -9,7 +9,6 @@ measured values. Pure.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from servelab.errors import UsageError
 from servelab.theory.arch import Architecture
@@ -146,7 +145,7 @@ def predict_arm(
     )  # fmt: skip
 
 
-def _arch_json(a: Architecture) -> dict[str, Any]:
+def _arch_json(a: Architecture) -> dict[str, object]:
     return {
         "name": a.name, "source": a.source, "arch": a.arch, "layers": a.n_layer,
         "embedding": a.n_embd, "vocab": a.n_vocab, "context_train": a.n_ctx_train,
@@ -160,7 +159,7 @@ def _arch_json(a: Architecture) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _kv_json(p: Prediction) -> dict[str, Any]:
+def _kv_json(p: Prediction) -> dict[str, object]:
     groups = [
         {**asdict(g), "layers": list(g.layers), "n_layers": len(g.layers),
          "total_bytes": g.total_bytes}
@@ -174,7 +173,7 @@ def _kv_json(p: Prediction) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _batch_json(b: BatchPoint) -> dict[str, Any]:
+def _batch_json(b: BatchPoint) -> dict[str, object]:
     return {
         "batch": b.batch, "distinct_experts": b.distinct_experts, "step_bytes": b.step_bytes,
         "memory_tps": b.memory_tps, "compute_tps": b.compute_tps,
@@ -182,7 +181,7 @@ def _batch_json(b: BatchPoint) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def prediction_to_json(p: Prediction) -> dict[str, Any]:
+def prediction_to_json(p: Prediction) -> dict[str, object]:
     """The stable machine-readable form (docs/predict-json.md, ``schema_version`` 1)."""
     i = p.inputs
     single = {**asdict(p.single), "total_bytes": p.single.total_bytes}

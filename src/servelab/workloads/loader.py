@@ -130,8 +130,8 @@ class _DuplicateKeyError(ValueError):
     pass
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result: dict[str, object] = {}
     for key, value in pairs:
         if key in result:
             raise _DuplicateKeyError(f"duplicate key '{key}'")
@@ -155,7 +155,7 @@ def _parse_json(text: str, source: str) -> Any:
 
 
 def _parse_jsonl(text: str, source: str) -> tuple[Any, list[int]]:
-    header: dict[str, Any] | None = None
+    header: dict[str, object] | None = None
     prompts: list[Any] = []
     lines: list[int] = []
     for number, line in enumerate(text.splitlines(), start=1):

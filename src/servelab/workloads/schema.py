@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
@@ -70,10 +70,12 @@ class FunctionDef(BaseModel):
         return self
 
     @property
-    def properties(self) -> dict[str, Any]:
+    def properties(self) -> dict[str, dict[str, JsonValue]]:
         """The parameter schemas by name (empty when the tool takes no arguments)."""
         props = self.parameters.get("properties", {})
-        return props if isinstance(props, dict) else {}
+        if not isinstance(props, dict):
+            return {}
+        return {name: prop for name, prop in props.items() if isinstance(prop, dict)}
 
 
 class Tool(BaseModel):
@@ -280,7 +282,7 @@ class Workload(BaseModel):
             messages.insert(0, {"role": "system", "content": self.system})
         return messages
 
-    def tools_for(self, item: PromptItem) -> list[dict[str, Any]]:
+    def tools_for(self, item: PromptItem) -> list[dict[str, JsonValue]]:
         """The OpenAI tool dicts offered with ``item``, in workload order (fresh copies).
 
         ``item.tools`` None offers every workload tool, ``[]`` none; raw prompts get none.
@@ -298,7 +300,7 @@ class Workload(BaseModel):
         raise KeyError(prompt_id)
 
 
-def check_object_schema(schema: dict[str, Any], loc: Loc) -> None:
+def check_object_schema(schema: Mapping[str, JsonValue], loc: Loc) -> None:
     """Check that ``schema`` is a JSON Schema for an object of arguments (structure only).
 
     ``type`` must be ``object``; ``properties``, if present, maps names to schema objects;
@@ -315,10 +317,10 @@ def check_object_schema(schema: dict[str, Any], loc: Loc) -> None:
     required = schema.get("required", [])
     if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
         raise FieldProblem((*loc, "required"), "must be a list of property names")
-    for index, name in enumerate(required):
-        if name not in properties:
+    for index, wanted in enumerate(required):
+        if wanted not in properties:
             raise FieldProblem(
-                (*loc, "required", index), f"'{name}' is required but not defined in properties"
+                (*loc, "required", index), f"'{wanted}' is required but not defined in properties"
             )
 
 
@@ -364,7 +366,7 @@ def _check_arg(tool: Tool, arg: str, expect: ArgExpectation, loc: Loc) -> None:
             raise FieldProblem((*loc, *where), problem)
 
 
-def _value_problem(arg: str, schema: dict[str, Any], value: JsonValue) -> str | None:
+def _value_problem(arg: str, schema: Mapping[str, JsonValue], value: JsonValue) -> str | None:
     """Why ``value`` can never be a valid ``arg`` under its schema's type and enum, or None."""
     expected = schema.get("type")
     type_check = _JSON_TYPES.get(expected) if isinstance(expected, str) else None

@@ -1,9 +1,9 @@
-"""Selecting and grouping request rows, the same way in every part of the report.
+"""Selecting and grouping request rows, the same way in every part of the analysis and report.
 
-A row is one line of ``requests.jsonl`` (docs/run-directory.md) read as a mapping. Statistics,
-warnings, theory, gates and plots all use *trial* rows only (warm-ups never count) and, for
-latency and throughput, only the ones whose ``outcome`` is ``ok``; these helpers are that rule,
-written once.
+A row is one line of ``requests.jsonl`` (docs/run-directory.md) read as a read-only mapping
+(``servelab.store.read_run`` holds them as columns). Statistics, warnings, theory, gates and
+plots all use *trial* rows only (warm-ups never count) and, for latency and throughput, only the
+ones whose ``outcome`` is ``ok``; these helpers are that rule, written once. Pure.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Quality beside speed: every successful trial reply scored, per arm, from the run directory.
+"""Scoring every successful trial reply and storing the scores, for ``servelab report``.
 
-Owns ``summary["quality"]`` and ``quality/scores.jsonl``: the run's workload is loaded again
-(and checked against the content hash the run recorded), each successful trial row is scored for
-tool calls, Chinese script and coherence (scoring/), and the per-arm rates with their Wilson
-intervals and between-arm exact tests are summarised. Perplexity and KL divergence, when
-``servelab quality ppl`` has written ``quality/ppl.json``, are added as they are. Rows are
-scored one at a time into per-arm counts and part files, so a million rows hold no scores.
+Owns ``quality/scores.jsonl`` and the reads behind the summary's ``quality`` section: the
+run's workload is loaded again (and checked against the content hash the run recorded), each
+successful trial row is scored for tool calls, Chinese script and coherence (scoring/) one at a
+time into per-arm tallies and part files (so a million rows hold no scores), and
+``quality/ppl.json`` is read when ``servelab quality ppl`` wrote it. The rates themselves are
+``analysis.quality_rates``.
 """
 
 from __future__ import annotations
@@ -14,42 +14,45 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
+from servelab.analysis.row_selection import Row
+from servelab.analysis.settings import RunFacts
 from servelab.errors import ServelabError
 from servelab.redact import redact_data
-from servelab.scoring.aggregate import ArmTally, counts_ok, summary_of_rates
+from servelab.scoring.aggregate import ArmTally, counts_ok
 from servelab.scoring.score import score_row
+from servelab.store.perplexity import PerplexityDoc, read_perplexity
 from servelab.workloads import Workload, load_workload
 
-Row = Mapping[str, Any]
+
+@dataclass(frozen=True, slots=True)
+class ScoredRun:
+    """Per-arm tallies of the scored replies, notes on how they were scored, and ppl.json."""
+
+    tallies: dict[str, ArmTally]
+    notes: list[str] = field(default_factory=list)
+    ppl: PerplexityDoc | None = None
 
 
-def _workload(manifest: Mapping[str, Any]) -> tuple[Workload | None, str | None]:
-    info = manifest.get("workload") or {}
-    name = info.get("name")
+def _workload(facts: RunFacts) -> tuple[Workload | None, str | None]:
+    name = facts.workload_name
     if not name:
         return None, "the run records no workload; replies are scored without expectations"
     try:
-        workload = load_workload(str(name))
+        workload = load_workload(name)
     except ServelabError as exc:
         return None, f"workload {name!r} cannot be loaded ({exc}); scored without expectations"
-    recorded = info.get("content_hash")
+    recorded = facts.workload_hash
     if recorded and recorded != workload.content_hash:
         return None, (
             f"workload {name!r} changed since the run ({recorded} vs {workload.content_hash}); "
             "scored without expectations"
         )
     return workload, None
-
-
-def _max_tokens(manifest: Mapping[str, Any]) -> int | None:
-    spec = manifest.get("spec") or {}
-    base = spec.get("base") or {}
-    value = base.get("max_tokens") or (manifest.get("config") or {}).get("max_tokens")
-    return int(value) if isinstance(value, int) else None
 
 
 def _score_to_files(
@@ -97,28 +100,27 @@ def _join(parts: dict[str, Path], target: Path) -> None:
     tmp.replace(target)
 
 
-def run_quality(manifest: Mapping[str, Any], rows: Sequence[Row], run_root: Path) -> dict[str, Any]:
-    workload, note = _workload(manifest)
+def score_run(facts: RunFacts, rows: Sequence[Row], run_root: Path, baseline: str | None
+              ) -> ScoredRun:  # fmt: skip
+    """Score the run's replies, write quality/scores.jsonl (when the baseline has scores) and
+    read quality/ppl.json."""
+    workload, note = _workload(facts)
     qdir = run_root / "quality"
     qdir.mkdir(exist_ok=True)
-    tallies, parts = _score_to_files(rows, workload, _max_tokens(manifest), qdir)
-    baseline = str(manifest.get("baseline") or next(iter(tallies), ""))
-    out: dict[str, Any] = {"notes": [note] if note else []}
+    tallies, parts = _score_to_files(rows, workload, facts.max_tokens, qdir)
+    notes = [note] if note else []
     try:
-        if tallies and baseline in tallies:
-            confidence = 0.95
-            rates = {arm: tally.rates(confidence) for arm, tally in tallies.items()}
-            out.update(summary_of_rates(rates, baseline, confidence))
+        if tallies and (baseline or next(iter(tallies), "")) in tallies:
             _join(parts, qdir / "scores.jsonl")
     finally:
         for part in parts.values():
             part.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # only when empty: no scores and no ppl.json
             qdir.rmdir()
-    ppl = run_root / "quality" / "ppl.json"
-    if ppl.exists():
-        try:
-            out["ppl"] = json.loads(ppl.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            out["notes"].append(f"quality/ppl.json cannot be read ({exc})")
-    return out
+    path = run_root / "quality" / "ppl.json"
+    ppl = read_perplexity(path)
+    if ppl is None and path.exists():
+        notes.append(
+            "quality/ppl.json cannot be read (damaged, or not a format this servelab knows)"
+        )
+    return ScoredRun(tallies, notes, ppl)

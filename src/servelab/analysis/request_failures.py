@@ -3,37 +3,46 @@
 Owns the check ``servelab run``, ``resume`` and ``bench`` make once the report is written (so
 nothing is lost): an arm with no successful trial request, or an arm whose share of failed trial
 requests is above the run's ``max_failure_rate``, raises ``RequestsFailed`` with one line naming
-the worst arm, its counts and outcomes, and where the errors are. Pure: summary dicts in.
+the worst arm, its counts and outcomes, and where the errors are. Pure: ``ArmSummary`` records
+in (or their JSON form, ``n_ok``, ``n_failed`` and ``failures``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from servelab.errors import RequestsFailed
+from servelab.store.summary import ArmSummary
+
+ArmCounts = ArmSummary | Mapping[str, object]
 
 
-def _failure_rate(arm: Mapping[str, Any]) -> float:
-    n_ok, n_failed = int(arm.get("n_ok") or 0), int(arm.get("n_failed") or 0)
+def _counts(arm: ArmCounts) -> tuple[int, int, Mapping[str, int]]:
+    if isinstance(arm, ArmSummary):
+        return arm.n_ok, arm.n_failed, arm.failures
+    n_ok, n_failed, failures = arm.get("n_ok"), arm.get("n_failed"), arm.get("failures")
+    return (
+        n_ok if isinstance(n_ok, int) else 0,
+        n_failed if isinstance(n_failed, int) else 0,
+        {str(k): int(v) for k, v in failures.items()} if isinstance(failures, Mapping) else {},
+    )
+
+
+def _failure_rate(arm: ArmCounts) -> float:
+    n_ok, n_failed, _ = _counts(arm)
     return 1.0 if n_ok == 0 else n_failed / (n_ok + n_failed)
 
 
-def _outcomes(arm: Mapping[str, Any]) -> str:
-    failures: Mapping[str, int] = arm.get("failures") or {}
-    return ", ".join(f"{k}: {v}" for k, v in sorted(failures.items(), key=lambda kv: -kv[1]))
-
-
-def failing_arms(arms: Mapping[str, Mapping[str, Any]], max_failure_rate: float) -> list[str]:
+def failing_arms(arms: Mapping[str, ArmCounts], max_failure_rate: float) -> list[str]:
     """The arms with no successful trial request or too many failed, worst first."""
-    bad = [a for a, s in arms.items() if int(s.get("n_ok") or 0) == 0
+    bad = [a for a, s in arms.items() if _counts(s)[0] == 0
            or _failure_rate(s) > max_failure_rate]  # fmt: skip
     return sorted(bad, key=lambda a: -_failure_rate(arms[a]))
 
 
 def check_request_failures(
-    arms: Mapping[str, Mapping[str, Any]],
+    arms: Mapping[str, ArmCounts],
     max_failure_rate: float,
     run_root: Path,
     label: str = "arm {!r}",
@@ -42,14 +51,14 @@ def check_request_failures(
     bad = failing_arms(arms, max_failure_rate)
     if not bad:
         return
-    s = arms[bad[0]]
-    n_ok, n_failed = int(s.get("n_ok") or 0), int(s.get("n_failed") or 0)
+    n_ok, n_failed, failures = _counts(arms[bad[0]])
     how = (
         "no trial request succeeded"
         if n_ok == 0
-        else f"{_failure_rate(s):.1%} is above max_failure_rate {max_failure_rate:.1%}"
+        else f"{_failure_rate(arms[bad[0]]):.1%} is above max_failure_rate {max_failure_rate:.1%}"
     )
-    outcomes = f"; {_outcomes(s)}" if s.get("failures") else ""
+    listed = ", ".join(f"{k}: {v}" for k, v in sorted(failures.items(), key=lambda kv: -kv[1]))
+    outcomes = f"; {listed}" if failures else ""
     more = f" (and {len(bad) - 1} more arm(s))" if len(bad) > 1 else ""
     raise RequestsFailed(
         f"{label.format(bad[0])}: {n_failed} of {n_ok + n_failed} trial requests failed "

@@ -1,21 +1,20 @@
 """The warnings a reader of a report must see, each with the advice that fixes it.
 
-``warnings(cfg, manifest, rows)`` collects them from the manifest (allowed confounds, preflight
-findings, an engine that listened beyond loopback, a build, binary or model that changed between
-engine starts) and from the rows (a noisy machine, failed or truncated requests, arms whose
-outputs differ in length, prompt-cache hits, cold-start outliers). Kinds and their order are
-``WARNING_KINDS``; docs/summary-json.md lists them. Pure: no files, no clock.
+``warnings(cfg, facts, rows)`` collects them from the run's recorded facts (allowed confounds,
+preflight findings, a managed engine that listened beyond loopback, a build, binary or model
+that changed between engine starts) and from the rows (a noisy machine, failed or truncated
+requests, arms whose outputs differ in length, prompt-cache hits, cold-start outliers). Kinds
+and their order are ``WARNING_KINDS``; docs/summary-json.md lists them. Pure: no files, no clock.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
-from servelab.report.rows import (
+from servelab.analysis.row_selection import (
     Row,
     block_of,
     blocks_of,
@@ -26,9 +25,10 @@ from servelab.report.rows import (
     ok_trials,
     trials,
 )
-from servelab.report.settings import Settings
-from servelab.spec.engine import LOOPBACK, bind_warning
+from servelab.analysis.settings import RunFacts, Settings
+from servelab.spec.engine import bind_warning
 from servelab.stats.summary import summarize
+from servelab.store.summary import Warning
 
 LENGTH_MISMATCH = 0.10  # relative difference of median n_out between arms
 COLD_START_FACTOR = 3.0  # a trial request this many times its arm's median e2e
@@ -58,26 +58,23 @@ ADVICE = {
 WARNING_KINDS = tuple(ADVICE)
 
 
-def _warning(
-    kind: str, detail: str, arm: str | None = None, advice: str | None = None
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": kind, **({"arm": arm} if arm is not None else {})}
-    return {**out, "detail": detail, "advice": advice or ADVICE[kind]}
+def _warning(kind: str, detail: str, arm: str | None = None, advice: str | None = None) -> Warning:
+    return Warning(kind=kind, arm=arm, detail=detail, advice=advice or ADVICE[kind])
 
 
-def _confound_warnings(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _confound_warnings(facts: RunFacts) -> list[Warning]:
     out = []
-    for c in manifest.get("allowed_confounds") or []:
-        values = ", ".join(f"{a}={v!r}" for a, v in (c.get("values") or {}).items())
+    for c in facts.confounds:
+        values = ", ".join(f"{a}={v!r}" for a, v in c.values.items())
         detail = (
-            f"arms also differ in {c.get('field')} ({values}), run anyway with --allow-confound: "
+            f"arms also differ in {c.field} ({values}), run anyway with --allow-confound: "
             "a difference may come from this field, not the one studied"
         )
         out.append(_warning("allowed_confound", detail))
     return out
 
 
-def _not_interleaved(cfg: Settings) -> list[dict[str, Any]]:
+def _not_interleaved(cfg: Settings) -> list[Warning]:
     if cfg.interleaved or len(cfg.arms) < 2:
         return []
     detail = (
@@ -88,40 +85,21 @@ def _not_interleaved(cfg: Settings) -> list[dict[str, Any]]:
     return [_warning("not_interleaved", detail)]
 
 
-def _findings(preflight: Any) -> list[Any]:
-    if isinstance(preflight, Mapping):
-        preflight = preflight.get("findings") or []
-    return list(preflight) if isinstance(preflight, list) else []
+def _preflight_warnings(facts: RunFacts) -> list[Warning]:
+    return [_warning("preflight", f.detail, advice=f.advice) for f in facts.findings]
 
 
-def _preflight_warnings(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _bind_warnings(facts: RunFacts) -> list[Warning]:
+    """Arms whose managed engine listened where other machines could reach it."""
     out = []
-    for f in _findings(manifest.get("preflight")):
-        if not isinstance(f, Mapping):
-            out.append(_warning("preflight", str(f)))
-            continue
-        if f.get("ok") is True or f.get("passed") is True or f.get("severity") in ("ok", "info"):
-            continue
-        detail = str(f.get("detail") or f.get("message") or f.get("kind") or dict(f))
-        out.append(_warning("preflight", detail, advice=f.get("advice")))
-    return out
-
-
-def _bind_warnings(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Arms whose engine listened where other machines could reach it (``host`` is the name
-    ``bind`` had in manifests written before the rename)."""
-    out = []
-    for arm, info in (manifest.get("arms") or {}).items():
-        cfg = (info.get("engine_config") if isinstance(info, Mapping) else None) or {}
-        if cfg.get("kind", "llamacpp") != "llamacpp":
-            continue
-        detail = bind_warning(str(cfg.get("bind") or cfg.get("host") or LOOPBACK))
+    for arm, info in facts.arms.items():
+        detail = bind_warning(info.bind) if info.bind is not None else None
         if detail:
-            out.append(_warning("exposed_bind", detail, arm=str(arm)))
+            out.append(_warning("exposed_bind", detail, arm=arm))
     return out
 
 
-def _noisy_warnings(cfg: Settings, rows: Sequence[Row]) -> list[dict[str, Any]]:
+def _noisy_warnings(cfg: Settings, rows: Sequence[Row]) -> list[Warning]:
     metric = "decode_tps" if "decode_tps" in cfg.decision_metrics else cfg.decision_metrics[0]
     worst: tuple[float, int] | None = None
     for level, cell in cells(rows).get(cfg.baseline, {}).items():
@@ -141,22 +119,21 @@ def _noisy_warnings(cfg: Settings, rows: Sequence[Row]) -> list[dict[str, Any]]:
 _BUILD_KEYS = (("build_info", "build"), ("binary_sha256", "binary"), ("model_sha256", "model"))
 
 
-def _build_warnings(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _build_warnings(facts: RunFacts) -> list[Warning]:
     out = []
-    for arm, info in (manifest.get("arms") or {}).items():
-        starts = (info or {}).get("starts") or []
+    for arm, info in facts.arms.items():
         for key, what in _BUILD_KEYS:
-            seen = [(s.get("describe") or {}).get(key) for s in starts]
+            seen = [getattr(s, key) for s in info.starts]
             distinct = list(dict.fromkeys(str(v) for v in seen if v is not None))
             if len(distinct) > 1:
                 detail = f"the engine's {what} changed between blocks: {', '.join(distinct)}"
-                out.append(_warning("build_changed", detail, str(arm)))
+                out.append(_warning("build_changed", detail, arm))
     return out
 
 
 def _shared_start_warnings(
-    cfg: Settings, manifest: Mapping[str, Any], grouped: Mapping[str, Sequence[Row]]
-) -> list[dict[str, Any]]:
+    cfg: Settings, facts: RunFacts, grouped: Mapping[str, Sequence[Row]]
+) -> list[Warning]:
     """Blocks run on an engine started for an earlier block (``restart: arm_change``).
 
     Each start settles at its own speed; blocks that share one are not independent, and the
@@ -164,10 +141,10 @@ def _shared_start_warnings(
     """
     out = []
     for arm in cfg.arms:
-        starts = ((manifest.get("arms") or {}).get(arm) or {}).get("starts") or []
+        starts = facts.arm(arm).starts
         if not starts:
             continue  # an import or a bench: nothing recorded about engine starts
-        started = {(s.get("block"), s.get("concurrency") or 1) for s in starts}
+        started = {(s.block, s.concurrency) for s in starts}
         blocks = {(block_of(r), level_of(r)) for r in trials(grouped.get(arm, ()))}
         if shared := len(blocks - started):
             detail = (
@@ -182,7 +159,7 @@ def _cache_hits(rows: Iterable[Row]) -> int:
     return sum(((r.get("server_timings") or {}).get("cache_n") or 0) > 0 for r in rows)
 
 
-def _row_warnings(cfg: Settings, grouped: Mapping[str, Sequence[Row]]) -> list[dict[str, Any]]:
+def _row_warnings(cfg: Settings, grouped: Mapping[str, Sequence[Row]]) -> list[Warning]:
     out = []
     for arm in cfg.arms:
         tried, ok = trials(grouped.get(arm, ())), ok_trials(grouped.get(arm, ()))
@@ -207,7 +184,7 @@ def _row_warnings(cfg: Settings, grouped: Mapping[str, Sequence[Row]]) -> list[d
     return out
 
 
-def _length_warnings(cfg: Settings, grouped: Mapping[str, Sequence[Row]]) -> list[dict[str, Any]]:
+def _length_warnings(cfg: Settings, grouped: Mapping[str, Sequence[Row]]) -> list[Warning]:
     def median_out(arm: str) -> float | None:
         return summarize(r.get("n_out") for r in ok_trials(grouped.get(arm, ()))).median
 
@@ -224,9 +201,8 @@ def _length_warnings(cfg: Settings, grouped: Mapping[str, Sequence[Row]]) -> lis
     return out
 
 
-def _start_blocks(manifest: Mapping[str, Any], arm: str) -> set[int]:
-    starts = ((manifest.get("arms") or {}).get(arm) or {}).get("starts") or []
-    return {int(s["block"]) for s in starts if isinstance(s.get("block"), int)}
+def _start_blocks(facts: RunFacts, arm: str) -> set[int]:
+    return {s.block for s in facts.arm(arm).starts if s.block is not None}
 
 
 def _slow(ok: Sequence[Row]) -> list[Row]:
@@ -241,14 +217,14 @@ def _slow(ok: Sequence[Row]) -> list[Row]:
 
 
 def _cold_warnings(
-    cfg: Settings, manifest: Mapping[str, Any], grouped: Mapping[str, Sequence[Row]]
-) -> list[dict[str, Any]]:
+    cfg: Settings, facts: RunFacts, grouped: Mapping[str, Sequence[Row]]
+) -> list[Warning]:
     out = []
     for arm in cfg.arms:
         ok = ok_trials(grouped.get(arm, ()))
         if not (slow := _slow(ok)):
             continue
-        starts, firsts = _start_blocks(manifest, arm), dict[int, Any]()
+        starts, firsts = _start_blocks(facts, arm), dict[int, object]()
         for r in in_order(ok):
             firsts.setdefault(block_of(r), r.get("seq"))
         first = sum(block_of(r) in starts and firsts[block_of(r)] == r.get("seq") for r in slow)
@@ -260,20 +236,18 @@ def _cold_warnings(
     return out
 
 
-def warnings(
-    cfg: Settings, manifest: Mapping[str, Any], rows: Sequence[Row]
-) -> list[dict[str, Any]]:
+def warnings(cfg: Settings, facts: RunFacts, rows: Sequence[Row]) -> list[Warning]:
     """Every warning, allowed confounds first; kinds are ``WARNING_KINDS``."""
     grouped = by_arm(rows)
     return [
-        *_confound_warnings(manifest),
+        *_confound_warnings(facts),
         *_not_interleaved(cfg),
-        *_preflight_warnings(manifest),
-        *_bind_warnings(manifest),
+        *_preflight_warnings(facts),
+        *_bind_warnings(facts),
         *_noisy_warnings(cfg, rows),
-        *_build_warnings(manifest),
-        *_shared_start_warnings(cfg, manifest, grouped),
+        *_build_warnings(facts),
+        *_shared_start_warnings(cfg, facts, grouped),
         *_row_warnings(cfg, grouped),
         *_length_warnings(cfg, grouped),
-        *_cold_warnings(cfg, manifest, grouped),
+        *_cold_warnings(cfg, facts, grouped),
     ]

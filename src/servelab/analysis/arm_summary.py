@@ -1,0 +1,116 @@
+"""Per-arm figures computed from stored rows (never from memory), so they can be rebuilt.
+
+Owns ``ArmSummary`` records: per metric the median, mean, p90, p99 and std over successful
+trial requests; failures counted by outcome, apart; the experiment extras (blocks, error and
+truncation rates with Wilson intervals, per-level summaries); and the bench summary
+(``bench_summary``: arms plus run-level figures from the engine's /metrics counter deltas,
+read through the engine's ``CounterNames``). Pure: rows in, records out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from servelab.analysis.comparisons import rate_ci, rate_counts
+from servelab.analysis.row_selection import Row, block_of, level_of, ok_trials, trials
+from servelab.engines.base import CounterNames
+from servelab.metrics import SUMMARY_METRICS
+from servelab.stats.summary import Summary as Stats
+from servelab.stats.summary import summarize
+from servelab.store import SCHEMA_VERSION
+from servelab.store.summary import ArmSummary, BenchSummary, EngineCounterFigures, MetricSummary
+
+EXTRA_METRICS = ("prefill_tps", "server_decode_tps", "acceptance_rate", "wait_s")
+
+
+def metric_summary(stats: Stats) -> MetricSummary:
+    return MetricSummary(
+        n=stats.n, median=stats.median, mean=stats.mean, p90=stats.p90, p99=stats.p99,
+        std=stats.std, min=stats.min, max=stats.max,
+    )  # fmt: skip
+
+
+def _summary_of(rows: Sequence[Row], metric: str) -> MetricSummary:
+    return metric_summary(summarize(r.get(metric) for r in rows))
+
+
+def summarize_arm(rows: Sequence[Row]) -> ArmSummary:
+    """Counts and metric summaries of one arm's rows (the bench fields of ``ArmSummary``)."""
+    tried = [r for r in rows if r.get("phase") == "trial"]
+    ok = [r for r in tried if r.get("outcome") == "ok"]
+    failed = Counter(str(r.get("outcome")) for r in tried if r.get("outcome") != "ok")
+    metrics = {m: _summary_of(ok, m) for m in (*SUMMARY_METRICS, *EXTRA_METRICS)}
+    metrics["itl_s"] = metric_summary(summarize(v for r in ok for v in r.get("itl_s") or []))
+    return ArmSummary(
+        n_ok=len(ok),
+        n_failed=sum(failed.values()),
+        n_warmup=sum(1 for r in rows if r.get("phase") == "warmup"),
+        failures=dict(failed),
+        finish_reasons=dict(Counter(str(r.get("finish_reason")) for r in ok)),
+        n_out_fallback=sum(1 for r in ok if r.get("n_out_source") != "usage"),
+        itl_unverified=sum(1 for r in ok if r.get("chunk_tokens_source") == "estimated"),
+        invalid_utf8_requests=sum(1 for r in ok if r.get("invalid_utf8_bytes")),
+        metrics=metrics,
+    )
+
+
+def experiment_arm(rows: Sequence[Row], metrics: Sequence[str], confidence: float) -> ArmSummary:
+    """``summarize_arm`` plus decision metrics, blocks, rates and per-level summaries."""
+    base = summarize_arm(rows)
+    ok = ok_trials(rows)
+    all_metrics = dict(base.metrics)
+    for metric in metrics:
+        all_metrics.setdefault(metric, _summary_of(ok, metric))
+    rates = {name: rate_ci(k, n, confidence) for name, (k, n) in rate_counts(rows).items()}
+    levels = sorted({level_of(r) for r in ok})
+    by_level = None
+    if len(levels) > 1:
+        by_level = {
+            str(c): {m: _summary_of([r for r in ok if level_of(r) == c], m) for m in metrics}
+            for c in levels
+        }
+    return ArmSummary(
+        n_ok=base.n_ok, n_failed=base.n_failed, n_warmup=base.n_warmup, failures=base.failures,
+        finish_reasons=base.finish_reasons, n_out_fallback=base.n_out_fallback,
+        itl_unverified=base.itl_unverified, invalid_utf8_requests=base.invalid_utf8_requests,
+        metrics=all_metrics,
+        n_blocks=len({(block_of(r), r.get("concurrency")) for r in trials(rows)}),
+        error_rate=rates["error_rate"], truncated_rate=rates["truncated_rate"],
+        by_concurrency=by_level,
+    )  # fmt: skip
+
+
+def engine_counter_figures(
+    deltas: Mapping[str, float] | None, names: CounterNames
+) -> EngineCounterFigures | None:
+    """Run-level rates from counter deltas (llama.cpp counts n tokens here, not n - 1)."""
+    if not deltas:
+        return None
+    d = dict(deltas)
+    tokens = names.read(d, names.tokens_predicted)
+    seconds = names.read(d, names.tokens_predicted_seconds)
+    drafted = names.read(d, names.draft_tokens)
+    accepted = names.read(d, names.draft_accepted_tokens)
+    return EngineCounterFigures(
+        tokens_predicted=tokens,
+        decode_tps_counters=tokens / seconds if tokens and seconds else None,
+        prompt_tokens=names.read(d, names.prompt_tokens),
+        draft_tokens=drafted,
+        draft_accepted=accepted,
+        acceptance_rate=accepted / drafted if drafted and accepted is not None else None,
+    )
+
+
+def bench_summary(
+    rows: Sequence[Row], deltas: Mapping[str, float] | None, names: CounterNames
+) -> BenchSummary:
+    """The bench ``summary.json``: one ``ArmSummary`` per arm and the counter figures."""
+    by_arm: dict[str, list[Row]] = {}
+    for row in rows:
+        by_arm.setdefault(str(row.get("arm", "bench")), []).append(row)
+    return BenchSummary(
+        schema_version=SCHEMA_VERSION,
+        arms={arm: summarize_arm(arm_rows) for arm, arm_rows in by_arm.items()},
+        engine_counters=engine_counter_figures(deltas, names) or {},
+    )

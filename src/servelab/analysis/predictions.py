@@ -1,0 +1,155 @@
+"""Theory beside measurement, per arm: the roofline ceiling, KV memory and spec-decode speedup.
+
+Owns the summary's ``theory``: for each arm with a local model file, the prediction at the
+arm's measured mean sequence position (median prompt + half the median output) on the hardware
+recorded at run start, the measured decode rate and its "% of roofline"; the KV bytes
+predicted beside the KV MiB the engine reported; for speculative arms, the speedup predicted
+from the measured draft length and acceptance beside the measured one. Pure: the caller reads
+the model's architecture, the counter deltas and the engine log, and passes them in as
+``TheoryInputs``; an arm without them gets a note instead. Nothing here can fail a report.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from servelab.analysis.row_selection import Row, ok_trials
+from servelab.analysis.settings import RunFacts
+from servelab.errors import ServelabError
+from servelab.store.summary import (
+    ArmPrediction,
+    HardwareRecord,
+    SpecPrediction,
+    TheoryNote,
+    TheorySection,
+)
+from servelab.theory.arch import Architecture
+from servelab.theory.hardware import Hardware
+from servelab.theory.kvreport import report_matches
+from servelab.theory.predict import predict_arm
+from servelab.theory.specdec import expected_tokens
+
+NO_MODEL_NOTE = "no prediction: no local model file recorded for this arm"
+ASSUMES = (
+    "draft cost 0 (n-gram lookup); verify cost r from bytes and FLOPs; a fraction f of decode "
+    "steps (drafts / decode calls) carries a draft and yields the measured tokens per verify "
+    "step t"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DraftCounters:
+    """Speculative-decoding counter deltas summed over an arm's blocks."""
+
+    drafts: float = 0.0
+    drafted: float = 0.0
+    accepted: float = 0.0
+    decode_calls: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TheoryInputs:
+    """What the caller read from disk for one arm: its architecture (or why there is none),
+    its draft counters and the KV MiB its engine log reported (None: not in the log)."""
+
+    architecture: Architecture | None
+    note: str | None = None
+    draft: DraftCounters = DraftCounters()
+    log_kv_mib: float | None = None
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _median_of(rows: Sequence[Row], key: str) -> float | None:
+    return _median([float(r[key]) for r in rows if r.get(key) is not None])
+
+
+def _hardware(hw: HardwareRecord | None) -> Hardware | None:
+    if hw is None:
+        return None
+    return Hardware(name=hw.name, bandwidth_gbs=hw.bandwidth_gbs, memory_bytes=hw.memory_bytes,
+                    fp16_tflops=hw.fp16_tflops, note=hw.note, source=hw.source)  # fmt: skip
+
+
+def _spec(
+    spec_type: str, k: int, accept: float, spec_speedup: float, d: DraftCounters,
+    decode: float | None, baseline_decode: float | None,
+) -> SpecPrediction:  # fmt: skip
+    # n-gram drafters draft only when they find a match: a fraction f of decode steps
+    # verifies K + 1 tokens at cost r, the rest are plain steps producing one token.
+    # r from the model: t_iid / speedup with c = 0. t itself is measured (accepted tokens
+    # per draft + 1): n-gram drafts are mostly all right or all wrong, far from the
+    # i.i.d.-per-token acceptance the closed form assumes (kept as t_iid for contrast).
+    t_iid = expected_tokens(accept, k)
+    r = t_iid / spec_speedup
+    t = d.accepted / d.drafts + 1 if d.drafts else t_iid
+    f = min(1.0, d.drafts / d.decode_calls) if d.decode_calls else 1.0
+    return SpecPrediction(
+        spec_type=spec_type, mean_draft_length=k, acceptance=accept, draft_step_fraction=f,
+        verify_cost=r, tokens_per_verify_step=t, tokens_per_verify_step_iid=t_iid,
+        predicted_speedup_per_draft_step=spec_speedup,
+        predicted_speedup=(f * t + (1 - f)) / (f * r + (1 - f)),
+        measured_speedup=decode / baseline_decode if decode and baseline_decode else None,
+        assumes=ASSUMES,
+    )  # fmt: skip
+
+
+def arm_theory(
+    facts: RunFacts, rows: Sequence[Row], arm: str, inputs: TheoryInputs | None,
+    baseline_decode: float | None,
+) -> ArmPrediction | TheoryNote:  # fmt: skip
+    eff = facts.arm(arm).effective
+    if inputs is None or not eff.get("model.path"):
+        return TheoryNote(NO_MODEL_NOTE)
+    if inputs.architecture is None:
+        return TheoryNote(inputs.note or NO_MODEL_NOTE)
+    ok = ok_trials(rows, arm)
+    n_in, n_out, decode = (_median_of(ok, k) for k in ("n_in", "n_out", "decode_tps"))
+    position = int((n_in or 0) + (n_out or 0) / 2) or None
+    spec_type = str(eff.get("llama.spec-type", "none"))
+    d = inputs.draft
+    speculative = spec_type not in ("none", "(default)") and d.drafted > 0
+    k = max(1, round(d.drafted / d.drafts)) if speculative and d.drafts else None
+    accept = min(1.0, d.accepted / d.drafted) if speculative else None
+    kv_k = str(eff.get("llama.cache-type-k", "f16"))
+    kv_v = str(eff.get("llama.cache-type-v", "f16"))
+    try:
+        p = predict_arm(
+            inputs.architecture, _hardware(facts.hardware),
+            ctx_per_slot=int(eff.get("ctx_per_slot") or 4096),
+            parallel=int(eff.get("parallel") or 1),
+            kv_k=kv_k, kv_v=kv_v, position=position, spec_k=k, accept=accept, draft_cost=0.0,
+        )  # fmt: skip
+    except ServelabError as exc:
+        return TheoryNote(f"no prediction: {exc}")
+    reported = facts.arm(arm).kv_mib_reported
+    kv_mib = reported if reported is not None else inputs.log_kv_mib
+    spec = None
+    if speculative and k is not None and accept is not None and p.spec_speedup:
+        spec = _spec(spec_type, k, accept, p.spec_speedup, d, decode, baseline_decode)
+    return ArmPrediction(
+        hardware=p.hardware, position=position, bytes_per_token=p.bytes_per_token,
+        decode_ceiling_tps=p.decode_ceiling_tps, measured_decode_tps=decode,
+        pct_of_roofline=decode / p.decode_ceiling_tps if decode and p.decode_ceiling_tps
+        else None,
+        kv_bytes_predicted=p.kv_bytes, kv_mib_reported=kv_mib,
+        kv_matches=report_matches(p.kv_bytes, kv_mib) if kv_mib is not None else None,
+        spec=spec,
+    )  # fmt: skip
+
+
+def theory_section(
+    facts: RunFacts, rows: Sequence[Row], baseline: str | None,
+    inputs: Mapping[str, TheoryInputs],
+) -> TheorySection:  # fmt: skip
+    """Per arm of the manifest its prediction beside its measurements (or a note)."""
+    base_ok = ok_trials(rows, baseline) if baseline else []
+    base_decode = _median_of(base_ok, "decode_tps")
+    return TheorySection(
+        hardware=facts.hardware,
+        arms={a: arm_theory(facts, rows, a, inputs.get(a), base_decode) for a in facts.arms},
+    )

@@ -1,0 +1,23 @@
+"""The only code in servelab that speaks HTTP.
+
+Owns sending requests and observing their streams: the pure SSE parser (``sse``) and
+assembler (``assemble``) fed line by line, request bodies (``payload``), the readers that only
+timestamp and forward (``stream``, ``plainhttp``, ``session``), the closed-loop scheduler
+(``load``), the monotonic clock (``clock``), admin GETs (``admin``) and the transport seam
+(``transport``: what an engine or a test may put in place of the network).
+
+Must not: start processes, read or write run directories, or analyse results.
+"""
+
+__all__ = [
+    "admin",
+    "assemble",
+    "clock",
+    "load",
+    "payload",
+    "plainhttp",
+    "session",
+    "sse",
+    "stream",
+    "transport",
+]

@@ -1,0 +1,181 @@
+"""Which llama.cpp binaries are installed, and which one servelab runs.
+
+Owns reading ``cache_dir()/engines/llamacpp/<commit>-<backend>-<cpukey>/install.json``, the CPU
+key that makes a ``GGML_NATIVE=ON`` build usable only on its own kind of machine, and the order
+in which a binary is chosen: an explicit path, ``$SERVELAB_LLAMA_SERVER``, then the preferred
+install for this CPU. Reads files and runs ``--version`` / ``nvidia-smi -L``; builds nothing
+(``install.py`` does) and launches no server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from servelab.errors import EngineNotInstalledError, UsageError
+from servelab.paths import cache_dir
+
+KIND = "llamacpp"
+LLAMA_CPP_COMMIT = "0c1e57098"
+TOOLS = ("llama-server", "llama-bench", "llama-perplexity", "llama-quantize")
+USER_BINARY_ENV = "SERVELAB_LLAMA_SERVER"
+
+__all__ = [
+    "KIND", "LLAMA_CPP_COMMIT", "TOOLS", "USER_BINARY_ENV", "InstalledEngine", "cpu_flags",
+    "cpu_key", "engine_dir", "engines_root", "find_llama_binary", "gpu_present",
+    "list_installed", "load_installed", "preferred_engine", "probe_version",
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class InstalledEngine:
+    kind: str
+    version: str
+    commit: str
+    backend: str
+    cpu_key: str
+    root: Path
+    bin_dir: Path
+    built_at: str
+
+    def binary(self, tool: str = "llama-server") -> Path:
+        return self.bin_dir / tool
+
+
+# --- the machine -----------------------------------------------------------------------------
+
+
+def cpu_flags() -> tuple[str, ...]:
+    """The sorted CPU feature flags from /proc/cpuinfo (``flags`` on x86, ``Features`` on Arm);
+    empty where there is no /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            return tuple(sorted(set(value.split())))
+    return ()
+
+
+def cpu_key(flags: Sequence[str] | None = None) -> str:
+    """``<machine>-<first 10 hex of sha256 of the sorted CPU flags>``; without flags (not Linux)
+    the hash is of ``platform.processor()``."""
+    flags = cpu_flags() if flags is None else flags
+    basis = " ".join(sorted(set(flags))) if flags else platform.processor()
+    return f"{platform.machine()}-{hashlib.sha256(basis.encode()).hexdigest()[:10]}"
+
+
+def gpu_present() -> bool:
+    """True when ``nvidia-smi -L`` runs and lists at least one GPU."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=15, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and any(s.startswith("GPU ") for s in out.stdout.splitlines())
+
+
+# --- installed engines -----------------------------------------------------------------------
+
+
+def engines_root() -> Path:
+    return cache_dir() / "engines" / KIND
+
+
+def engine_dir(backend: str, key: str | None = None) -> Path:
+    return engines_root() / f"{LLAMA_CPP_COMMIT}-{backend}-{key or cpu_key()}"
+
+
+def load_installed(root: Path) -> InstalledEngine | None:
+    """The engine installed at ``root``, or None unless install.json and every binary exist."""
+    try:
+        meta = json.loads((root / "install.json").read_text(encoding="utf-8"))
+        engine = InstalledEngine(
+            kind=str(meta["kind"]),
+            version=str(meta["version"]),
+            commit=str(meta["commit"]),
+            backend=str(meta["backend"]),
+            cpu_key=str(meta["cpu_key"]),
+            root=root,
+            bin_dir=root / "bin",
+            built_at=str(meta["built_at"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return engine if all(engine.binary(t).is_file() for t in TOOLS) else None
+
+
+def list_installed() -> list[InstalledEngine]:
+    """Every complete install in the cache, newest first (any CPU key)."""
+    root = engines_root()
+    dirs = sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+    found = [e for e in map(load_installed, dirs) if e is not None]
+    return sorted(found, key=lambda e: e.built_at, reverse=True)
+
+
+def preferred_engine() -> InstalledEngine | None:
+    """The newest install for this CPU; a CUDA one first when a GPU is present, never otherwise."""
+    mine = [e for e in list_installed() if e.cpu_key == cpu_key()]
+    if any(e.backend == "cuda" for e in mine) and gpu_present():
+        return next(e for e in mine if e.backend == "cuda")
+    return next((e for e in mine if e.backend == "cpu"), None)
+
+
+def _executable(path: Path, origin: str) -> Path:
+    if not path.is_file():
+        raise EngineNotInstalledError(f"{path} ({origin}) does not exist or is not a file")
+    if not os.access(path, os.X_OK):
+        raise EngineNotInstalledError(f"{path} ({origin}) is not executable; chmod +x it")
+    return path
+
+
+def find_llama_binary(tool: str = "llama-server", explicit: str | Path | None = None) -> Path:
+    """The llama.cpp ``tool`` to run: ``explicit``, else ``$SERVELAB_LLAMA_SERVER`` (other tools
+    are looked for beside it), else the preferred installed engine."""
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise UsageError(f"{tool} path {path} does not exist or is not a file")
+        return path
+    user = os.environ.get(USER_BINARY_ENV, "")
+    if user:
+        server = Path(user).expanduser()
+        path = server if tool == "llama-server" else server.parent / tool
+        return _executable(path, f"from {USER_BINARY_ENV}={user}")
+    engine = preferred_engine()
+    if engine is None:
+        other = [e.cpu_key for e in list_installed()]
+        hint = f" (installs exist for other CPUs: {', '.join(other)})" if other else ""
+        raise EngineNotInstalledError(
+            "no llama.cpp engine installed; run `servelab engines install llamacpp` or set "
+            f"{USER_BINARY_ENV}=/path/to/llama-server{hint}"
+        )
+    return _executable(engine.binary(tool), f"engine {engine.root.name}")
+
+
+def probe_version(binary: Path) -> str | None:
+    """``llama-server --version`` as ``<build>-<commit>``, or None if it does not answer."""
+    try:
+        out = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = out.stdout + out.stderr
+    # "version: 0.5.0-dev (build 0, commit 0c1e57098)"; older builds print "version: 0 (0c1e57098)"
+    match = re.search(r"\(build (\d+), commit (\w+)\)", text) or re.search(
+        r"version: (\d+) \((\w+)\)", text
+    )
+    return f"b{match.group(1)}-{match.group(2)}" if match else None

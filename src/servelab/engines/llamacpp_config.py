@@ -1,0 +1,159 @@
+"""llama-server's command line and effective configuration, from an engine configuration alone.
+
+Owns what llama.cpp's flags mean to servelab: the argument list built from an ``EngineConfig``
+(a pure function; the port is a parameter, masked in what is recorded), the binary's own
+``--help`` read once into an option table, every option made explicit with its default for the
+confound guard, the binary's build and sha256, the model file and its sha256, the ``LLAMA_ARG_*``
+variables left out of the engine's environment, alias handling for ``declare`` names, and the
+refusal of flags that set the host or port (servelab's). Starts no server and binds nothing:
+``--help`` and ``--version`` print and exit.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from servelab.engines.base import EffectiveEngineConfig, EffectiveValue
+from servelab.engines.installed import find_llama_binary
+from servelab.errors import EngineStartError, UsageError
+from servelab.models import file_sha256, resolve_model
+from servelab.spec.engine import EngineConfig
+from servelab.spec.llamaargs import OptionTable, canonicalize, parse_help
+
+# llama-server reads LLAMA_ARG_* variables as flags; inheriting them would change a
+# configuration behind the user's back, so only the ones declared in the config pass.
+ENGINE_ENV_PREFIX = "LLAMA_ARG_"
+MASKED_PORT = "<free port>"  # what a recorded argv holds instead of the port
+_NOT_COMPARED = ("port",)  # chosen afresh at every start
+_OWNED = ("host", "port")  # servelab's: `bind` and `port` in the engine config
+
+
+@functools.lru_cache(maxsize=8)
+def binary_text(binary: str, flag: str) -> str:
+    """What ``binary --help`` or ``--version`` prints (stdout and stderr); cached per process."""
+    try:
+        done = subprocess.run(
+            [binary, flag], capture_output=True, text=True, timeout=30, check=False,
+            env={k: v for k, v in os.environ.items() if not k.startswith(ENGINE_ENV_PREFIX)},
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EngineStartError(f"cannot run {binary} {flag}: {exc}") from exc
+    return done.stdout + done.stderr
+
+
+def build_from_version(text: str) -> str:
+    """``version: 0.5.0-dev (build 0, commit 0c1e57098)`` -> ``0.5.0-dev commit 0c1e57098``."""
+    for line in text.splitlines():
+        if line.startswith("version:"):
+            return line.removeprefix("version:").strip()
+    return text.strip().splitlines()[0] if text.strip() else "unknown"
+
+
+@functools.lru_cache(maxsize=8)
+def option_table(binary: str) -> OptionTable:
+    """The options a llama-server binary lists in its ``--help``, read once per binary."""
+    return parse_help(binary_text(binary, "--help"))
+
+
+def server_binary(config: EngineConfig) -> Path:
+    """The llama-server ``config`` runs: its ``binary``, else the one servelab would pick."""
+    return find_llama_binary("llama-server", explicit=config.binary)
+
+
+def server_argv(config: EngineConfig, binary: Path, model_path: Path, port: str) -> list[str]:
+    """llama-server's argument list for ``config`` listening on ``port`` (pure)."""
+    c = config
+    return [
+        str(binary),
+        "--model", str(model_path),
+        "--host", c.bind,
+        "--port", port,
+        "--metrics",
+        "--parallel", str(c.parallel),
+        "--ctx-size", str(c.ctx_per_slot * c.parallel),
+        *c.flags,
+    ]  # fmt: skip
+
+
+def engine_env(
+    config: EngineConfig, environ: Mapping[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """The engine's environment (``environ`` less ``LLAMA_ARG_*``, plus the config's own) and
+    the ``LLAMA_ARG_*`` names left out."""
+    stripped = sorted(k for k in environ if k.startswith(ENGINE_ENV_PREFIX))
+    env = {k: v for k, v in environ.items() if not k.startswith(ENGINE_ENV_PREFIX)}
+    env.update(config.env)
+    return env, [k for k in stripped if k not in config.env]
+
+
+def mask_port(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the value after ``--port`` replaced by ``MASKED_PORT``."""
+    return with_port(argv, MASKED_PORT)
+
+
+def with_port(argv: Sequence[str], port: str) -> list[str]:
+    """``argv`` with the value after ``--port`` replaced by ``port``."""
+    out = list(argv)
+    if "--port" in out:
+        out[out.index("--port") + 1] = port
+    return out
+
+
+def refuse_owned_options(arm: str, flags: tuple[str, ...], table: OptionTable) -> None:
+    """Refuse an arm whose flags set llama-server's host or port, whatever alias they use."""
+    owned = sorted(set(canonicalize(list(flags), table).given) & set(_OWNED))
+    if owned:
+        raise UsageError(
+            f"arm {arm}: flags set llama-server's --{owned[0]}, which servelab owns; use "
+            f"engine.{'bind' if owned[0] == 'host' else 'port'} in the spec instead"
+        )
+
+
+def effective_llama_config(config: EngineConfig, arm_name: str) -> EffectiveEngineConfig:
+    """The llama.cpp part of an arm's effective configuration: binary, build, sha256s, model,
+    ignored environment and every llama-server option (``llama.*``) with its default made
+    explicit. Reads files and runs ``--help`` / ``--version``; chooses no port."""
+    binary_path = server_binary(config)
+    binary = str(binary_path)
+    model = resolve_model(config.model)
+    table = option_table(binary)
+    refuse_owned_options(arm_name, config.flags, table)
+    argv = server_argv(config, binary_path, model.path, MASKED_PORT)
+    canon = canonicalize(argv[1:], table)
+    _, ignored_env = engine_env(config, os.environ)
+    values: dict[str, EffectiveValue] = {
+        "engine.binary": binary,
+        "engine.binary_sha256": file_sha256(binary_path),
+        "engine.build": build_from_version(binary_text(binary, "--version")),
+        "model.path": str(model.path),
+        "model.sha256": model.sha256,
+        "engine.ignored_env": ",".join(ignored_env),
+    }
+    values.update(
+        {f"llama.{k}": v for k, v in sorted(canon.values.items()) if k not in _NOT_COMPARED}
+    )
+    if canon.unknown:
+        values["llama.unknown_arguments"] = " ".join(canon.unknown)
+    return EffectiveEngineConfig(values=values, argv=tuple(argv))
+
+
+def canonical_llama_names(
+    names: tuple[str, ...], configs: Sequence[EngineConfig]
+) -> tuple[str, ...]:
+    """``declare`` / ``--allow-confound`` names with llama-server aliases made canonical
+    (``-lv`` and ``log-verbosity`` both mean ``verbosity``), using the configs' binaries' help."""
+    binaries = {str(server_binary(c)) for c in configs}
+    tables = [option_table(b) for b in sorted(binaries)]
+    out = []
+    for name in names:
+        bare = name.removeprefix("llama.")
+        found = None
+        for table in tables:
+            for candidate in (bare, f"--{bare.lstrip('-')}", f"-{bare.lstrip('-')}"):
+                found = found or table.canonical(candidate)
+        out.append(f"llama.{found}" if found else name)
+    return tuple(out)

@@ -1,0 +1,247 @@
+"""The small records a ``manifest.json`` is made of: host, preflight, engine starts, looks, ...
+
+Owns the typed parts of the manifest (``servelab.store.manifest`` assembles them) and the one
+serialisation rule they share: a record writes the fields it was given, or read with, and no
+others (``Record.to_json``), so what is written reads back to the same bytes. Pure: no I/O.
+Values that really are another program's JSON (an engine's ``describe()``, an importer's
+foreign metadata) are ``JsonValue``; everything servelab itself decides is typed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+
+Scalar = bool | int | float | str | None
+# One flat configuration value (``ArmEntry.effective``, ``config_diff``). ``dict[str, str]``
+# is an environment: compare manifests of release 0.1.0 flattened ``engine.env`` as a mapping.
+EffectiveValue = bool | int | float | str | dict[str, str] | None
+# One value of an engine configuration or an arm's overrides as the spec dumped them.
+ConfigValue = bool | int | float | str | list[str] | dict[str, str] | None
+
+RunKind = Literal["experiment", "bench", "compare", "import"]
+RunStatus = Literal[
+    "starting",
+    "running",
+    "importing",
+    "complete",
+    "stopped_early",
+    "interrupted",
+    "crashed",
+    "engine_error",
+    "failed",
+]
+
+
+_JSON_OBJECT: TypeAdapter[dict[str, JsonValue]] = TypeAdapter(dict[str, JsonValue])
+
+
+def as_json_object(value: Mapping[str, object]) -> dict[str, JsonValue]:
+    """Another program's JSON object (an engine's ``describe()``) checked to be JSON."""
+    return _JSON_OBJECT.validate_python(dict(value))
+
+
+class Record(BaseModel):
+    """A frozen manifest record; unknown keys are refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def to_json(self) -> dict[str, JsonValue]:
+        """The record as JSON: every field it was built or read with, and no default it was
+        not given (so a reader's defaults never turn into written facts)."""
+        data: dict[str, JsonValue] = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        return data
+
+
+class Gpu(Record):
+    name: str
+    driver: str
+    memory: str = ""
+
+
+class Host(Record):
+    """The machine a run happened on (``runner.host.host_facts``)."""
+
+    hostname: str
+    os: str
+    python: str
+    machine: str
+    cpu_model: str
+    cpu_count_logical: int | None = None
+    cpu_count_physical: int | None = None
+    memory_total_bytes: int
+    memory_available_bytes: int
+    gpus: tuple[Gpu, ...] = ()
+    loadavg: tuple[float, ...] = ()
+
+
+class PreflightFinding(Record):
+    """One preflight finding; blocking ones refuse the run unless ``--force``."""
+
+    kind: str
+    detail: str
+    advice: str
+    blocking: bool = False
+
+
+class WorkloadRef(Record):
+    name: str
+    version: str
+    content_hash: str
+    prompts: int
+
+
+class KvLine(Record):
+    """One KV (or recurrent state) line of llama-server's log (``theory.kvreport``)."""
+
+    kind: str
+    size_mib: float
+    cells: int
+    layers: int
+    seqs: int
+    streams: int
+    type_k: str
+    k_mib: float
+    type_v: str
+    v_mib: float
+
+
+class KvReported(Record):
+    """The KV cache size the engine reported at its probe start."""
+
+    kv_mib: float
+    recurrent_mib: float
+    lines: tuple[KvLine, ...] = ()
+    log: str
+
+
+class EngineStart(Record):
+    """One engine start: the block it served and what the engine said about itself."""
+
+    block: int
+    concurrency: int
+    t_unix_s: float
+    describe: dict[str, JsonValue]  # JSON boundary: the engine's own describe() payload
+
+
+class PlannedBlock(Record):
+    block: int
+    arm: str
+    concurrency: int
+
+
+class Look(Record):
+    """One sequential look after a round (``analysis.look``)."""
+
+    after_block: int
+    decided: bool
+    reason: str
+    stop: bool = False
+    confidence_level: float | None = None
+
+
+class Resume(Record):
+    t_utc: str
+    previous_status: RunStatus | None = None
+    preflight: tuple[PreflightFinding, ...] = ()
+
+
+class AllowedConfound(Record):
+    """A difference between arms run anyway with ``--allow-confound``."""
+
+    field: str
+    values: dict[str, EffectiveValue]
+
+
+class HardwareRecord(Record):
+    """The roofline hardware resolved at run start (``theory.hardware.Hardware``)."""
+
+    name: str
+    bandwidth_gbs: float
+    memory_bytes: int
+    fp16_tflops: float
+    note: str = ""
+    source: str = "built-in"
+
+
+class CompareSource(Record):
+    """One side of ``servelab compare``."""
+
+    run_dir: str
+    run_id: str
+    arm: str
+    label: str
+
+
+class StoredStop(Record):
+    """The stopping rule as a run without a spec (compare, import) stores it."""
+
+    max_blocks: int | None = None
+    min_blocks: int | None = None
+    target_ci_width: float | None = None
+    min_effect: float | None = None
+
+
+class ImportFile(Record):
+    path: str
+    sha256: str
+    arm: str | None = None
+
+
+class FieldMapRecord(Record):
+    """One ``--map SRC=TARGET[:UNIT]`` as an import used it."""
+
+    source: str
+    target: str
+    unit: str | None = None
+    optional: bool = False
+
+
+class ImportMapping(Record):
+    """How an importer turned the source into rows; each format fills its own fields."""
+
+    # table
+    maps: tuple[FieldMapRecord, ...] | None = None
+    arm_column: str | None = None
+    rows_key: str | None = None
+    block_values: str | dict[str, int] | None = None
+    # llama-bench
+    tests: dict[str, str] | None = None
+    block: str | None = None
+    arm_fields: tuple[str, ...] | None = None
+    # vllm bench serve
+    arrays: dict[str, str] | None = None
+    # llama-bench and vllm bench serve
+    prompt_id: str | None = None
+    # every format, once the rows are written
+    derived: tuple[str, ...] | None = None
+    warmup_first: int | None = None
+
+
+class SkippedRows(Record):
+    """Source rows not imported: counted by reason, with up to ten examples."""
+
+    count: int = 0
+    reasons: dict[str, int] = Field(default_factory=dict)
+    examples: tuple[dict[str, JsonValue], ...] = ()  # JSON boundary: the foreign source rows
+
+
+class ImportSource(Record):
+    """Where an import's rows came from."""
+
+    format: str
+    preset: str | None = None
+    files: tuple[ImportFile, ...] = ()
+    mapping: ImportMapping = ImportMapping()
+    skipped: SkippedRows = SkippedRows()
+
+
+class StopRule(Record):
+    """The stopping rule the analysis works from, defaults filled in (not stored)."""
+
+    max_blocks: int | None
+    min_blocks: int
+    target_ci_width: float | None
+    min_effect: float

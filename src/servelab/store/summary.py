@@ -1,0 +1,435 @@
+"""The typed summary of a run: the records behind ``summary.json`` (docs/summary-json.md).
+
+Owns the frozen records ``servelab.analysis`` produces and ``servelab.report`` renders:
+``Summary`` (an experiment, import or compare run, as ``servelab report`` writes it) with its
+``ArmSummary``, ``MetricSummary``, ``RateCI``, ``Comparison``, ``Proportion``, ``SweepRow``,
+``Stopping``, ``Warning``, ``GateResult``, theory and quality sections; and ``BenchSummary``
+(what ``servelab bench`` writes: arms and engine counter figures).
+
+``to_json()`` gives exactly the layout of docs/summary-json.md, keys in the order they have
+always been written (so summary files stay diff-friendly), optional keys left out when unset;
+``from_json(obj)`` reads one back (keys a reader does not know are ignored: keys are only ever
+added). Pure: no files; writing and reading the file is the caller's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Self, TypeVar
+
+from pydantic import BaseModel, TypeAdapter
+
+from servelab.store.perplexity import PerplexityDoc
+
+Number = int | float
+Verdict = Literal["better", "worse", "no_difference", "inconclusive"]
+
+SUMMARY_SCHEMA_VERSION = 1
+_T = TypeVar("_T")
+
+
+def to_jsonable(value: object) -> object:
+    """Records to plain JSON values: fields in declaration order, ``OMIT_NONE`` keys left out
+    when None, tuples as lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        omit: frozenset[str] = getattr(value, "OMIT_NONE", frozenset())
+        out: dict[str, object] = {}
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if v is None and f.name in omit:
+                continue
+            out[f.name] = to_jsonable(v)
+        return out
+    if isinstance(value, BaseModel):  # a record of its own file (quality/ppl.json)
+        return to_jsonable(value.model_dump())
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+class _Record:
+    """Mixin: ``to_json`` and ``from_json`` for a frozen dataclass record."""
+
+    __slots__ = ()
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset()
+
+    def to_json(self) -> dict[str, object]:
+        out = to_jsonable(self)
+        assert isinstance(out, dict)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: object) -> Self:
+        """The record read back from parsed JSON (unknown keys are ignored)."""
+        record: Self = _adapter(cls).validate_python(obj)
+        return record
+
+
+# ------------------------------------------------------------------------------ per arm
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSummary(_Record):
+    """One metric over successful trial requests (``stats.summary.summarize``)."""
+
+    n: int
+    median: float | None
+    mean: float | None
+    p90: float | None
+    p99: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RateCI(_Record):
+    """k of n with its Wilson interval (``p`` None when ``n`` is 0)."""
+
+    k: int
+    n: int
+    p: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ArmSummary(_Record):
+    """Counts over an arm's trial requests and its metric summaries.
+
+    A bench arm has only the fields up to ``metrics``; ``servelab report`` adds the rest.
+    """
+
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset(
+        {"n_blocks", "error_rate", "truncated_rate", "by_concurrency"}
+    )
+
+    n_ok: int
+    n_failed: int
+    n_warmup: int
+    failures: dict[str, int]
+    finish_reasons: dict[str, int]
+    n_out_fallback: int
+    itl_unverified: int
+    invalid_utf8_requests: int
+    metrics: dict[str, MetricSummary]
+    n_blocks: int | None = None
+    error_rate: RateCI | None = None
+    truncated_rate: RateCI | None = None
+    by_concurrency: dict[str, dict[str, MetricSummary]] | None = None
+
+    def rates(self) -> dict[str, RateCI]:
+        """The arm's rates by name (error_rate first)."""
+        named = (("error_rate", self.error_rate), ("truncated_rate", self.truncated_rate))
+        return {name: r for name, r in named if r is not None}
+
+
+# ------------------------------------------------------------------------------ between arms
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison(_Record):
+    """Candidate / baseline ratio of one decision metric at one concurrency level."""
+
+    metric: str
+    baseline: str
+    candidate: str
+    concurrency: int
+    statistic: str
+    lower_is_better: bool
+    ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+    ratio_mean: float | None
+    ci_low_mean: float | None
+    ci_high_mean: float | None
+    verdict: str
+    min_effect: float
+    n_blocks: int
+    blocks_needed: int | None
+    paired: bool
+    confidence_level: float
+    ci_width: float | None
+    n_blocks_baseline: int
+    n_blocks_candidate: int
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class Proportion(_Record):
+    """A rate (error, truncation) of a candidate against the baseline: exact test."""
+
+    metric: str
+    baseline: str
+    candidate: str
+    baseline_p: float | None
+    candidate_p: float | None
+    baseline_k: int
+    baseline_n: int
+    candidate_k: int
+    candidate_n: int
+    difference: float | None
+    diff_ci_low: float | None
+    diff_ci_high: float | None
+    p_value: float | None
+    verdict: str
+
+
+@dataclass(frozen=True, slots=True)
+class SweepRow(_Record):
+    """One arm at one concurrency level: aggregate and per-stream rates, scaling efficiency."""
+
+    concurrency: int
+    aggregate_tps: float | None
+    per_stream_tps: float | None
+    ttft_s: float | None
+    efficiency: float | None
+    efficiency_reference: int | None
+    n_blocks: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stopping(_Record):
+    """The stopping rule applied and why the run ended where it did."""
+
+    rule: str
+    sequential: bool
+    spending: str | None
+    alpha: float
+    min_blocks: int | None
+    max_blocks: int | None
+    target_ci_width: float | None
+    looks: int
+    n_rounds: int
+    confidence_level: float
+    stopped_early: bool
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Confound(_Record):
+    """A field the arms differ in, allowed with --allow-confound: its value per arm."""
+
+    field: str
+    values: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Warning(_Record):
+    """One of the fixed warning kinds, with the advice that removes it."""
+
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"arm"})
+
+    kind: str
+    arm: str | None = None
+    detail: str
+    advice: str
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult(_Record):
+    """One arm against one gate rule, judged on an interval."""
+
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"threshold_value"})
+
+    passed: bool
+    value: Number | None
+    threshold: Number | None
+    interval: tuple[Number | None, Number | None]
+    note: str
+    threshold_value: Number | None = None
+
+
+# ------------------------------------------------------------------------------ theory
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareRecord(_Record):
+    """The hardware recorded at run start (``manifest["hardware"]``)."""
+
+    name: str
+    bandwidth_gbs: float
+    memory_bytes: int
+    fp16_tflops: float
+    note: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SpecPrediction(_Record):
+    """Speculative decoding: predicted speedup beside the measured one."""
+
+    spec_type: str
+    mean_draft_length: int
+    acceptance: float
+    draft_step_fraction: float
+    verify_cost: float
+    tokens_per_verify_step: float
+    tokens_per_verify_step_iid: float
+    predicted_speedup_per_draft_step: float
+    predicted_speedup: float
+    measured_speedup: float | None
+    assumes: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArmPrediction(_Record):
+    """The roofline ceiling and KV memory of one arm beside what it measured."""
+
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"spec"})
+
+    hardware: str | None
+    position: int | None
+    bytes_per_token: float
+    decode_ceiling_tps: float | None
+    measured_decode_tps: float | None
+    pct_of_roofline: float | None
+    kv_bytes_predicted: int
+    kv_mib_reported: float | None
+    kv_matches: bool | None
+    spec: SpecPrediction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TheoryNote(_Record):
+    """An arm that cannot be predicted, and why."""
+
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class TheorySection(_Record):
+    hardware: HardwareRecord | None
+    arms: dict[str, ArmPrediction | TheoryNote]
+
+
+# ------------------------------------------------------------------------------ quality
+
+
+@dataclass(frozen=True, slots=True)
+class QualityMetricInfo(_Record):
+    name: str
+    higher_is_better: bool
+    population: str
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class QualityArm(_Record):
+    n_rows: int
+    rates: dict[str, RateCI]
+    tool_outcomes: dict[str, int]
+    script_classes: dict[str, int]
+    flag_counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RateComparison(_Record):
+    difference: float | None
+    diff_ci_low: float | None
+    diff_ci_high: float | None
+    p_value: float | None
+    verdict: str
+
+
+@dataclass(frozen=True, slots=True)
+class QualitySection(_Record):
+    """Quality rates per arm and each candidate's exact test against the baseline; ``ppl`` is
+    the content of ``quality/ppl.json`` as ``servelab quality ppl`` wrote it."""
+
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset(
+        {"confidence", "baseline", "metrics", "arms", "comparisons", "ppl"}
+    )
+
+    notes: tuple[str, ...] = ()
+    confidence: float | None = None
+    baseline: str | None = None
+    metrics: tuple[QualityMetricInfo, ...] | None = None
+    arms: dict[str, QualityArm] | None = None
+    comparisons: dict[str, dict[str, RateComparison]] | None = None
+    ppl: PerplexityDoc | None = None
+
+
+# ------------------------------------------------------------------------------ whole run
+
+
+@dataclass(frozen=True, slots=True)
+class Summary(_Record):
+    """``summary.json`` of an experiment, import or compare run (docs/summary-json.md)."""
+
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset(
+        {"theory", "quality", "gates", "gates_required", "gates_failed"}
+    )
+
+    schema_version: int
+    kind: str
+    run_id: str
+    baseline: str
+    decision_metrics: tuple[str, ...]
+    interleaved: bool
+    confidence: float
+    seed: int
+    n_resamples: int
+    arms: dict[str, ArmSummary]
+    comparisons: tuple[Comparison, ...]
+    proportions: tuple[Proportion, ...]
+    sweep: dict[str, tuple[SweepRow, ...]]
+    stopping: Stopping
+    config_diff: dict[str, dict[str, object]] = field(default_factory=dict)
+    allowed_confounds: tuple[Confound, ...] = ()
+    warnings: tuple[Warning, ...] = ()
+    theory: TheorySection | None = None
+    quality: QualitySection | None = None
+    gates: dict[str, dict[str, GateResult]] | None = None
+    gates_required: tuple[str, ...] | None = None
+    gates_failed: tuple[str, ...] | None = None
+
+    def arm_order(self) -> list[str]:
+        """Arms, baseline first."""
+        arms = list(self.arms)
+        if self.baseline in arms:
+            arms.remove(self.baseline)
+            arms.insert(0, self.baseline)
+        return arms
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCounterFigures(_Record):
+    """Run-level figures from the engine's /metrics counter deltas (empty without deltas)."""
+
+    tokens_predicted: float | None
+    decode_tps_counters: float | None
+    prompt_tokens: float | None
+    draft_tokens: float | None
+    draft_accepted: float | None
+    acceptance_rate: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BenchSummary(_Record):
+    """``summary.json`` of ``servelab bench``: its arm(s) and the engine counter figures."""
+
+    schema_version: int
+    arms: dict[str, ArmSummary]
+    engine_counters: EngineCounterFigures | dict[str, float] = field(default_factory=dict)
+
+
+_ADAPTERS: dict[type, TypeAdapter[object]] = {}
+
+
+def _adapter(cls: type[_T]) -> TypeAdapter[_T]:
+    """One validator per record type, built on first use (building one takes milliseconds)."""
+    if cls not in _ADAPTERS:
+        _ADAPTERS[cls] = TypeAdapter(cls)
+    return _ADAPTERS[cls]  # type: ignore[return-value]
+
+
+def read_summary(obj: Mapping[str, object]) -> Summary | BenchSummary:
+    """A ``summary.json``'s content as the record it is (a bench summary has no ``kind``)."""
+    if "kind" in obj:
+        return Summary.from_json(obj)
+    return BenchSummary.from_json(obj)
