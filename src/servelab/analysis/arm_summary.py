@@ -16,7 +16,6 @@ from servelab.analysis.comparisons import rate_ci, rate_counts
 from servelab.analysis.row_selection import Row, block_of, level_of, ok_trials, trials
 from servelab.engines.base import CounterNames
 from servelab.metrics import SUMMARY_METRICS
-from servelab.stats.summary import Summary as Stats
 from servelab.stats.summary import summarize
 from servelab.store import SCHEMA_VERSION
 from servelab.store.summary import ArmSummary, BenchSummary, EngineCounterFigures, MetricSummary
@@ -24,15 +23,8 @@ from servelab.store.summary import ArmSummary, BenchSummary, EngineCounterFigure
 EXTRA_METRICS = ("prefill_tps", "server_decode_tps", "acceptance_rate", "wait_s")
 
 
-def metric_summary(stats: Stats) -> MetricSummary:
-    return MetricSummary(
-        n=stats.n, median=stats.median, mean=stats.mean, p90=stats.p90, p99=stats.p99,
-        std=stats.std, min=stats.min, max=stats.max,
-    )  # fmt: skip
-
-
 def _summary_of(rows: Sequence[Row], metric: str) -> MetricSummary:
-    return metric_summary(summarize(r.get(metric) for r in rows))
+    return summarize(r.get(metric) for r in rows)
 
 
 def summarize_arm(rows: Sequence[Row]) -> ArmSummary:
@@ -41,7 +33,7 @@ def summarize_arm(rows: Sequence[Row]) -> ArmSummary:
     ok = [r for r in tried if r.get("outcome") == "ok"]
     failed = Counter(str(r.get("outcome")) for r in tried if r.get("outcome") != "ok")
     metrics = {m: _summary_of(ok, m) for m in (*SUMMARY_METRICS, *EXTRA_METRICS)}
-    metrics["itl_s"] = metric_summary(summarize(v for r in ok for v in r.get("itl_s") or []))
+    metrics["itl_s"] = summarize(v for r in ok for v in r.get("itl_s") or [])
     return ArmSummary(
         n_ok=len(ok),
         n_failed=sum(failed.values()),

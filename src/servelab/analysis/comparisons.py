@@ -140,8 +140,7 @@ def rate_counts(rows: Sequence[Row]) -> dict[str, tuple[int, int]]:
 
 
 def rate_ci(k: int, n: int, confidence: float) -> RateCI:
-    r = wilson(k, n, confidence)
-    return RateCI(k=k, n=n, p=r.p, ci_low=r.ci_low, ci_high=r.ci_high)
+    return wilson(k, n, confidence)
 
 
 def proportions(

@@ -20,13 +20,11 @@ from servelab.analysis.settings import RunFacts
 from servelab.errors import ServelabError
 from servelab.store.summary import (
     ArmPrediction,
-    HardwareRecord,
     SpecPrediction,
     TheoryNote,
     TheorySection,
 )
 from servelab.theory.arch import Architecture
-from servelab.theory.hardware import Hardware
 from servelab.theory.kvreport import report_matches
 from servelab.theory.predict import predict_arm
 from servelab.theory.specdec import expected_tokens
@@ -66,13 +64,6 @@ def _median(values: Sequence[float]) -> float | None:
 
 def _median_of(rows: Sequence[Row], key: str) -> float | None:
     return _median([float(r[key]) for r in rows if r.get(key) is not None])
-
-
-def _hardware(hw: HardwareRecord | None) -> Hardware | None:
-    if hw is None:
-        return None
-    return Hardware(name=hw.name, bandwidth_gbs=hw.bandwidth_gbs, memory_bytes=hw.memory_bytes,
-                    fp16_tflops=hw.fp16_tflops, note=hw.note, source=hw.source)  # fmt: skip
 
 
 def _spec(
@@ -119,7 +110,7 @@ def arm_theory(
     kv_v = str(eff.get("llama.cache-type-v", "f16"))
     try:
         p = predict_arm(
-            inputs.architecture, _hardware(facts.hardware),
+            inputs.architecture, facts.hardware,
             ctx_per_slot=int(eff.get("ctx_per_slot") or 4096),
             parallel=int(eff.get("parallel") or 1),
             kv_k=kv_k, kv_v=kv_v, position=position, spec_k=k, accept=accept, draft_cost=0.0,

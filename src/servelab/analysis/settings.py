@@ -180,12 +180,7 @@ def _arm_facts(entry: ArmEntry) -> ArmFacts:
 
 
 def _hardware(m: Manifest) -> HardwareRecord | None:
-    hw = m.hardware
-    if hw is None:
-        return None
-    return HardwareRecord(name=hw.name, bandwidth_gbs=hw.bandwidth_gbs,
-                          memory_bytes=hw.memory_bytes, fp16_tflops=hw.fp16_tflops,
-                          note=hw.note, source=hw.source)  # fmt: skip
+    return m.hardware
 
 
 def _strings(value: object) -> tuple[str, ...]:

@@ -8,7 +8,6 @@ the plan, looks and resumes. Every change is written at once (atomically), so a 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 
 from servelab.analysis import StopDecision
@@ -21,7 +20,6 @@ from servelab.store import (
     AllowedConfound,
     ArmEntry,
     EngineStart,
-    HardwareRecord,
     KvReported,
     Look,
     Manifest,
@@ -88,7 +86,7 @@ def new_manifest(
         stages=(),
         looks=(),
         resumes=(),
-        hardware=HardwareRecord(**dataclasses.asdict(hardware)) if hardware else None,
+        hardware=hardware,
     )  # fmt: skip
 
 
@@ -132,10 +130,8 @@ class ManifestState:
 
     def set_kv_reported(self, arm: str, measured: MeasuredKv | None, log_name: str) -> None:
         kv = (
-            KvReported.model_validate({
-                "kv_mib": measured.kv_mib, "recurrent_mib": measured.recurrent_mib,
-                "lines": [dataclasses.asdict(x) for x in measured.target], "log": log_name,
-            })
+            KvReported(kv_mib=measured.kv_mib, recurrent_mib=measured.recurrent_mib,
+                       lines=measured.target, log=log_name)
             if measured else None
         )  # fmt: skip
         self.update(self.manifest.with_arm_kv(arm, kv))

@@ -38,7 +38,7 @@ from servelab.store import (
 )
 from servelab.store.jsonl import write_json_atomic, write_text_atomic
 from servelab.store.manifest_records import ConfigValue
-from servelab.store.summary import GateResult, Summary
+from servelab.store.summary import GateResult, Summary, to_jsonable
 from servelab.userfiles import read_yaml
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ def _evidence(summary: Summary, arm: str, own: Mapping[str, GateResult],
     figures = summary.arms.get(arm)
     quality = (summary.quality.arms or {}).get(arm) if summary.quality else None
     return Evidence(
-        metrics=as_json_object({k: m.to_json() for k, m in figures.metrics.items()})
+        metrics=as_json_object({k: to_jsonable(m) for k, m in figures.metrics.items()})
         if figures else None,
         comparisons=tuple(as_json_object(c.to_json()) for c in summary.comparisons
                           if arm in (c.candidate, c.baseline)),

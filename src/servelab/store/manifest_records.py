@@ -14,6 +14,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
+from servelab.theory.hardware import Hardware
+from servelab.theory.kvreport import KvReportLine
+
 Scalar = bool | int | float | str | None
 # One flat configuration value (``ArmEntry.effective``, ``config_diff``). ``dict[str, str]``
 # is an environment: compare manifests of release 0.1.0 flattened ``engine.env`` as a mapping.
@@ -93,19 +96,8 @@ class WorkloadRef(Record):
     prompts: int
 
 
-class KvLine(Record):
-    """One KV (or recurrent state) line of llama-server's log (``theory.kvreport``)."""
-
-    kind: str
-    size_mib: float
-    cells: int
-    layers: int
-    seqs: int
-    streams: int
-    type_k: str
-    k_mib: float
-    type_v: str
-    v_mib: float
+# One definition of each, in the pure core; pydantic validates and dumps the dataclasses.
+KvLine = KvReportLine  # one KV (or recurrent state) line of llama-server's log
 
 
 class KvReported(Record):
@@ -155,15 +147,7 @@ class AllowedConfound(Record):
     values: dict[str, EffectiveValue]
 
 
-class HardwareRecord(Record):
-    """The roofline hardware resolved at run start (``theory.hardware.Hardware``)."""
-
-    name: str
-    bandwidth_gbs: float
-    memory_bytes: int
-    fp16_tflops: float
-    note: str = ""
-    source: str = "built-in"
+HardwareRecord = Hardware  # the roofline hardware resolved at run start
 
 
 class CompareSource(Record):

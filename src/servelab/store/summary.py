@@ -21,7 +21,12 @@ from typing import ClassVar, Literal, Self, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
 
+# One definition each, in the pure core: k of n with its Wilson interval; one metric over the
+# successful trials. Re-exported under the names summary.json's records use.
+from servelab.stats.proportions import Rate as RateCI
+from servelab.stats.summary import Summary as MetricSummary
 from servelab.store.perplexity import PerplexityDoc
+from servelab.theory.hardware import Hardware
 
 Number = int | float
 Verdict = Literal["better", "worse", "no_difference", "inconclusive"]
@@ -70,31 +75,6 @@ class _Record:
 
 
 # ------------------------------------------------------------------------------ per arm
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSummary(_Record):
-    """One metric over successful trial requests (``stats.summary.summarize``)."""
-
-    n: int
-    median: float | None
-    mean: float | None
-    p90: float | None
-    p99: float | None
-    std: float | None
-    min: float | None
-    max: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class RateCI(_Record):
-    """k of n with its Wilson interval (``p`` None when ``n`` is 0)."""
-
-    k: int
-    n: int
-    p: float | None
-    ci_low: float | None
-    ci_high: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,16 +227,7 @@ class GateResult(_Record):
 # ------------------------------------------------------------------------------ theory
 
 
-@dataclass(frozen=True, slots=True)
-class HardwareRecord(_Record):
-    """The hardware recorded at run start (``manifest["hardware"]``)."""
-
-    name: str
-    bandwidth_gbs: float
-    memory_bytes: int
-    fp16_tflops: float
-    note: str = ""
-    source: str = ""
+HardwareRecord = Hardware  # the hardware recorded at run start (one definition, theory/)
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,3 +404,34 @@ def read_summary(obj: Mapping[str, object]) -> Summary | BenchSummary:
     if "kind" in obj:
         return Summary.from_json(obj)
     return BenchSummary.from_json(obj)
+
+
+__all__ = [
+    "SUMMARY_SCHEMA_VERSION",
+    "ArmPrediction",
+    "ArmSummary",
+    "BenchSummary",
+    "Comparison",
+    "Confound",
+    "EngineCounterFigures",
+    "GateResult",
+    "HardwareRecord",
+    "MetricSummary",
+    "Number",
+    "Proportion",
+    "QualityArm",
+    "QualityMetricInfo",
+    "QualitySection",
+    "RateCI",
+    "RateComparison",
+    "SpecPrediction",
+    "Stopping",
+    "Summary",
+    "SweepRow",
+    "TheoryNote",
+    "TheorySection",
+    "Verdict",
+    "Warning",
+    "read_summary",
+    "to_jsonable",
+]
