@@ -7,6 +7,7 @@ is registered with ``servelab.redact`` so server text that echoes it is redacted
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import ClassVar
 from servelab.client import admin
 from servelab.client.transport import Transport
 from servelab.engines.base import CounterNames, EffectiveEngineConfig
+from servelab.engines.llamacpp import LLAMA_COUNTERS
 from servelab.engines.prom import MetricsSnapshot, parse_metrics
 from servelab.errors import EngineStartError, UsageError
 from servelab.redact import register_secret
@@ -24,16 +26,7 @@ __all__ = ["OpenAIEndpoint", "OpenAIEngine"]
 
 # An OpenAI-compatible endpoint is often a llama-server run by someone else: its counters, when
 # it exposes /metrics, are read under llama.cpp's names (absent counters read as None).
-ENDPOINT_COUNTERS = CounterNames(
-    prompt_tokens="llamacpp:prompt_tokens_total",
-    prompt_seconds="llamacpp:prompt_seconds_total",
-    tokens_predicted="llamacpp:tokens_predicted_total",
-    tokens_predicted_seconds="llamacpp:tokens_predicted_seconds_total",
-    decode_calls="llamacpp:n_decode_total",
-    drafts="llamacpp:spec_decode_num_drafts_total",
-    draft_tokens="llamacpp:spec_decode_num_draft_tokens_total",
-    draft_accepted_tokens="llamacpp:spec_decode_num_accepted_tokens_total",
-)
+ENDPOINT_COUNTERS = dataclasses.replace(LLAMA_COUNTERS, extra=())
 
 
 def _check_api_key(config: EngineConfig) -> None:
