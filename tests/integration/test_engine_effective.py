@@ -23,7 +23,8 @@ from servelab.workloads import load_workload
 pytestmark = pytest.mark.engine
 
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "runs" / "release-0.1.0" / "demo"
-LOCAL = ("engine.binary", "engine.binary_sha256", "model.path")  # where this machine keeps them
+# where this machine keeps its files (the release ran with the cache in ~/.cache/servelab)
+LOCAL = ("engine.binary", "engine.binary_sha256", "model.path", "llama.model")
 
 
 @pytest.fixture
@@ -50,6 +51,8 @@ def test_effective_config_equals_what_the_release_recorded(
             k: v for k, v in old["effective"].items() if k not in LOCAL
         }
         here = {old["effective"][k]: eff[k] for k in ("engine.binary", "model.path")}
+        assert eff["llama.model"] == eff["model.path"]
+        assert old["effective"]["llama.model"] == old["effective"]["model.path"]
         assert argv == [here.get(a, a) for a in old["argv"]]
     assert canonical_names(("-lv", "cram", "spec_type"), arms) == (
         "llama.verbosity", "llama.cache-ram", "spec_type"

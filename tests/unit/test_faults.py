@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -26,6 +25,7 @@ from servelab.spec.bench import BenchConfig
 from servelab.spec.engine import EngineConfig
 from servelab.spec.experiment import ExperimentSpec
 from servelab.store.jsonl import JsonlWriter, read_jsonl
+from servelab.store.summary import ArmSummary
 from tests.conftest import Immutable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,8 +108,11 @@ def test_bench_context_counts_its_concurrency() -> None:
 # --- the failure rule behind exit 8 ------------------------------------------------------------
 
 
-def arm(n_ok: int, n_failed: int, **failures: int) -> dict[str, Any]:
-    return {"n_ok": n_ok, "n_failed": n_failed, "failures": failures}
+def arm(n_ok: int, n_failed: int, **failures: int) -> ArmSummary:
+    return ArmSummary(
+        n_ok=n_ok, n_failed=n_failed, n_warmup=0, failures=failures, finish_reasons={},
+        n_out_fallback=0, itl_unverified=0, invalid_utf8_requests=0, metrics={},
+    )  # fmt: skip
 
 
 def test_an_arm_with_no_successful_request_fails_the_run(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ check, scripted failed requests, the confound refusal, and a full report on the 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -31,6 +33,8 @@ from tests.unit.replay_harness import (
     trial_ids,
     write_spec,
 )
+
+T = TypeVar("T")
 
 RUN_LEVEL = [
     Stage.LOAD,
@@ -299,3 +303,35 @@ def test_the_run_command_on_the_replay_engine(
     assert code == 0, captured.err
     assert "b vs a:" in captured.out and "report: " in captured.out
     assert manifest(out)["status"] == "complete"
+
+
+def test_a_run_reads_each_input_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``servelab run`` through to its report: the spec is read, the workload loaded and each
+    arm resolved once, and the typed objects are passed on (issue 11: the workload used to be
+    loaded four times per run and the arms resolved twice)."""
+    import servelab.report.quality_scores as quality_scores
+    import servelab.runner.experiment_inputs as experiment_inputs
+
+    calls: dict[str, int] = {}
+
+    def counted(name: str, fn: Callable[..., T]) -> Callable[..., T]:
+        def wrapper(*args: object, **kwargs: object) -> T:
+            calls[name] = calls.get(name, 0) + 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    loader = experiment_inputs.load_workload
+    monkeypatch.setattr(experiment_inputs, "load_workload", counted("workload", loader))
+    monkeypatch.setattr(quality_scores, "load_workload", counted("workload", loader))
+    monkeypatch.setattr(experiment_inputs, "read_yaml",
+                        counted("spec", experiment_inputs.read_yaml))  # fmt: skip
+    monkeypatch.setattr(experiment_inputs, "effective_config",
+                        counted("arm", experiment_inputs.effective_config))  # fmt: skip
+    out = tmp_path / "once"
+    code = main(["run", str(write_spec(tmp_path)), "--out", str(out), "--force", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert (out / "report.md").is_file() and manifest(out)["status"] == "complete"
+    assert calls == {"spec": 1, "workload": 1, "arm": 2}

@@ -3,8 +3,7 @@
 Owns the check ``servelab run``, ``resume`` and ``bench`` make once the report is written (so
 nothing is lost): an arm with no successful trial request, or an arm whose share of failed trial
 requests is above the run's ``max_failure_rate``, raises ``RequestsFailed`` with one line naming
-the worst arm, its counts and outcomes, and where the errors are. Pure: ``ArmSummary`` records
-in (or their JSON form, ``n_ok``, ``n_failed`` and ``failures``).
+the worst arm, its counts and outcomes, and where the errors are. Pure: ``ArmSummary`` records in.
 """
 
 from __future__ import annotations
@@ -15,18 +14,11 @@ from pathlib import Path
 from servelab.errors import RequestsFailed
 from servelab.store.summary import ArmSummary
 
-ArmCounts = ArmSummary | Mapping[str, object]
+ArmCounts = ArmSummary
 
 
-def _counts(arm: ArmCounts) -> tuple[int, int, Mapping[str, int]]:
-    if isinstance(arm, ArmSummary):
-        return arm.n_ok, arm.n_failed, arm.failures
-    n_ok, n_failed, failures = arm.get("n_ok"), arm.get("n_failed"), arm.get("failures")
-    return (
-        n_ok if isinstance(n_ok, int) else 0,
-        n_failed if isinstance(n_failed, int) else 0,
-        {str(k): int(v) for k, v in failures.items()} if isinstance(failures, Mapping) else {},
-    )
+def _counts(arm: ArmSummary) -> tuple[int, int, Mapping[str, int]]:
+    return arm.n_ok, arm.n_failed, arm.failures
 
 
 def _failure_rate(arm: ArmCounts) -> float:

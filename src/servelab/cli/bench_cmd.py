@@ -86,7 +86,7 @@ def bench(
     reporter: Reporter = NullReporter() if quiet else RichReporter()
     result = run_bench(config, out=out, reporter=reporter)
     console = Console()
-    arms = {arm: s.to_json() for arm, s in result.summary.arms.items()}
+    arms = result.summary.arms
     for arm, arm_summary in arms.items():
         console.print(summary_table(arm, arm_summary))
         for line in failure_lines(arm_summary):

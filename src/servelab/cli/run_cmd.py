@@ -80,10 +80,9 @@ def _finish(result: ExperimentResult) -> None:
     console = Console()
     if result.stopped_early:
         console.print(f"stopped early: {result.looks[-1].reason}", markup=False)
-    report = build_report(result.run_dir.root)
+    report = build_report(result.run_dir.root, workload=result.workload)
     print_verdicts(report, console)
-    arms = {arm: s.to_json() for arm, s in report.summary.arms.items()}
-    check_request_failures(arms, result.max_failure_rate, report.run_dir.root)
+    check_request_failures(report.summary.arms, result.max_failure_rate, report.run_dir.root)
     failed = list(report.summary.gates_failed or ())
     if failed:
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""

@@ -180,7 +180,7 @@ def observe_blocking(
     finally:
         session.untrack(guard)
         guard.release()
-    if guard.expired and outcome is not Outcome.OK:
+    if outcome is not Outcome.OK and (guard.expired or _past_deadline(outcome, st, deadline)):
         outcome, error = Outcome.TIMEOUT, deadline.message()
     obs = st.acc.observation(
         outcome=outcome,
@@ -194,6 +194,13 @@ def observe_blocking(
     if retries:
         obs.extra["retries"] = retries
     return obs
+
+
+def _past_deadline(outcome: Outcome | None, st: _Stream, deadline: Deadline) -> bool:
+    """A wait that timed out at the whole request's deadline: when ``read_s`` is not shorter
+    than ``total_s``, httpx's own read timeout and the guard's timer fire together, and either
+    may win; the request ran out of its total time either way (10 ms: timer resolution)."""
+    return outcome is Outcome.TIMEOUT and st.since_send() >= deadline.total_s - 0.01
 
 
 def _attempts(

@@ -9,8 +9,6 @@ failures on their own line so they are never mistaken for part of the latency fi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from rich.table import Table
 
 from servelab.metrics import METRIC_BY_NAME
@@ -34,14 +32,7 @@ def fmt_value(metric: str, value: float | None) -> str:
     return f"{value:.1f}"
 
 
-def _arm(arm_summary: ArmSummary | Mapping[str, object]) -> ArmSummary:
-    if isinstance(arm_summary, ArmSummary):
-        return arm_summary
-    return ArmSummary.from_json(arm_summary)
-
-
-def summary_table(arm: str, arm_summary: ArmSummary | Mapping[str, object]) -> Table:
-    a = _arm(arm_summary)
+def summary_table(arm: str, a: ArmSummary) -> Table:
     table = Table(title=f"{arm}: {a.n_ok} ok, {a.n_failed} failed (failed requests excluded)")
     table.add_column("metric")
     for col in COLUMNS:
@@ -56,14 +47,13 @@ def summary_table(arm: str, arm_summary: ArmSummary | Mapping[str, object]) -> T
     return table
 
 
-def failure_lines(arm_summary: ArmSummary | Mapping[str, object]) -> list[str]:
-    failures = _arm(arm_summary).failures
+def failure_lines(a: ArmSummary) -> list[str]:
+    failures = a.failures
     return [f"{outcome}: {count}" for outcome, count in sorted(failures.items())]
 
 
-def warning_lines(arm_summary: ArmSummary | Mapping[str, object]) -> list[str]:
+def warning_lines(a: ArmSummary) -> list[str]:
     """Caveats a reader of the table must see, each with the flag that removes it."""
-    a = _arm(arm_summary)
     lines = []
     if a.itl_unverified:
         lines.append(

@@ -26,6 +26,7 @@ from servelab.store import Manifest, read_run
 from servelab.store.jsonl import write_json_atomic, write_text_atomic
 from servelab.store.rundir import RunDir
 from servelab.store.summary import Summary, Warning
+from servelab.workloads import Workload
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +53,16 @@ def _unreadable(bad: Sequence[int]) -> tuple[Warning, ...]:
     ),)  # fmt: skip
 
 
-def summarize_run(run: RunDir, manifest: Manifest, rows: Sequence[Row],
-                  bad: Sequence[int] = ()) -> Summary:  # fmt: skip
-    """The full summary of a run: the analysis plus theory, quality and gates."""
+def summarize_run(
+    run: RunDir, manifest: Manifest, rows: Sequence[Row], bad: Sequence[int] = (),
+    workload: Workload | None = None,
+) -> Summary:  # fmt: skip
+    """The full summary of a run: the analysis plus theory, quality and gates (``workload``:
+    the run's workload when the caller holds it already)."""
     summary = analyze(manifest, rows)
     facts = run_facts(manifest)
     theory = theory_section(facts, rows, summary.baseline, read_theory_inputs(run, facts))
-    scored = score_run(facts, rows, run.root, summary.baseline)
+    scored = score_run(facts, rows, run.root, summary.baseline, workload)
     quality = quality_section(scored.tallies, summary.baseline, scored.notes, scored.ppl)
     gates, required, failed = None, list[str](), list[str]()
     if facts.gate_rules:
@@ -73,11 +77,13 @@ def summarize_run(run: RunDir, manifest: Manifest, rows: Sequence[Row],
     )  # fmt: skip
 
 
-def build_report(root: Path) -> Report:
-    """Read the run at ``root``, analyse it, and write summary.json, report.md, report.html."""
+def build_report(root: Path, *, workload: Workload | None = None) -> Report:
+    """Read the run at ``root``, analyse it, and write summary.json, report.md, report.html.
+    ``workload``: the run's workload as its runner loaded it (read once per run); by default
+    the one the run recorded is loaded (its content hash is checked either way)."""
     run = read_run(root)
     run_dir, manifest, rows, bad = run.dir, run.manifest, run.rows, run.bad_lines
-    summary = summarize_run(run_dir, manifest, rows, bad)
+    summary = summarize_run(run_dir, manifest, rows, bad, workload)
     write_json_atomic(run_dir.summary, summary.to_json())
     md = run_dir.root / "report.md"
     html = run_dir.root / "report.html"

@@ -38,12 +38,14 @@ class ScoredRun:
     ppl: PerplexityDoc | None = None
 
 
-def _workload(facts: RunFacts) -> tuple[Workload | None, str | None]:
+def _workload(facts: RunFacts, loaded: Workload | None) -> tuple[Workload | None, str | None]:
+    """The run's workload: the one the caller already loaded for the run (``servelab run``
+    reads its inputs once), else loaded by the name the run recorded."""
     name = facts.workload_name
     if not name:
         return None, "the run records no workload; replies are scored without expectations"
     try:
-        workload = load_workload(name)
+        workload = loaded if loaded is not None and loaded.name == name else load_workload(name)
     except ServelabError as exc:
         return None, f"workload {name!r} cannot be loaded ({exc}); scored without expectations"
     recorded = facts.workload_hash
@@ -100,11 +102,11 @@ def _join(parts: dict[str, Path], target: Path) -> None:
     tmp.replace(target)
 
 
-def score_run(facts: RunFacts, rows: Sequence[Row], run_root: Path, baseline: str | None
-              ) -> ScoredRun:  # fmt: skip
+def score_run(facts: RunFacts, rows: Sequence[Row], run_root: Path, baseline: str | None,
+              workload: Workload | None = None) -> ScoredRun:  # fmt: skip
     """Score the run's replies, write quality/scores.jsonl (when the baseline has scores) and
     read quality/ppl.json."""
-    workload, note = _workload(facts)
+    workload, note = _workload(facts, workload)
     qdir = run_root / "quality"
     qdir.mkdir(exist_ok=True)
     tallies, parts = _score_to_files(rows, workload, facts.max_tokens, qdir)

@@ -43,7 +43,6 @@ from servelab.runner.preflight import ensure_fd_limit
 from servelab.runner.progress import NullReporter, Reporter
 from servelab.spec.bench import BenchConfig
 from servelab.store import (
-    SCHEMA_VERSION,
     ArmEntry,
     Manifest,
     PreflightFinding,
@@ -53,6 +52,7 @@ from servelab.store import (
     write_manifest,
 )
 from servelab.store.jsonl import JsonlWriter, read_jsonl, write_json_atomic
+from servelab.store.metrics_files import write_counter_deltas, write_counter_snapshot
 from servelab.store.rundir import RunDir, create_run_dir, plan_run_dir
 from servelab.store.summary import BenchSummary
 from servelab.workloads import Workload, load_workload
@@ -133,10 +133,7 @@ class _Bench:
 
     def snapshot(self, snap: MetricsSnapshot | None, label: str) -> None:
         if snap is not None:
-            write_json_atomic(
-                self.run.metrics_dir / f"{ARM}-{label}.json",
-                {"schema_version": SCHEMA_VERSION, "samples": snap.samples, "kinds": snap.kinds},
-            )
+            write_counter_snapshot(self.run, ARM, label, snap.samples, snap.kinds)
 
     def deltas(self, counters: BlockCounters | None) -> dict[str, float] | None:
         if counters is None:
@@ -146,10 +143,7 @@ class _Bench:
         if counters.before is None or counters.after is None:
             return None
         deltas = counter_deltas(counters.before, counters.after)
-        write_json_atomic(
-            self.run.metrics_dir / f"{ARM}-deltas.json",
-            {"schema_version": SCHEMA_VERSION, "counter_deltas": deltas},
-        )
+        write_counter_deltas(self.run, ARM, deltas)
         return deltas
 
     def execute(self) -> BenchSummary:

@@ -44,9 +44,11 @@ from servelab.runner.progress import NullReporter, Reporter
 from servelab.spec.experiment import ExperimentSpec
 from servelab.spec.limits import DEFAULT_MAX_FAILURE_RATE
 from servelab.spec.schedule import BlockPlan, plan_blocks, prompt_index, request_id
-from servelab.store import SCHEMA_VERSION, Look, RunStatus, read_manifest
-from servelab.store.jsonl import JsonlWriter, read_jsonl, write_json_atomic
+from servelab.store import Look, RunStatus, read_manifest
+from servelab.store.jsonl import JsonlWriter, read_jsonl
+from servelab.store.metrics_files import write_block_deltas
 from servelab.store.rundir import RunDir, create_run_dir, plan_run_dir
+from servelab.workloads import Workload
 
 __all__ = [
     "Experiment",
@@ -65,6 +67,7 @@ class ExperimentResult:
     stopped_early: bool
     looks: list[Look] = field(default_factory=list)
     max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE
+    workload: Workload | None = None  # as the run loaded it, for its report (read once)
 
 
 class Experiment:
@@ -137,12 +140,8 @@ class Experiment:
     def write_counters(self, bp: BlockPlan, counters: BlockCounters | None) -> None:
         if counters is None or counters.before is None or counters.after is None:
             return
-        write_json_atomic(
-            self.run.block_metrics(bp.arm, bp.block, bp.concurrency),
-            {"schema_version": SCHEMA_VERSION, "arm": bp.arm, "block": bp.block,
-             "concurrency": bp.concurrency,
-             "counter_deltas": counter_deltas(counters.before, counters.after)},
-        )  # fmt: skip
+        deltas = counter_deltas(counters.before, counters.after)
+        write_block_deltas(self.run, bp.arm, bp.block, bp.concurrency, deltas)
 
     def execute(self, writer: JsonlWriter) -> bool:
         """Run every planned block not yet complete; return whether a look stopped early."""
@@ -253,7 +252,9 @@ def _execute(
         exp.executor.stop()
         reporter.close()
         state.save(status)
-    return ExperimentResult(run, status, stopped_early, state.looks(), spec.max_failure_rate)
+    return ExperimentResult(
+        run, status, stopped_early, state.looks(), spec.max_failure_rate, inputs.workload
+    )
 
 
 def resume_experiment(
