@@ -145,3 +145,35 @@ class Engine(Protocol):
     def transport(self) -> Transport | None:
         """The transport the client sends through; None: the real network."""
         ...
+
+
+class NoLocalProcess:
+    """The class-level answers of an engine servelab does not start (an endpoint someone else
+    runs, the replay engine): no flags of its own to alias, no command to promote, no log to
+    probe for its KV memory, no slots to raise, no local model file."""
+
+    @classmethod
+    def canonical_names(
+        cls, names: tuple[str, ...], configs: Sequence[EngineConfig]
+    ) -> tuple[str, ...]:
+        return names
+
+    @classmethod
+    def launch_command(cls, argv: Sequence[str], port: int) -> list[str]:
+        return []
+
+    @classmethod
+    def kv_probe_config(cls, config: EngineConfig) -> EngineConfig:
+        return config
+
+    @classmethod
+    def read_kv_report(cls, log_text: str) -> MeasuredKv | None:
+        return None
+
+    @classmethod
+    def config_for_concurrency(cls, config: EngineConfig, concurrency: int) -> EngineConfig:
+        return config
+
+    @classmethod
+    def model_bytes(cls, config: EngineConfig) -> int:
+        return 0

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
 from servelab.client import admin
 from servelab.client.transport import Transport
-from servelab.engines.base import CounterNames, EffectiveEngineConfig
+from servelab.engines.base import CounterNames, EffectiveEngineConfig, NoLocalProcess
 from servelab.engines.llamacpp import LLAMA_COUNTERS
 from servelab.engines.prom import MetricsSnapshot, parse_metrics
 from servelab.errors import EngineStartError, UsageError
@@ -41,7 +40,7 @@ def _check_api_key(config: EngineConfig) -> None:
         register_secret(os.environ[config.api_key_env])
 
 
-class OpenAIEngine:
+class OpenAIEngine(NoLocalProcess):
     """An OpenAI-compatible endpoint that is already running; servelab only connects."""
 
     kind: ClassVar[str] = "openai"
@@ -71,32 +70,6 @@ class OpenAIEngine:
                 "engine.api_key_env": config.api_key_env,
             }
         )
-
-    @classmethod
-    def canonical_names(
-        cls, names: tuple[str, ...], configs: Sequence[EngineConfig]
-    ) -> tuple[str, ...]:
-        return names  # no flags of its own, so no aliases
-
-    @classmethod
-    def launch_command(cls, argv: Sequence[str], port: int) -> list[str]:
-        return []  # someone else runs it
-
-    @classmethod
-    def kv_probe_config(cls, config: EngineConfig) -> EngineConfig:
-        return config
-
-    @classmethod
-    def read_kv_report(cls, log_text: str) -> None:
-        return None
-
-    @classmethod
-    def config_for_concurrency(cls, config: EngineConfig, concurrency: int) -> EngineConfig:
-        return config
-
-    @classmethod
-    def model_bytes(cls, config: EngineConfig) -> int:
-        return 0  # no local model file
 
     # -- instance ---------------------------------------------------------------------------
     @property

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -35,11 +35,15 @@ from servelab.client.transport import (
     Transport,
     function_transport,
 )
-from servelab.engines.base import CounterNames, EffectiveEngineConfig, EffectiveValue
+from servelab.engines.base import (
+    CounterNames,
+    EffectiveEngineConfig,
+    EffectiveValue,
+    NoLocalProcess,
+)
 from servelab.engines.prom import MetricsSnapshot
 from servelab.errors import EngineCrashedError, EngineStartError, UsageError
 from servelab.spec.engine import EngineConfig
-from servelab.theory.kvreport import MeasuredKv
 
 DEFAULT_FIRST_S = 0.05  # recordings without timing: first read after this
 DEFAULT_GAP_S = 0.01  # ... and one event every this many seconds after it
@@ -143,7 +147,7 @@ class ReplayLab:
             return self.served
 
 
-class ReplayEngine:
+class ReplayEngine(NoLocalProcess):
     """The replay kind (see the module docstring)."""
 
     kind: ClassVar[str] = "replay"
@@ -177,32 +181,6 @@ class ReplayEngine:
             "replay.fail": ",".join(str(n) for n in sorted(script.fail)),
         }
         return EffectiveEngineConfig(values)
-
-    @classmethod
-    def canonical_names(
-        cls, names: tuple[str, ...], configs: Sequence[EngineConfig]
-    ) -> tuple[str, ...]:
-        return names
-
-    @classmethod
-    def launch_command(cls, argv: Sequence[str], port: int) -> list[str]:
-        return []
-
-    @classmethod
-    def kv_probe_config(cls, config: EngineConfig) -> EngineConfig:
-        return config
-
-    @classmethod
-    def read_kv_report(cls, log_text: str) -> MeasuredKv | None:
-        return None
-
-    @classmethod
-    def config_for_concurrency(cls, config: EngineConfig, concurrency: int) -> EngineConfig:
-        return config
-
-    @classmethod
-    def model_bytes(cls, config: EngineConfig) -> int:
-        return 0
 
     # -- the engine protocol -------------------------------------------------------------------
     @property
