@@ -13,6 +13,11 @@ homes, never from here (tests/unit/test_layers.py checks it), except ``__version
 - ``build_report(root)``: analyse a run directory and write summary.json, report.md/.html.
 - ``import_results(files, options=None, ...)``: other tools' results as a run directory.
 - ``predict(model, inputs=None, hardware="auto")``: what theory expects, before measuring.
+- ``analyze(manifest, rows, decision=None)``: a run's summary (verdicts on chosen statistics),
+  without writing anything; ``pairs_of(baseline_rows, candidate_rows, metric)`` its pairs.
+- ``compare_pairs(pairs, statistic, rng=...)``, ``compare_unpaired``, ``decide_paired``,
+  ``plan_looks``: the statistics themselves, for (round, prompt) pairs of ``Cell`` values
+  measured anywhere (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -39,19 +44,35 @@ _EXPORTS: dict[str, str] = {
     "EngineConfig": "servelab.spec.engine",
     "ExperimentSpec": "servelab.spec.experiment",
     "ServelabError": "servelab.errors",
+    "analyze": "servelab.analysis.analyze",
+    "pairs_of": "servelab.analysis.comparisons",
+    "Cell": "servelab.stats.paired",
+    "Pair": "servelab.stats.paired",
+    "compare_pairs": "servelab.stats.paired",
+    "compare_unpaired": "servelab.stats.paired",
+    "decide_paired": "servelab.stats.paired",
+    "plan_looks": "servelab.stats.sequential",
 }
 
 __all__ = [
     "BenchConfig",
+    "Cell",
     "EngineConfig",
     "ExperimentSpec",
     "ImportOptions",
+    "Pair",
     "PredictInput",
     "Prediction",
     "ServelabError",
     "__version__",
+    "analyze",
     "build_report",
+    "compare_pairs",
+    "compare_unpaired",
+    "decide_paired",
     "import_results",
+    "pairs_of",
+    "plan_looks",
     "predict",
     "prediction_to_json",
     "read_run",
@@ -61,6 +82,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # the real objects, for type checkers and editors
+    from servelab.analysis.analyze import analyze
+    from servelab.analysis.comparisons import pairs_of
     from servelab.errors import ServelabError
     from servelab.importers import ImportOptions, import_results
     from servelab.prediction import predict
@@ -70,6 +93,8 @@ if TYPE_CHECKING:  # the real objects, for type checkers and editors
     from servelab.spec.bench import BenchConfig
     from servelab.spec.engine import EngineConfig
     from servelab.spec.experiment import ExperimentSpec
+    from servelab.stats.paired import Cell, Pair, compare_pairs, compare_unpaired, decide_paired
+    from servelab.stats.sequential import plan_looks
     from servelab.store.run import read_run
     from servelab.theory.predict import PredictInput, Prediction, prediction_to_json
 

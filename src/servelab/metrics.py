@@ -7,9 +7,10 @@ requests get no latency metrics at all, so they can never leak into latency stat
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypedDict
+from typing import Literal, TypedDict, get_args
 
 from servelab.records import Observation, Outcome
 
@@ -53,6 +54,85 @@ METRICS: tuple[MetricDef, ...] = (
 )  # fmt: skip
 
 METRIC_BY_NAME = {m.name: m for m in METRICS}
+
+# The tokens each rate counts, as (row field, offset): a request's time is tokens / rate, and
+# the pooled rate of many requests (Σ tokens / Σ time) is what a workload costs.
+POOLED_TOKENS: dict[str, tuple[str, int]] = {
+    "decode_tps": ("n_out", -1),  # (n_out - 1) / (e2e_s - ttft_s)
+    "server_decode_tps": ("n_out", -1),
+    "e2e_tps": ("n_out", 0),
+    "prefill_tps": ("n_in", 0),
+}
+
+
+def is_rate(metric: str) -> bool:
+    """A speed in tokens per second: compared as pooled rates."""
+    known = METRIC_BY_NAME.get(metric)
+    return known is not None and known.unit == "tok/s"
+
+
+def default_statistics(metric: str) -> tuple[str, ...]:
+    """The statistics a metric is decided on unless the spec says otherwise
+    (docs/statistics.md): rates pooled (Σ tokens / Σ time: what a workload costs); everything
+    else the mean (the total time a user waits, per request) and the p90 (the tail an SLO is
+    written on)."""
+    return ("pooled",) if is_rate(metric) else ("mean", "p90")
+
+
+# The statistics a comparison can be decided on (stats/paired.py computes them).
+Statistic = Literal["pooled", "mean", "median", "p90", "p99"]
+STATISTICS: tuple[Statistic, ...] = get_args(Statistic)
+
+MetricChoice = Sequence[str] | Mapping[str, str | Sequence[str]]
+
+
+def decision_statistics(metrics: MetricChoice) -> tuple[tuple[str, str], ...]:
+    """(metric, statistic) pairs from a spec's ``metrics``: a list of metric names (each with
+    its ``default_statistics``) or a mapping from metric to one statistic or a list of them.
+    Raises ValueError naming an unknown metric or statistic, or ``pooled`` on a non-rate."""
+    items = metrics.items() if isinstance(metrics, Mapping) else ((m, None) for m in metrics)
+    out: list[tuple[str, str]] = []
+    for metric, chosen in items:
+        known = METRIC_BY_NAME.get(metric)
+        if known is None:
+            raise ValueError(
+                f"unknown metric {metric!r}; known: {', '.join(sorted(METRIC_BY_NAME))}"
+            )
+        if known.lower_is_better is None:
+            raise ValueError(f"metric {metric!r} has no better direction; decide on another")
+        stats = (
+            (chosen,) if isinstance(chosen, str) else tuple(chosen or default_statistics(metric))
+        )
+        for stat in stats:
+            if stat not in STATISTICS:
+                raise ValueError(
+                    f"{metric}: unknown statistic {stat!r}; known: {', '.join(STATISTICS)}"
+                )
+            if stat == "pooled" and not is_rate(metric):
+                raise ValueError(
+                    f"{metric}: pooled is for rates (tok/s); use mean, median, p90 or p99"
+                )
+            if (metric, stat) not in out:
+                out.append((metric, stat))
+    if not out:
+        raise ValueError("metrics: name at least one metric to decide on")
+    return tuple(out)
+
+
+def pooled_weight(metric: str, row: Mapping[str, object]) -> float:
+    """The tokens ``metric``'s rate counts in one request row (its time is tokens / rate).
+
+    1.0 when the row does not say (or the metric is not a known rate): pooling then weighs
+    every request alike, which is the harmonic mean of the rates.
+    """
+    field, offset = POOLED_TOKENS.get(metric, ("", 0))
+    value = row.get(field) if field else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        tokens = float(value) + offset
+        if 0 < tokens < float("inf"):
+            return tokens
+    return 1.0
+
 
 # Scalar metrics a summary table shows, in order.
 SUMMARY_METRICS = ("ttft_s", "e2e_s", "tpot_s", "decode_tps", "e2e_tps", "n_out", "n_in")

@@ -30,7 +30,8 @@ def _summary(run: Path) -> dict[str, Any]:
 
 
 def _verdicts(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["metric"]: c for c in summary["comparisons"]}
+    """Comparisons by "metric.statistic" (every decision statistic of every metric)."""
+    return {f"{c['metric']}.{c['statistic']}": c for c in summary["comparisons"]}
 
 
 def _trial_ids(run: Path) -> list[str]:
@@ -74,7 +75,7 @@ def test_threads_effect_has_the_right_direction(engine_ready: None, tmp_path: Pa
     assert summary["gates"]["t2"]["decode_tps >= baseline * 0.9"]["passed"] is True
     assert summary["gates"]["t1"]["error_rate <= 20%"]["passed"] is True
     assert "FAIL" in (out / "report.md").read_text().split("## Verdicts")[0]  # gates come first
-    decode = _verdicts(summary)["decode_tps"]
+    decode = _verdicts(summary)["decode_tps.pooled"]
     assert decode["candidate"] == "t1" and decode["baseline"] == "t2"
     assert decode["verdict"] == "worse", decode  # one thread decodes slower on two cores
     assert decode["ci_high"] < 1.0

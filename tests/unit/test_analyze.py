@@ -86,11 +86,14 @@ def row(
     return r
 
 
-def by_metric(summary: dict[str, Any], metric: str, level: int = 1) -> dict[str, Any]:
-    (c,) = [
+def by_metric(
+    summary: dict[str, Any], metric: str, level: int = 1, statistic: str | None = None
+) -> dict[str, Any]:
+    """The comparison of one metric (on its first decision statistic unless named)."""
+    found = [
         c for c in summary["comparisons"] if c["metric"] == metric and c["concurrency"] == level
     ]
-    return c
+    return next(c for c in found if statistic in (None, c["statistic"]))
 
 
 def kinds(summary: dict[str, Any]) -> list[str]:
@@ -113,11 +116,14 @@ def test_a_clear_speedup_is_better_in_every_metric_with_the_right_direction() ->
     assert decode["verdict"] == "better" and decode["ratio"] > 1.2
     assert decode["ci_low"] < decode["ratio"] < decode["ci_high"]
     assert e2e["verdict"] == "better" and e2e["ratio"] < 0.85 and e2e["lower_is_better"]
+    assert decode["statistic"] == "pooled" and e2e["statistic"] == "mean"
     assert (
-        decode["summary"].startswith(("decode 1.2", "decode 1.3"))
+        decode["summary"].startswith(("decode pooled 1.2", "decode pooled 1.3"))
         and "faster (95 % CI" in decode["summary"]
     )
     assert "faster (ratio 0.7" in e2e["summary"]
+    tail = by_metric(s, "e2e_s", statistic="p90")
+    assert tail["verdict"] == "better" and tail["summary"].startswith("e2e p90")
     assert by_metric(s, "ttft_s")["verdict"] in ("no_difference", "inconclusive")
 
 
@@ -154,7 +160,8 @@ def test_warmups_and_failures_never_enter_latency_statistics() -> None:
 def test_each_concurrency_level_is_compared_on_its_own() -> None:
     s = analyze(manifest(), rows(levels=(1, 2), speedup=1.3))
     assert sorted({c["concurrency"] for c in s["comparisons"]}) == [1, 2]
-    assert len(s["comparisons"]) == 6
+    # per level: decode pooled, TTFT mean and p90, e2e mean and p90
+    assert len(s["comparisons"]) == 2 * 5
     points = s["sweep"]["none"]
     assert [p["concurrency"] for p in points] == [1, 2]
     assert points[0]["efficiency"] == 1.0 and points[0]["efficiency_reference"] == 1
@@ -175,8 +182,9 @@ def test_missing_keys_get_defaults() -> None:
     cfg = settings({}, rows())
     assert (cfg.baseline, cfg.arms, cfg.interleaved) == ("none", ("none", "ngram"), True)
     assert (cfg.min_effect, cfg.confidence, cfg.decision_metrics[0]) == (0.03, 0.95, "decode_tps")
+    assert cfg.decision[:3] == (("decode_tps", "pooled"), ("ttft_s", "mean"), ("ttft_s", "p90"))
     s = analyze({}, rows())
-    assert s["kind"] == "experiment" and len(s["comparisons"]) == 3
+    assert s["kind"] == "experiment" and len(s["comparisons"]) == 5
 
 
 def test_allowed_confounds_come_first_and_every_kind_is_known() -> None:

@@ -64,6 +64,10 @@ def test_custom_factor_levels_are_overrides() -> None:
         ({"arms": {"a": {}, "b": {}}, "baseline": "c"}, "baseline 'c' is not an arm"),
         ({"factors": {"colour": ["red", "blue"]}}, "not a named setting"),
         ({"arms": {"a": {}, "b": {}}, "metrics": ["n_out"]}, "no better direction"),
+        ({"arms": {"a": {}, "b": {}}, "metrics": {"ttft_s": "pooled"}}, "pooled is for rates"),
+        ({"arms": {"a": {}, "b": {}}, "metrics": {"e2e_s": ["p95"]}}, "unknown statistic"),
+        ({"arms": {"a": {}, "b": {}}, "prompts": "some"}, "prompts"),
+        ({"arms": {"a": {}, "b": {}}, "stop": {"spending": "fast"}}, "spending"),
         ({"arms": {"a": {}, "b": {}}, "concurrency": [1, 1]}, "distinct"),
         ({"arms": {"a": {}, "b": {}}, "blocks": 4, "stop": {"max_blocks": 2}}, "below blocks"),
     ],
@@ -71,6 +75,39 @@ def test_custom_factor_levels_are_overrides() -> None:
 def test_bad_specs_are_refused(data: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ValidationError, match=fragment):
         spec(**data)
+
+
+def test_metrics_choose_statistics_and_load_from_yaml(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text(
+        "base:\n  engine: {model: m}\n  workload: x\narms: {a: {}, b: {}}\n"
+        "metrics: {decode_tps: pooled, ttft_s: [median, p90]}\nprompts: sampled\n"
+    )
+    s, _ = load_spec(f)
+    assert s.metrics == {"decode_tps": "pooled", "ttft_s": ("median", "p90")}
+    assert s.prompts == "sampled"
+    assert spec(arms={"a": {}, "b": {}}).prompts == "fixed"
+
+
+def test_pocock_spending_reaches_the_look_plan() -> None:
+    from servelab.analysis.settings import settings
+    from servelab.store import Manifest
+
+    s = spec(arms={"a": {}, "b": {}}, blocks=3, stop={"max_blocks": 10, "spending": "pocock"})
+    cfg = settings(Manifest(kind="experiment", spec=s.model_dump(mode="json")))
+    plan = cfg.plan()
+    assert plan.spending == "pocock"
+    # Pocock spends early: its first look is far less strict than O'Brien-Fleming's 99.97 %
+    assert plan.confidence_at(3) < 0.99
+    default = settings(
+        Manifest(
+            kind="experiment",
+            spec=spec(arms={"a": {}, "b": {}}, blocks=3, stop={"max_blocks": 10}).model_dump(
+                mode="json"
+            ),
+        )
+    )
+    assert default.plan().spending == "obrien_fleming" and default.plan().confidence_at(3) > 0.999
 
 
 def test_unknown_key_error_names_its_path(tmp_path: Path) -> None:

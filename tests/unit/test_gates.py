@@ -17,17 +17,19 @@ from servelab.store.summary import RateCI, RateComparison
 @pytest.mark.parametrize(
     ("text", "metric", "stat", "op", "relative", "value", "combine"),
     [
-        ("decode_tps >= 70", "decode_tps", "median", ">=", False, 70.0, "abs"),
+        ("decode_tps >= 70", "decode_tps", None, ">=", False, 70.0, "abs"),
+        ("decode_tps.pooled >= 70", "decode_tps", "pooled", ">=", False, 70.0, "abs"),
+        ("e2e_tps.median >= baseline * 0.95", "e2e_tps", "median", ">=", True, 0.95, "times"),
         ("ttft_s.p90 <= 300ms", "ttft_s", "p90", "<=", False, 0.3, "abs"),
-        ("kv_bytes <= 512MiB", "kv_bytes", "median", "<=", False, 512 * 2**20, "abs"),
-        ("ppl <= baseline * 1.02", "ppl", "median", "<=", True, 1.02, "times"),
-        ("tool_accuracy >= baseline - 2pp", "tool_accuracy", "median", ">=", True, -0.02, "plus"),
-        ("false_fire_rate <= baseline", "false_fire_rate", "median", "<=", True, 0.0, "plus"),
-        ("error_rate <= 5%", "error_rate", "median", "<=", False, 0.05, "abs"),
+        ("kv_bytes <= 512MiB", "kv_bytes", None, "<=", False, 512 * 2**20, "abs"),
+        ("ppl <= baseline * 1.02", "ppl", None, "<=", True, 1.02, "times"),
+        ("tool_accuracy >= baseline - 2pp", "tool_accuracy", None, ">=", True, -0.02, "plus"),
+        ("false_fire_rate <= baseline", "false_fire_rate", None, "<=", True, 0.0, "plus"),
+        ("error_rate <= 5%", "error_rate", None, "<=", False, 0.05, "abs"),
     ],
 )
-def test_rules_parse(text: str, metric: str, stat: str, op: str, relative: bool, value: float,
-                     combine: str) -> None:  # fmt: skip
+def test_rules_parse(text: str, metric: str, stat: str | None, op: str, relative: bool,
+                     value: float, combine: str) -> None:  # fmt: skip
     r = parse_rule(text)
     assert (r.metric, r.stat, r.op, r.relative, r.combine) == (metric, stat, op, relative, combine)
     assert r.value == pytest.approx(value)
@@ -72,12 +74,12 @@ def _context(**extra: Any) -> GateContext:
 
 def test_a_noisy_arm_does_not_pass_on_its_point_estimate() -> None:
     rows = _rows("a", 100.0, 0.01, 6, 1) + _rows("b", 75.0, 0.25, 3, 2)
-    gates = evaluate_gates(["decode_tps >= 70"], _context(), rows)
-    steady, noisy = gates["a"]["decode_tps >= 70"], gates["b"]["decode_tps >= 70"]
-    assert steady.passed and (steady.interval[0] or 0) >= 70
-    assert (noisy.value or 0) > 70 and not noisy.passed  # the interval reaches below 70
+    gates = evaluate_gates(["decode_tps >= 75"], _context(), rows)
+    steady, noisy = gates["a"]["decode_tps >= 75"], gates["b"]["decode_tps >= 75"]
+    assert steady.passed and (steady.interval[0] or 0) >= 75
+    assert (noisy.value or 0) > 75 and not noisy.passed  # the interval reaches below 75
     assert failed_required(gates, ["a", "b"]) == [
-        f"b: decode_tps >= 70 (value {noisy.value}, threshold 70.0)"
+        f"b: decode_tps >= 75 (value {noisy.value}, threshold 75.0)"
     ]
 
 

@@ -135,7 +135,8 @@ def test_preset_summary_csv(tmp_path: Path) -> None:
 
 def test_generic_mapping_matches_preset(tmp_path: Path) -> None:
     maps = ("prompt=prompt_id", "tok_s=decode_tps", "wall_ms=e2e_s", "predicted_n=n_out")
-    _, rows = _run([SUMMARY_CSV], tmp_path, maps=maps, arm_column="config")
+    references = str(SUMMARY_CSV.with_name("summary_by_config.csv"))  # columns config, reference
+    _, rows = _run([SUMMARY_CSV], tmp_path, maps=maps, arm_column="config", references=references)
     assert rows[0]["e2e_s"] == pytest.approx(2.2888993489323184)  # unit inferred from _ms
     assert rows[0]["decode_tps"] == pytest.approx(136.16316704633496)
     assert rows[0]["raw"]["prompt_n"] == "25"  # unmapped columns are kept, not dropped

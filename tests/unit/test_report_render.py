@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 from servelab.analysis import analyze
+from servelab.report.comparison_view import comparison_phrase
 from servelab.report.html import render_html
 from servelab.report.markdown import md_text, render_markdown
 from servelab.report.plots import report_plots
-from servelab.report.sections import comparison_phrase, report_sections
+from servelab.report.sections import report_sections
 from servelab.store import Manifest
 from servelab.store.summary import ArmSummary, Comparison, Stopping, Summary
 
@@ -164,9 +165,10 @@ def test_markdown_confound_banner_is_the_first_line(md_report: str) -> None:
 
 
 def test_verdict_sentence_comes_before_the_tables(md_report: str) -> None:
-    verdict = "**ngram-simple**: decode 1.18x faster (95 % CI 1.09-1.27), TTFT no difference"
+    verdict = ("**ngram-simple**: decode median 1.18x faster (95 % CI 1.09-1.27), "
+               "TTFT median no difference")  # fmt: skip
     assert verdict in md_report
-    assert md_report.index(verdict) < md_report.index("| metric | candidate |")
+    assert md_report.index(verdict) < md_report.index("| metric (statistic) | candidate |")
     assert md_report.index(verdict) < md_report.index("## Arms and metrics")
 
 
@@ -178,13 +180,14 @@ def test_markdown_names_every_arm_and_comparison(experiment: Experiment, md_repo
     table = [line for line in md_report.splitlines() if line.startswith("| ")]
     for c in summary.comparisons:
         cand = c.candidate.replace("<", "\\<").replace(">", "\\>")
-        assert any(f"| {c.metric} | {cand} | none | 1 |" in line for line in table), c
+        row = f"| {c.metric} ({c.statistic}) | {cand} | none | 1 |"
+        assert any(row in line for line in table), c
 
 
 def test_arm_without_successful_requests_renders(md_report: str, html_report: str) -> None:
     metric_row = next(line for line in md_report.splitlines() if line.startswith("| decode_tps ("))
     assert metric_row.rstrip().endswith("| - |")  # the broken arm's cell
-    assert "decode: no data to compare" in md_report
+    assert "decode median: no data to compare" in md_report
     assert "no successful requests" not in md_report  # that is the plot's wording
     assert "HTTP 400: unknown flag --bogus" in html_report  # its failures are shown instead
 
@@ -282,9 +285,9 @@ def _comparison(metric: str, ratio: float, lo: float, hi: float, summary: str = 
 
 def test_phrase_from_numbers_when_analysis_gave_none() -> None:
     decode = _comparison("decode_tps", 1.18, 1.09, 1.27)
-    assert comparison_phrase(decode) == "decode 1.18x faster (95 % CI 1.09-1.27)"
+    assert comparison_phrase(decode) == "decode median 1.18x faster (95 % CI 1.09-1.27)"
     ttft = _comparison("ttft_s", 0.8, 0.7, 0.9)
-    assert comparison_phrase(ttft) == "TTFT 1.25x faster (ratio 0.80) (95 % CI 0.70-0.90)"
+    assert comparison_phrase(ttft) == "TTFT median 1.25x faster (ratio 0.80) (95 % CI 0.70-0.90)"
     given = dataclasses.replace(decode, summary="their words")
     assert comparison_phrase(given) == "their words"
 

@@ -66,7 +66,7 @@ def test_v1_experiment_upgrade_drops_the_copies_and_keeps_the_values() -> None:
     assert manifest.confidence == v1["confidence"]
     assert manifest.interleaved is v1["interleaved"] is True
     stop = manifest.stop
-    assert stop.model_dump() == {**v1["stop"]}  # type: ignore[dict-item]
+    assert stop.model_dump() == {**v1["stop"], "spending": "obrien_fleming"}  # type: ignore[dict-item]
     assert manifest.name == v1["name"]
     assert manifest.declared == tuple(v1["declared"])  # type: ignore[arg-type]
     for key, value in v1.items():  # everything else is kept as it was

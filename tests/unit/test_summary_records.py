@@ -54,12 +54,44 @@ def test_the_bench_summary_is_its_own_record() -> None:
         encoding="utf-8"))), Summary)  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["demo", "compare", "import"])
-def test_the_analysis_reproduces_what_the_release_wrote(name: str) -> None:
+@pytest.mark.parametrize("name", ["demo", "import"])
+def test_the_analysis_on_medians_reproduces_what_the_release_wrote(name: str) -> None:
+    """Release 0.1 decided on the median; on that statistic today's analysis (paired by round
+    and prompt, rounds resampled) gives its intervals and verdicts, so the change of default
+    statistic is the only change. (Sentences differ: today's name the statistic and the
+    prompts whose effect lies outside the band; floats agree to rounding.)"""
     run = read_run(RELEASE / name)
     released = json.loads((RELEASE / name / "summary.json").read_text(encoding="utf-8"))
-    summary = analyze(run.manifest, run.rows).to_json()
-    assert {k: summary[k] for k in ANALYSED} == {k: released[k] for k in ANALYSED}
+    medians = [(m, "median") for m in run.manifest.decision_metrics]
+    summary = analyze(run.manifest, run.rows, decision=medians).to_json()
+    old_keys = set(released["comparisons"][0]) - {"summary"}
+    assert len(summary["comparisons"]) == len(released["comparisons"])
+    for now, then in zip(summary["comparisons"], released["comparisons"], strict=True):
+        for key in sorted(old_keys):
+            if isinstance(then[key], float):
+                assert now[key] == pytest.approx(then[key], rel=1e-12), key
+            else:
+                assert now[key] == then[key], key
+    rest = [k for k in ANALYSED if k not in ("comparisons", "warnings")]
+    assert {k: summary[k] for k in rest} == {k: released[k] for k in rest}
+    # the same warnings; not_interleaved's detail now also covers single-pass pairing
+    assert [w["kind"] for w in summary["warnings"]] == [w["kind"] for w in released["warnings"]]
+    unchanged = [w for w in summary["warnings"] if w["kind"] != "not_interleaved"]
+    assert unchanged == [w for w in released["warnings"] if w["kind"] != "not_interleaved"]
+
+
+def test_two_single_pass_bench_runs_now_pair_by_prompt() -> None:
+    """Release 0.1 gave two one-block bench runs no interval; each asked the same six
+    prompts once, so today they pair by prompt, with the per-prompt noise the pairs show."""
+    run = read_run(RELEASE / "compare")
+    released = json.loads((RELEASE / "compare" / "summary.json").read_text(encoding="utf-8"))
+    medians = [(m, "median") for m in run.manifest.decision_metrics]
+    summary = analyze(run.manifest, run.rows, decision=medians)
+    for now, then in zip(summary.comparisons, released["comparisons"], strict=True):
+        assert then["ci_low"] is None and now.ci_low is not None
+        assert now.method == "prompt_noise" and now.n_pairs == 6
+        assert now.ratio == pytest.approx(then["ratio"], rel=1e-12)
+        assert now.ci_low < now.ratio < now.ci_high
 
 
 def test_the_bench_summary_is_rebuilt_from_rows_and_counter_deltas() -> None:

@@ -71,11 +71,18 @@ def analyze(
     rows: Sequence[Row],
     *,
     n_resamples: int = DEFAULT_RESAMPLES,
+    decision: Sequence[tuple[str, str]] | None = None,
 ) -> Summary:
-    """The summary of docs/summary-json.md for a manifest and its request rows."""
+    """The summary of docs/summary-json.md for a manifest and its request rows.
+
+    ``decision`` replaces the run's (metric, statistic) pairs, to re-read a run on other
+    statistics (a summary of servelab 0.1 decided on medians).
+    """
     rows = in_order(rows)
     typed = as_manifest(manifest)
     cfg = settings(typed, rows)
+    if decision is not None:
+        cfg = replace(cfg, decision=tuple(decision))
     facts = run_facts(typed)
     grouped = by_arm(rows)
     rounds = n_rounds(rows)
@@ -102,6 +109,8 @@ def analyze(
         config_diff={k: dict(v) for k, v in facts.config_diff.items()},
         allowed_confounds=facts.confounds,
         warnings=tuple(warnings(cfg, facts, rows)),
+        references=dict(cfg.references) or None,
+        prompts=cfg.prompts if cfg.prompts != "fixed" else None,
     )
 
 

@@ -6,27 +6,38 @@ whether it ``passed``, the ``value`` (point estimate), the ``threshold`` it was 
 threshold, a ``<=`` rule when its upper end does, so a noisy arm cannot pass on a lucky point
 estimate:
 
-- request metrics: the arm's level over blocks (stats/level.py); relative rules on a median or
-  mean use the candidate / baseline ratio interval (stats/compare.py);
+- request metrics are judged on the rule's statistic, or without one on the metric's default
+  decision statistic (``statistic_of``: ``pooled`` for rates, ``mean`` for latencies), the
+  statistic the comparisons decide on. Absolute rules use the arm's level over blocks
+  (stats/level.py, ``pooled`` weighted by the tokens each rate counts). Relative rules
+  (``baseline * F``, and ``baseline`` alone, read as ``baseline * 1``) use the candidate /
+  reference ratio interval of the decision itself (stats/paired.py): paired by (round, prompt)
+  when the run is interleaved, blocks resampled per arm otherwise. Other relative rules
+  (``baseline + N``) hold the arm's interval to the reference's point estimate;
 - rates (quality rates, ``error_rate``): Wilson intervals; relative rules the interval of the
   difference from the baseline;
 - ``ppl``: PPL +/- 1.96 x its standard error; ``kld`` and ``kv_bytes``: exact values.
 
-The baseline passes every rule relative to itself. Pure.
+"baseline" in a request-metric rule is the arm's reference (an import may give each arm its
+own, ``GateContext.references``), as in the comparisons. The reference passes every rule
+relative to itself. Pure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 
-from servelab.analysis.row_selection import Row, block_of, ok_trials, positive
-from servelab.metrics import METRIC_BY_NAME
+from servelab.analysis.comparisons import cells_of, compare_arms
+from servelab.analysis.row_selection import Row, ok_trials
+from servelab.analysis.settings import DEFAULT_MIN_EFFECT, DEFAULT_RESAMPLES, Settings
+from servelab.metrics import METRIC_BY_NAME, Statistic, default_statistics
 from servelab.spec.gates import Rule, parse_rule
-from servelab.stats.compare import compare_blocks
-from servelab.stats.level import level_interval
+from servelab.stats.level import Level, level_interval
+from servelab.stats.paired import Cell, PairedComparison, PromptMode
 from servelab.store.perplexity import PerplexityArm
 from servelab.store.summary import (
     ArmPrediction,
@@ -37,12 +48,20 @@ from servelab.store.summary import (
 )
 
 Z95 = 1.959963984540054
+GATE_CONFIDENCE = 0.95  # gates keep their own level: a threshold is not a sequential look
 Interval = tuple[float | None, float | None]
+HOW = {
+    "rounds": "paired, rounds resampled",
+    "rounds_prompts": "paired, rounds and prompts resampled",
+    "prompt_noise": "paired by prompt, one round",
+    "blocks_unpaired": "unpaired blocks",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class GateContext:
-    """What the gates read beyond the rows: the summary's rates, perplexity and KV figures."""
+    """What the gates read beyond the rows: the summary's rates, perplexity and KV figures, and
+    how the comparisons were made (each arm's reference, the prompt mode)."""
 
     baseline: str
     arms: tuple[str, ...]
@@ -51,19 +70,43 @@ class GateContext:
     quality_diffs: Mapping[str, Mapping[str, RateComparison]] = field(default_factory=dict)
     ppl: Mapping[str, PerplexityArm] = field(default_factory=dict)  # quality/ppl.json's arms
     kv_bytes: Mapping[str, float | None] = field(default_factory=dict)
+    references: Mapping[str, str] = field(default_factory=dict)  # arm -> its reference arm
+    prompts: PromptMode = "fixed"  # the spec's prompt mode, as the comparisons use it
+    min_effect: float = DEFAULT_MIN_EFFECT
 
     @classmethod
-    def of(cls, summary: Summary) -> GateContext:
+    def of(cls, summary: Summary, cfg: Settings | None = None) -> GateContext:
+        """The context of a summary; ``cfg`` (the run's settings) gives the references, prompt
+        mode and smallest effect the comparisons used, else the summary's comparisons do."""
         q, t = summary.quality, summary.theory
         return cls(
             baseline=summary.baseline,
             arms=tuple(summary.arms),
+            **_decision_setup(summary, cfg),
             error_rates={a: s.error_rate for a, s in summary.arms.items() if s.error_rate},
             quality_rates={a: x.rates for a, x in (q.arms or {}).items()} if q else {},
             quality_diffs=dict(q.comparisons or {}) if q else {},
             ppl=q.ppl.arms if q is not None and q.ppl is not None else {},
             kv_bytes={a: _kv(p) for a, p in t.arms.items()} if t else {},
         )
+
+    def reference_of(self, arm: str) -> str:
+        """The arm a relative rule's "baseline" means for ``arm``: its reference."""
+        return self.references.get(arm) or self.baseline
+
+
+def _decision_setup(summary: Summary, cfg: Settings | None) -> dict[str, Any]:
+    """References, prompt mode and smallest effect: the settings', else as the comparisons
+    recorded them (each comparison names its reference; ``rounds_prompts`` is sampled mode)."""
+    if cfg is not None:
+        return {"references": dict(cfg.references), "prompts": cfg.prompts,
+                "min_effect": cfg.min_effect}  # fmt: skip
+    comps = summary.comparisons
+    return {
+        "references": {c.candidate: c.baseline for c in comps if c.baseline != summary.baseline},
+        "prompts": "sampled" if any(c.method == "rounds_prompts" for c in comps) else "fixed",
+        "min_effect": comps[0].min_effect if comps else DEFAULT_MIN_EFFECT,
+    }
 
 
 def _kv(p: object) -> float | None:
@@ -74,11 +117,21 @@ def _kv(p: object) -> float | None:
     return float(p.kv_bytes_predicted)
 
 
-def _blocks(rows: Sequence[Row], arm: str, metric: str) -> dict[int, list[float]]:
-    out: dict[int, list[float]] = {}
-    for r in ok_trials(rows, arm):
-        out.setdefault(block_of(r), []).extend(positive((r,), metric))
-    return {b: v for b, v in out.items() if v}
+def statistic_of(rule: Rule) -> Statistic:
+    """The statistic a request-metric rule is judged on: its STAT, or the metric's default
+    decision statistic (the first of ``default_statistics``: pooled for rates, mean for
+    latencies), so that a gate and a verdict on one metric speak about the same number."""
+    return cast(Statistic, rule.stat or default_statistics(rule.metric)[0])
+
+
+def _cells(rows: Sequence[Row], arm: str, metric: str) -> list[Cell]:
+    return [c for c in cells_of(ok_trials(rows, arm), metric) if c.values]
+
+
+def _level(cells: Sequence[Cell], stat: str, rng: np.random.Generator,
+           n_resamples: int = 2000) -> Level:  # fmt: skip
+    return level_interval([c.values for c in cells], stat, weights=[c.weights for c in cells],
+                          rng=rng, n_resamples=n_resamples)  # fmt: skip
 
 
 def _result(rule: Rule, value: float | None, interval: Interval, threshold: float | None,
@@ -107,31 +160,50 @@ def _threshold(rule: Rule, base: float | None) -> float | None:
     return base * rule.value if rule.combine == "times" else base + rule.value
 
 
-def _request_metric(rule: Rule, arm: str, baseline: str, rows: Sequence[Row], interleaved: bool,
-                    seed: int) -> GateResult:  # fmt: skip
+def _ratio(base_rows: Sequence[Row], arm_rows: Sequence[Row], metric: str, stat: Statistic,
+           interleaved: bool, ctx: GateContext, rng: np.random.Generator
+           ) -> PairedComparison | None:  # fmt: skip
+    """The decision's own comparison of the arm with its reference on ``stat``
+    (``analysis.comparisons.compare_arms``: paired by (round, prompt) when interleaved)."""
+    return compare_arms(
+        base_rows, arm_rows, metric, stat, interleaved=interleaved, prompts=ctx.prompts,
+        min_effect=ctx.min_effect, rng=rng, confidence=GATE_CONFIDENCE,
+        n_resamples=DEFAULT_RESAMPLES,
+    )  # fmt: skip
+
+
+def _factor(rule: Rule) -> float | None:
+    """The ratio a relative rule asks for (``baseline`` alone: 1), or None for an offset."""
+    if rule.combine == "times":
+        return rule.value
+    return 1.0 if rule.value == 0.0 else None
+
+
+def _request_metric(rule: Rule, arm: str, ctx: GateContext, rows: Sequence[Row],
+                    interleaved: bool, seed: int) -> GateResult:  # fmt: skip
     rng = np.random.default_rng([seed, len(arm), len(rule.text)])
-    blocks = _blocks(rows, arm, rule.metric)
-    level = level_interval(list(blocks.values()), rule.stat, rng=rng)
+    stat = statistic_of(rule)
+    own = _cells(rows, arm, rule.metric)
+    level = _level(own, stat, rng)
     if not rule.relative:
         return _result(rule, level.value, (level.ci_low, level.ci_high), rule.value)
-    base_blocks = _blocks(rows, baseline, rule.metric)
-    base = level_interval(list(base_blocks.values()), rule.stat, rng=rng, n_resamples=200)
-    if arm == baseline:
+    reference = ctx.reference_of(arm)
+    base_cells = _cells(rows, reference, rule.metric)
+    base = _level(base_cells, stat, rng, n_resamples=200)
+    if arm == reference:
         return _itself(base.value, (base.ci_low, base.ci_high))
     threshold = _threshold(rule, base.value)
-    if rule.stat in ("median", "mean") and rule.combine == "times" and blocks and base_blocks:
-        common = sorted(set(blocks) & set(base_blocks)) if interleaved else []
-        paired = interleaved and len(common) >= 2
-        cmp = compare_blocks(
-            [base_blocks[b] for b in common] if paired else list(base_blocks.values()),
-            [blocks[b] for b in common] if paired else list(blocks.values()),
-            paired=paired, rng=rng,
-        )  # fmt: skip
-        ri = cmp.median if rule.stat == "median" else cmp.mean
-        return _result(rule, ri.ratio, (ri.ci_low, ri.ci_high), rule.value,
-                       "ratio to the baseline", threshold)  # fmt: skip
+    factor = _factor(rule)
+    c = None
+    if factor is not None and own and base_cells:
+        c = _ratio(ok_trials(rows, reference), ok_trials(rows, arm), rule.metric, stat,
+                   interleaved, ctx, rng)  # fmt: skip
+    if c is not None and factor is not None:
+        return _result(rule, c.ratio, (c.ci_low, c.ci_high), factor,
+                       f"{stat} ratio to {reference} ({HOW.get(c.method, c.method)})",
+                       threshold)  # fmt: skip
     return _result(rule, level.value, (level.ci_low, level.ci_high), threshold,
-                   "arm's interval against the baseline's point estimate")  # fmt: skip
+                   f"arm's interval against {reference}'s point estimate")  # fmt: skip
 
 
 def _rate(rule: Rule, arm: str, ctx: GateContext) -> GateResult:
@@ -195,16 +267,17 @@ def _kv_rule(rule: Rule, arm: str, ctx: GateContext) -> GateResult:
 
 def evaluate_gates(
     rules: Sequence[str], summary: Summary | GateContext, rows: Sequence[Row], *,
-    interleaved: bool = True, seed: int = 0,
+    interleaved: bool = True, seed: int = 0, cfg: Settings | None = None,
 ) -> dict[str, dict[str, GateResult]]:  # fmt: skip
-    """``{ARM: {RULE: GateResult}}`` for every arm of the summary."""
-    ctx = summary if isinstance(summary, GateContext) else GateContext.of(summary)
+    """``{ARM: {RULE: GateResult}}`` for every arm of the summary (``cfg``: the run's
+    settings, for the references and prompt mode the comparisons used)."""
+    ctx = summary if isinstance(summary, GateContext) else GateContext.of(summary, cfg)
     out: dict[str, dict[str, GateResult]] = {arm: {} for arm in ctx.arms}
     for text in rules:
         rule = parse_rule(text)
         for arm in ctx.arms:
             if rule.metric in METRIC_BY_NAME and rule.metric != "error_rate":
-                res = _request_metric(rule, arm, ctx.baseline, rows, interleaved, seed)
+                res = _request_metric(rule, arm, ctx, rows, interleaved, seed)
             elif rule.metric in ("ppl", "kld"):
                 res = _ppl(rule, arm, ctx)
             elif rule.metric == "kv_bytes":

@@ -79,8 +79,10 @@ def _not_interleaved(cfg: Settings) -> list[Warning]:
         return []
     detail = (
         "the arms were not run in interleaved rounds: drift of the machine or the software "
-        "between the runs cannot be separated from the configuration effect, and each arm's "
-        "blocks were resampled on their own"
+        "between the runs cannot be separated from the configuration effect; the intervals "
+        "cover the noise within the runs (each arm's blocks resampled on their own, or, for "
+        "one pass through the prompts, the spread of the prompt-paired ratios), not the "
+        "difference between two engine starts"
     )
     return [_warning("not_interleaved", detail)]
 
@@ -188,14 +190,15 @@ def _length_warnings(cfg: Settings, grouped: Mapping[str, Sequence[Row]]) -> lis
     def median_out(arm: str) -> float | None:
         return summarize(r.get("n_out") for r in ok_trials(grouped.get(arm, ()))).median
 
-    base = median_out(cfg.baseline)
     out = []
-    for arm in cfg.arms[1:]:
-        cand = median_out(arm)
+    for arm in cfg.candidates():
+        ref = cfg.reference_of(arm)
+        base, cand = median_out(ref), median_out(arm)
         if base and cand is not None and abs(cand / base - 1) > LENGTH_MISMATCH:
+            role = "the baseline" if ref == cfg.baseline else "its reference"
             detail = (
-                f"median output length {cand:.0f} tokens vs {base:.0f} for the baseline "
-                f"{cfg.baseline}: e2e and throughput compare different work"
+                f"median output length {cand:.0f} tokens vs {base:.0f} for {role} "
+                f"{ref}: e2e and throughput compare different work"
             )
             out.append(_warning("output_length_mismatch", detail, arm))
     return out

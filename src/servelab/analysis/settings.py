@@ -17,7 +17,8 @@ from typing import Any
 from servelab.analysis.engine_facts import is_managed
 from servelab.analysis.row_selection import Row
 from servelab.spec.engine import LOOPBACK
-from servelab.stats.sequential import LookPlan, plan_looks
+from servelab.stats.paired import PromptMode
+from servelab.stats.sequential import LookPlan, Spending, plan_looks
 from servelab.store import (
     DEFAULT_CONFIDENCE,
     DEFAULT_DECISION_METRICS,
@@ -26,6 +27,7 @@ from servelab.store import (
     EngineStart,
     Manifest,
 )
+from servelab.store.manifest import compared_pairs
 from servelab.store.summary import Confound, HardwareRecord
 
 DEFAULT_RESAMPLES = 2000
@@ -49,17 +51,30 @@ class Settings:
     target_ci_width: float | None
     seed: int
     length_matched: bool
+    decision: tuple[tuple[str, str], ...] = ()  # (metric, statistic), in spec order
+    prompts: PromptMode = "fixed"
+    references: Mapping[str, str] = field(default_factory=dict)  # candidate -> its reference
+    spending: Spending = "obrien_fleming"
 
     @property
     def baseline(self) -> str:
         return self.arms[0]
+
+    def reference_of(self, arm: str) -> str:
+        """The arm a candidate is compared with: the source's own reference, else the
+        baseline."""
+        return self.references.get(arm, self.baseline)
+
+    def candidates(self) -> tuple[str, ...]:
+        """Arms compared with a reference (``store.manifest.compared_pairs``)."""
+        return tuple(c for _, c in compared_pairs(self.arms, self.baseline, self.references))
 
     def plan(self) -> LookPlan:
         """The look plan; a fixed-size run (or an import) has one look at the full level."""
         alpha = round(1 - self.confidence, 12)
         if not self.interleaved or self.max_blocks is None or self.max_blocks <= self.min_blocks:
             return plan_looks(1, 1, alpha=alpha)
-        return plan_looks(self.min_blocks, self.max_blocks, alpha=alpha)
+        return plan_looks(self.min_blocks, self.max_blocks, alpha=alpha, spending=self.spending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +157,10 @@ def settings(manifest: ManifestLike, rows: Sequence[Row] = ()) -> Settings:
         target_ci_width=stop.target_ci_width,
         seed=m.seed,
         length_matched=m.length_matched,
+        decision=m.decision,
+        prompts=m.prompts,
+        references=dict(m.references),
+        spending=stop.spending,
     )
 
 

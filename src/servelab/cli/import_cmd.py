@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from servelab.importers import FORMATS, PRESETS, ImportOptions, import_results
+from servelab.importers import FORMATS, PRESETS, ImportOptions, ImportResult, import_results
 
 
 def import_cmd(
@@ -33,17 +33,42 @@ def import_cmd(
     warmup_first: int = typer.Option(
         0, "--warmup-first", help="mark the first N rows of each arm as warm-up"
     ),
+    references: str | None = typer.Option(
+        None,
+        "--references",
+        help="FILE[:CONFIG_COL:REF_COL]: CSV naming each configuration's reference arm "
+        "(default columns config, reference); 'none' ignores a preset's companion file",
+    ),
+    declare: list[str] = typer.Option(
+        [], "--declare", help="a source column compared arms may differ in (repeatable)"
+    ),
     name: str | None = typer.Option(None, "--name", help="run name (directory prefix)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="run directory to create"),
 ) -> None:
     options = ImportOptions(
         format=fmt, preset=preset, maps=tuple(maps), arm_column=arm_column, arm_from=arm_from,
-        rows_key=rows_key, baseline=baseline, warmup_first=warmup_first,
+        rows_key=rows_key, baseline=baseline, warmup_first=warmup_first, references=references,
+        declare=tuple(declare),
     )  # fmt: skip
     result = import_results(files, options, name=name, out=out)
-    console = Console()
+    found = result.references_file
+    if found is not None and found.found_by_preset:
+        Console(stderr=True).print(
+            f"servelab: each configuration's reference arm is from {found.path} (found next "
+            "to the source; --references none leaves it out)",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    _print(result, Console())
+
+
+def _print(result: ImportResult, console: Console) -> None:
+    """Rows per arm (with the arm it is compared with), skipped rows, notes, the run dir."""
+    references = set(result.references.values())
     for arm, n in result.arms.items():
-        console.print(f"{arm}: {n} rows", markup=False)
+        reference = result.references.get(arm)
+        role = f" (compared with {reference})" if reference else ""
+        role = role or (" (reference)" if arm in references else "")
+        console.print(f"{arm}: {n} rows{role}", markup=False)
     if result.n_skipped:
         console.print(f"[yellow]skipped[/] {result.n_skipped} rows (see manifest source.skipped)")
     for entry in result.notes:

@@ -54,7 +54,7 @@ def verify(
     result = do_verify(registry_path(registry), role, requests=requests, out=out)
     console = Console()
     for c in result.summary.comparisons:
-        console.print(f"{c.metric}: {c.summary or c.verdict}", markup=False)
+        console.print(f"{c.metric} ({c.statistic}): {c.summary or c.verdict}", markup=False)
     for note in result.notes:
         console.print(f"note: {note}", markup=False)
     console.print(f"report: {result.compare_dir / 'report.md'}", markup=False)

@@ -33,12 +33,17 @@ def print_verdicts(report: Report, console: Console | None = None) -> None:
         console.print(f"[bold red]CONFOUNDED[/] arms differ in {confound.field} ({values})",
                       markup=True, highlight=False)  # fmt: skip
     by_candidate: dict[str, list[str]] = {}
-    for c in summary.comparisons:
-        key = c.candidate + (f" (c={c.concurrency})" if c.concurrency != 1 else "")
+    for c in summary.comparisons:  # each against its reference (the baseline unless a source
+        level = f" (c={c.concurrency})" if c.concurrency != 1 else ""  # named another)
+        key = f"{c.candidate} vs {c.baseline}{level}"
         by_candidate.setdefault(key, []).append(str(c.summary or c.verdict))
-    for candidate, parts in by_candidate.items():
-        console.print(f"{candidate} vs {summary.baseline}: " + ", ".join(parts),
-                      markup=False, highlight=False)  # fmt: skip
+    for heading, parts in by_candidate.items():
+        if len(parts) == 1:
+            console.print(f"{heading}: {parts[0]}", markup=False, highlight=False)
+            continue
+        console.print(f"{heading}:", markup=False, highlight=False)
+        for part in parts:
+            console.print(f"  {part}", markup=False, highlight=False)
     for arm, rules in (summary.gates or {}).items():
         bad = [r for r, res in rules.items() if not res.passed]
         status = "pass" if not bad else "FAIL " + "; ".join(bad)

@@ -2,9 +2,10 @@
 
 Owns ``import_results``: pick the format (llama-bench, vllm bench serve, or generic rows with a
 mapping or a preset), read the files, finish every row as a servelab row, detect the quirks
-worth a note, and write ``manifest.json`` (``kind: "import"``) and ``requests.jsonl`` into a new
-run directory. An effects layer: reads and writes files through ``servelab.store``; it must not
-import the runner, the report or the CLI.
+worth a note, pair each arm with its reference (``importers.pairing``: the source's own, else
+the baseline), refuse compared arms that differ undeclared, and write ``manifest.json`` (``kind:
+"import"``) and ``requests.jsonl`` into a new run directory. An effects layer: reads and writes
+files through ``servelab.store``; it must not import the runner, the report or the CLI.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from servelab.errors import UsageError
-from servelab.importers.checks import RowChecks, config_diff, config_notes
+from servelab.importers.checks import CONTEXT_SETTINGS, RowChecks, config_diff, config_notes
 from servelab.importers.common import (
     BadValue,
     Imported,
@@ -30,12 +31,20 @@ from servelab.importers.common import (
 )
 from servelab.importers.imported_row import ImportedRow, finish_row
 from servelab.importers.llamabench import is_llama_bench, read_llama_bench
+from servelab.importers.pairing import (
+    Pairing,
+    ReferencesSpec,
+    Source,
+    find_references,
+    pair_arms,
+    read_references,
+)
 from servelab.importers.presets import PRESETS, get_preset, merge_maps
 from servelab.importers.table import TableOptions, read_table
 from servelab.importers.vllm_bench import is_vllm_result, read_vllm
 from servelab.store import ArmEntry, ImportFile, ImportSource, Manifest, write_manifest
 from servelab.store.jsonl import JsonlWriter
-from servelab.store.manifest_records import Scalar
+from servelab.store.manifest_records import ReferencesFile, Scalar
 from servelab.store.rundir import RunDir, create_run_dir, plan_run_dir
 
 FORMATS = ("auto", "llama-bench", "vllm-bench-serve", "table")
@@ -57,6 +66,10 @@ class ImportOptions:
     rows_key: str | None = None
     baseline: str | None = None
     warmup_first: int = 0
+    # FILE[:CONFIG_COL:REF_COL] naming each configuration's reference arm; "none" turns off a
+    # preset's companion file
+    references: str | None = None
+    declare: tuple[str, ...] = ()  # source columns compared arms may differ in
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +79,8 @@ class ImportResult:
     n_rows: int
     n_skipped: int
     notes: list[dict[str, str]] = field(default_factory=list)
+    references: dict[str, str] = field(default_factory=dict)  # candidate -> its reference arm
+    references_file: ReferencesFile | None = None  # where they came from
 
 
 def detect_format(path: Path) -> str:
@@ -136,14 +151,14 @@ def _table_options(opts: ImportOptions, result: Imported) -> TableOptions:
     return TableOptions(maps, arm_column, rows_key, n_out_source)
 
 
-def _detect(result: Imported, checks: RowChecks) -> dict[str, dict[str, Scalar]]:
+def _detect(
+    result: Imported, checks: RowChecks, diff: dict[str, dict[str, Scalar]], pairing: Pairing
+) -> None:
     mapped = {m.target for m in result.mapping.maps or ()}
     result.notes.extend(checks.rate_includes_prefill(mapped))
     result.notes.extend(checks.cold_start())
     result.notes.extend(n for n in checks.tool_call_ttft() if result.format == "table")
-    constants = checks.arm_constants()
-    diff = config_diff(constants)
-    result.notes.extend(config_notes(diff))
+    result.notes.extend(config_notes(diff, pairing.how))
     if len(checks.arms) > 1:
         result.add_note(
             "not_interleaved",
@@ -154,10 +169,24 @@ def _detect(result: Imported, checks: RowChecks) -> dict[str, dict[str, Scalar]]
         result.add_note(
             "skipped_rows", f"{result.skipped.count} source rows not imported: {_reasons(result)}"
         )
-    for arm, consts in constants.items():
+    for arm, consts in checks.arm_constants().items():
         if consts and result.format == "table":
             result.arm_with(arm, constants=consts)
-    return diff
+
+
+def _pair(
+    result: Imported, checks: RowChecks, options: ImportOptions, baseline: str,
+    source: Source | None,
+) -> tuple[dict[str, dict[str, Scalar]], Pairing]:  # fmt: skip
+    """The columns that differ between arms, and the arms' pairing (refused when compared
+    arms differ in one that neither the source's pairing nor --declare accounts for)."""
+    diff = config_diff(checks.arm_constants())
+    columns = checks.columns | {m.source for m in result.mapping.maps or ()}
+    pairing = pair_arms(
+        list(checks.arms), baseline, diff, declared=options.declare, columns=columns,
+        source=source,
+    )  # fmt: skip
+    return diff, pairing
 
 
 def _reasons(result: Imported) -> str:
@@ -167,17 +196,25 @@ def _reasons(result: Imported) -> str:
 def _manifest(
     run: RunDir, result: Imported, specs: list[SourceSpec], opts: ImportOptions,
     checks: RowChecks | None, diff: dict[str, dict[str, Scalar]] | None = None,
+    pairing: Pairing | None = None, references: ReferencesSpec | None = None,
 ) -> Manifest:  # fmt: skip
     """The manifest; without ``checks`` the one written while the rows are (status importing)."""
     arms = list(checks.arms) if checks else []
     files = tuple(ImportFile(path=str(s.path), sha256=sha256_file(s.path), arm=s.arm)
                   for s in specs)  # fmt: skip
+    # Fields without a value are left out (so a reader's defaults never become written facts).
+    said: dict[str, object] = {}
+    if references is not None:
+        said["references"] = references.record()
+    if pairing and pairing.declared:
+        said["declared"] = pairing.declared
+    source = ImportSource(format=result.format, preset=result.preset, files=files,
+                          mapping=result.mapping, skipped=result.skipped.as_record())  # fmt: skip
     manifest = Manifest(
         kind="import",
         run_id=run.run_id,
         status="complete" if checks else "importing",
-        source=ImportSource(format=result.format, preset=result.preset, files=files,
-                            mapping=result.mapping, skipped=result.skipped.as_record()),
+        source=source.model_copy(update=said),
         arms={arm: result.arms.get(arm, ArmEntry()) for arm in arms},
         baseline=opts.baseline or (arms[0] if arms else None),
         interleaved=False,
@@ -185,15 +222,21 @@ def _manifest(
         # Strings, so any reader can print them; each starts with its kind (common.NOTE_KINDS).
         notes=tuple(f"{n['kind']}: {n['detail']}" for n in result.notes),
     )  # fmt: skip
-    return manifest if diff is None else manifest.model_copy(update={"config_diff": diff})
+    if diff is None:
+        return manifest
+    update: dict[str, object] = {"config_diff": diff}
+    if pairing and pairing.references:
+        update["references"] = pairing.references
+    # model_copy does not validate: read back what will be written, as a reader would
+    return Manifest.from_json(manifest.model_copy(update=update).to_json())
 
 
 def _write_rows(
-    run: RunDir, partials: Iterable[Partial], warmup_first: int
+    run: RunDir, partials: Iterable[Partial], warmup_first: int, checks: RowChecks
 ) -> tuple[RowChecks, set[str]]:
     """Finish each partial row, append it to requests.jsonl and feed the checks: one row in
     memory at a time. Returns the checks and the names of the metrics derived."""
-    checks, derived = RowChecks(), set()
+    derived: set[str] = set()
     position: Counter[str] = Counter()
     with JsonlWriter(run.requests) as writer:
         for seq, partial in enumerate(partials):
@@ -211,11 +254,16 @@ def _write_rows(
 
 def _import(
     run: RunDir, result: Imported, partials: Iterable[Partial], specs: list[SourceSpec],
-    options: ImportOptions,
+    options: ImportOptions, source: Source | None,
 ) -> ImportResult:  # fmt: skip
     create_run_dir(run)
     write_manifest(run, _manifest(run, result, specs, options, None))
-    checks, derived = _write_rows(run, partials, options.warmup_first)
+    context = {
+        m.source: m.target for m in result.mapping.maps or () if m.target in CONTEXT_SETTINGS
+    }
+    checks, derived = _write_rows(
+        run, partials, options.warmup_first, RowChecks(context_maps=context)
+    )
     if not checks.arms:
         skipped = (
             f" ({result.skipped.count} skipped: {_reasons(result)})" if result.skipped.count else ""
@@ -228,9 +276,14 @@ def _import(
     if options.baseline and options.baseline not in arms:
         raise UsageError(f"--baseline {options.baseline!r}: no such arm; arms: {', '.join(arms)}")
     result.map_with(derived=tuple(sorted(derived)), warmup_first=options.warmup_first)
-    diff = _detect(result, checks)
-    write_manifest(run, _manifest(run, result, specs, options, checks, diff))
-    return ImportResult(run, arms, sum(arms.values()), result.skipped.count, result.notes)
+    diff, pairing = _pair(result, checks, options, options.baseline or next(iter(arms)), source)
+    _detect(result, checks, diff, pairing)
+    spec = source[0] if source else None
+    write_manifest(run, _manifest(run, result, specs, options, checks, diff, pairing, spec))
+    return ImportResult(
+        run, arms, sum(arms.values()), result.skipped.count, result.notes, pairing.references,
+        spec.record() if spec else None,
+    )  # fmt: skip
 
 
 def _discard(run: RunDir, existed: bool) -> None:
@@ -265,14 +318,23 @@ def import_results(
         raise UsageError(f"{out} is not empty; choose a new --out directory")
     with _source_errors(specs):
         result, partials = _read(specs, options)  # checks every mapped column first
+    references = _references(options, specs)
     run = plan_run_dir(name or f"import-{specs[0].path.stem}", out, parent)
     existed = run.root.exists()
     try:
         with _source_errors(specs):
-            return _import(run, result, partials, specs, options)
+            return _import(run, result, partials, specs, options, references)
     except BaseException:
         _discard(run, existed)
         raise
+
+
+def _references(options: ImportOptions, specs: list[SourceSpec]) -> Source | None:
+    """The references file to use (``--references``, else the preset's companion file beside
+    the first source) and what it says; None without one."""
+    preset = get_preset(options.preset) if options.preset else None
+    spec = find_references(options.references, preset.references if preset else None, specs[0].path)
+    return (spec, read_references(spec)) if spec else None
 
 
 @contextlib.contextmanager

@@ -3,8 +3,9 @@
 Owns the checks that look at the data itself: a cold first request, a tok/s column that is
 really n_out / e2e, tool-call rows whose TTFT times a tool-call name, arms that differ in more
 than their name. ``RowChecks`` takes the finished rows one at a time and keeps only what the
-checks need (per arm: the first request, two float arrays and the raw columns still constant),
-so a million-row import never holds its rows. Pure: rows in, notes out.
+checks need (per arm: the first request, two float arrays and the source columns still
+constant: unmapped ones and those mapped to ``prompt_id`` or ``concurrency``), so a million-row
+import never holds its rows. Pure: rows in, notes out.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from servelab.store.manifest_records import Scalar
 
 COLD_FACTOR = 3.0
 COLD_METRICS = ("ttft_s", "e2e_s")
+# Mapped targets that describe what an arm was asked, not what came back: a source column
+# mapped to one of them and constant within each arm is a setting, like an unmapped one.
+CONTEXT_SETTINGS = ("prompt_id", "concurrency")
 
 
 @dataclass
@@ -36,6 +40,7 @@ class _Arm:
         default_factory=lambda: {m: array("d") for m in COLD_METRICS}
     )
     constants: dict[str, Scalar] | None = None  # raw scalar columns equal in every row so far
+    context: dict[str, Scalar] | None = None  # mapped CONTEXT_SETTINGS columns, the same way
 
 
 @dataclass
@@ -48,10 +53,18 @@ class RowChecks:
     tool_rows: int = 0
     text_rows: int = 0
     present: set[str] = field(default_factory=set)  # metrics the source gave in some row
+    # source column -> the target it is mapped to, for mapped CONTEXT_SETTINGS
+    context_maps: dict[str, str] = field(default_factory=dict)
+    columns: set[str] = field(default_factory=set)  # every unmapped source column seen
 
     def add_source(self, partial: Mapping[str, object]) -> None:
-        """Note which metrics a reader's row gave itself (before any were derived)."""
+        """Note which metrics a reader's row gave itself (before any were derived), and the
+        values of the source columns mapped to a context setting."""
         self.present.update(m for m in _DECISION_CANDIDATES if partial.get(m) is not None)
+        if self.context_maps:
+            arm = self.arms.setdefault(str(partial.get("arm")), _Arm())
+            values = {col: partial.get(target) for col, target in self.context_maps.items()}
+            arm.context = _still_constant(arm.context, values)
 
     def add(self, row: ImportedRow) -> None:
         """Count one finished row."""
@@ -72,13 +85,9 @@ class RowChecks:
                 if value is not None:
                     arm.values[metric].append(value)
 
-    @staticmethod
-    def _constants(arm: _Arm, raw: Mapping[str, object]) -> None:
-        if arm.constants is None:
-            arm.constants = {k: v for k, v in raw.items() if _is_scalar(v)}
-        elif arm.constants:
-            for key in [k for k, v in arm.constants.items() if raw.get(k) != v]:
-                del arm.constants[key]
+    def _constants(self, arm: _Arm, raw: Mapping[str, object]) -> None:
+        self.columns.update(raw)
+        arm.constants = _still_constant(arm.constants, raw)
 
     def _prefill(self, row: ImportedRow) -> None:
         got, n_out, e2e = row.metric("decode_tps"), row.metric("n_out"), row.metric("e2e_s")
@@ -127,8 +136,12 @@ class RowChecks:
         return [note("ttft_definition", detail)]
 
     def arm_constants(self) -> dict[str, dict[str, Scalar]]:
-        """Per arm, the raw scalar columns whose value is the same in every row of that arm."""
-        return {name: dict(arm.constants or {}) for name, arm in self.arms.items()}
+        """Per arm, the source's scalar columns whose value is the same in every row of that
+        arm (unmapped ones, and those mapped to a context setting, by source column)."""
+        return {
+            name: {**(arm.constants or {}), **(arm.context or {})}
+            for name, arm in self.arms.items()
+        }
 
     def decision_metrics(self) -> list[str]:
         """The usual decision metrics the source measured: an import decides only on what it
@@ -145,19 +158,43 @@ def _is_scalar(value: object) -> TypeGuard[Scalar]:
     return value is None or isinstance(value, str | int | float | bool)
 
 
+def _still_constant(
+    constants: dict[str, Scalar] | None, values: Mapping[str, object]
+) -> dict[str, Scalar]:
+    """The columns of ``constants`` (all scalar ``values`` at the first row) still equal."""
+    if constants is None:
+        return {k: v for k, v in values.items() if _is_scalar(v)}
+    for key in [k for k, v in constants.items() if values.get(k) != v]:
+        del constants[key]
+    return constants
+
+
 def config_diff(constants: dict[str, dict[str, Scalar]]) -> dict[str, dict[str, Scalar]]:
-    """Columns constant within every arm that differ between arms (one-to-one labels left out)."""
-    arms = list(constants)
-    if len(arms) < 2:
-        return {}
+    """``{column: {arm: value}}`` for columns constant within two or more arms that differ
+    between them (listing the arms where the column is constant), but labels: a column whose
+    value is different in each arm and names it (``ngram-mod.json`` for ``ngram-mod-n24``)."""
     diff = {}
-    for key in set.intersection(*(set(c) for c in constants.values())):
-        values = {arm: constants[arm][key] for arm in arms}
+    for key in sorted({k for c in constants.values() for k in c}):
+        values = {arm: c[key] for arm, c in constants.items() if key in c}
         distinct = {json.dumps(v) for v in values.values()}
-        is_label = len(distinct) == len(arms) and not all(_numeric(v) for v in values.values())
-        if len(distinct) > 1 and not is_label:
+        is_label = len(distinct) == len(values) and all(_names(v, a) for a, v in values.items())
+        if len(values) > 1 and len(distinct) > 1 and not is_label:
             diff[key] = values
-    return dict(sorted(diff.items()))
+    return diff
+
+
+_BOOLEAN_TEXT = frozenset({"true", "false", "yes", "no", "on", "off"})
+
+
+def _names(value: Scalar, arm: str) -> bool:
+    """Whether a text value names the arm: one contains the other (a file extension off)."""
+    if not isinstance(value, str) or _numeric(value) or value.strip().lower() in _BOOLEAN_TEXT:
+        return False
+    text, name = value.strip().lower(), arm.lower()
+    stem, dot, ext = text.rpartition(".")
+    if dot and stem and ext.isalpha():
+        text = stem
+    return bool(text) and (text in name or name in text)
 
 
 def _numeric(value: Scalar) -> bool:
@@ -170,7 +207,11 @@ def _numeric(value: Scalar) -> bool:
     return True
 
 
-def config_notes(diff: dict[str, dict[str, Scalar]]) -> list[dict[str, str]]:
+def config_notes(
+    diff: dict[str, dict[str, Scalar]], how: Mapping[str, str] | None = None
+) -> list[dict[str, str]]:
+    """One ``arm_config_differs`` note per column, with ``how[column]`` (what the comparisons
+    make of it) when given."""
     notes = []
     for key, values in diff.items():
         groups: dict[str, list[str]] = defaultdict(list)
@@ -179,5 +220,6 @@ def config_notes(diff: dict[str, dict[str, Scalar]]) -> list[dict[str, str]]:
         shown = "; ".join(
             f"{v}: {', '.join(a[:4])}{' ...' if len(a) > 4 else ''}" for v, a in groups.items()
         )
-        notes.append(note("arm_config_differs", f"arms differ in {key} ({shown})"))
+        words = f"; {how[key]}" if how and key in how else ""
+        notes.append(note("arm_config_differs", f"arms differ in {key} ({shown}){words}"))
     return notes

@@ -1,8 +1,10 @@
 """Named presets for known per-request layouts, so nobody retypes a mapping.
 
-Owns each preset's mapping, arm source, rows key, and the quirks its authors documented (kept as
-notes so the report warns). A preset is only data: the generic table importer applies it, and
-``--map`` entries given beside it replace the preset's mapping of the same target.
+Owns each preset's mapping, arm source, rows key, the companion file that names each
+configuration's reference arm, and the quirks its authors documented (kept as notes so the
+report warns). A preset is only data: the generic table importer applies it, ``--map`` entries
+given beside it replace the preset's mapping of the same target, and ``--references`` replaces
+its companion file.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ class Preset:
     rows_key: str | None = None
     notes: tuple[tuple[str, str], ...] = ()
     n_out_usage: bool = True  # the n_out column is the server's own count (usage / timings)
+    # (file name, config column, reference column) of a CSV beside the source that names each
+    # configuration's reference arm; used when present (``--references`` replaces it)
+    references: tuple[str, str, str] | None = None
 
     def field_maps(self) -> tuple[FieldMap, ...]:
         return tuple(parse_map(m) for m in self.maps)
@@ -46,6 +51,7 @@ QWEN36_LLAMACPP_SUMMARY = Preset(
         "draft_acc=draft_accepted",
     ),
     arm_column="config",
+    references=("summary_by_config.csv", "config", "reference"),
     notes=(
         (
             "decode_definition",
@@ -54,8 +60,11 @@ QWEN36_LLAMACPP_SUMMARY = Preset(
         ),
         (
             "source_summary",
-            "each configuration is 10 prompts run once (no repetitions): block is the row's "
-            "index within its arm, so blocks pair prompts, not rounds of time",
+            "each configuration is 10 prompts run once (no repetitions), one configuration "
+            "after another: every row is block 0 (its prompt's first run), so each arm is one "
+            "round whose rows pair with its reference's by prompt_id; the companion "
+            "summary_by_config.csv names each configuration's reference (the 1000-token arms "
+            "compare with baseline-1000tok, the others with baseline)",
         ),
     ),
 )

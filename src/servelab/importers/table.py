@@ -6,7 +6,9 @@ the file (``FILE=ARM``, else the file stem). CSV and JSONL files are read row by
 are consumed, so an import of a million rows never holds them all. A value that cannot become
 its field, a negative or non-finite metric, an empty required number and a ragged CSV row each
 skip that row, counted with its reason; a mapped column the file lacks is a one-line
-``UsageError``.
+``UsageError``. Without a mapped ``block`` column, a row's block is its repetition: how many rows
+of its arm with the same ``prompt_id`` came before it (one pass through the prompts is block 0),
+or, when no column is mapped to ``prompt_id``, the row's index within its arm.
 """
 
 from __future__ import annotations
@@ -341,16 +343,27 @@ def read_table(
         rank = _block_ranks(files, arms, opts, used) or None
     if rank is not None:
         result.map_with(block_values={str(v): i for v, i in rank.items()})
+    elif _has_prompt_ids(opts):
+        result.map_with(block_values=BLOCK_IS_REPETITION)
     else:
-        result.map_with(block_values="index of the row within its arm")
+        result.map_with(block_values=BLOCK_IS_INDEX)
     return _rows(files, arms, opts, used, rank, result)
+
+
+BLOCK_IS_REPETITION = "repetition of the row's prompt_id within its arm (0 = its first row)"
+BLOCK_IS_INDEX = "index of the row within its arm"
+
+
+def _has_prompt_ids(opts: TableOptions) -> bool:
+    return any(fm.target == "prompt_id" for fm in opts.maps)
 
 
 def _rows(
     files: list[SourceFile], arms: list[str | None], opts: TableOptions, used: set[str],
     rank: dict[object, int] | None, result: Imported,
 ) -> Iterator[Partial]:  # fmt: skip
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, object], int] = {}
+    by_prompt = _has_prompt_ids(opts)
     for source, arm in zip(files, arms, strict=True):
         for row in source.rows():
             try:
@@ -360,10 +373,10 @@ def _rows(
                 continue
             if rank is not None:
                 partial["block"] = rank.get(partial.get("block"), 0)
-            else:  # blocks are the index of the row within its arm
-                arm_name = str(partial["arm"])
-                block = seen.get(arm_name, 0)
-                partial["block"], seen[arm_name] = block, block + 1
+            else:  # the prompt's repetition within its arm, else the row's index there
+                key = (str(partial["arm"]), partial.get("prompt_id") if by_prompt else None)
+                block = seen.get(key, 0)
+                partial["block"], seen[key] = block, block + 1
             yield partial
 
 

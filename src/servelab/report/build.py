@@ -18,6 +18,7 @@ from servelab.analysis.gate_outcomes import evaluate_gates, failed_required
 from servelab.analysis.predictions import theory_section
 from servelab.analysis.quality_rates import quality_section
 from servelab.analysis.row_selection import Row
+from servelab.analysis.settings import settings
 from servelab.report.html import render_html
 from servelab.report.markdown import render_markdown
 from servelab.report.quality_scores import score_run
@@ -67,8 +68,8 @@ def summarize_run(
     gates, required, failed = None, list[str](), list[str]()
     if facts.gate_rules:
         interim = with_sections(summary, theory=theory, quality=quality)
-        gates = evaluate_gates(facts.gate_rules, interim, rows,
-                               interleaved=summary.interleaved, seed=summary.seed)  # fmt: skip
+        gates = evaluate_gates(facts.gate_rules, interim, rows, interleaved=summary.interleaved,
+                               seed=summary.seed, cfg=settings(manifest, rows))  # fmt: skip
         required = list(dict.fromkeys([summary.baseline, *facts.gate_require]))
         failed = failed_required(gates, required)
     return with_sections(

@@ -48,9 +48,16 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _cell(text: str) -> str:
+    """A table cell: each line escaped, lines apart (a verdict with its words under it)."""
+    return "<br>".join(_e(line) for line in text.split("\n"))
+
+
 def _table(t: Table) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in t.headers)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in t.rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in t.rows
+    )
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     return f'<div class="scroll">{table}</div>'
 

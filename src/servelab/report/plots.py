@@ -2,10 +2,12 @@
 
 Owns the figures of a report (docs/report.md): per decision metric the distribution per arm
 (box plus strip) and the per-block medians over time (drift), the forest plot of comparison
-ratios with their intervals and no-difference bands, and the concurrency sweep against ideal
-linear scaling. Every figure is a ``matplotlib.figure.Figure`` with the Agg canvas attached
-explicitly: pyplot is never imported, so no backend switch, figure registry or rcParams change
-leaks into the caller, and each figure is cleared once rendered. No files: bytes out.
+ratios with their intervals and no-difference bands, per chosen comparison the per-prompt
+paired ratios with their intervals, and the concurrency sweep against ideal linear scaling.
+Every figure is a ``matplotlib.figure.Figure`` with the Agg canvas attached explicitly: pyplot
+is never imported, so no backend switch, figure registry or rcParams change leaks into the
+caller, and each figure is cleared once rendered. Text from the run (arm and prompt ids) is
+drawn literally, never as mathtext. No files: bytes out.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from matplotlib.figure import Figure
 
 from servelab.analysis.row_selection import Row, ok_trials, trials
 from servelab.metrics import METRIC_BY_NAME
+from servelab.report.comparison_view import OUTSIDE, metric_label, prompt_plot_comparisons
 from servelab.report.sections import arm_order, decision_metrics, has_sweep_plot
+from servelab.stats.paired import PromptEffect
 from servelab.store.summary import Comparison, Summary, SweepRow
 
 Points = list[tuple[float, float]]
@@ -37,11 +41,14 @@ PALETTE = (
 VERDICT_COLOURS = {
     "better": "#2ca02c", "worse": "#d62728", "no_difference": "#555555", "inconclusive": "#ff7f0e",
 }  # fmt: skip
+MAX_PROMPT_ROWS = 40  # a per-prompt plot keeps the prompts outside the band, then the farthest
+NICE_RATIOS = (0.1, 0.2, 0.25, 0.33, 0.4, 0.5, 0.6, 0.67, 0.75, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1,
+               1.2, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 10.0)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Plot:
-    kind: str  # distributions | drift | forest | sweep
+    kind: str  # distributions | drift | forest | prompts | sweep
     title: str
     alt: str  # what the image shows, for readers that cannot see it
     png: bytes
@@ -190,10 +197,16 @@ def drift_figure(
     return fig
 
 
+def _band(c: Comparison) -> tuple[float, float] | None:
+    """The no-difference band [1/(1+min_effect), 1+min_effect] the verdict is read against."""
+    m = _finite(c.min_effect)
+    return (1 / (1 + m[0]), 1 + m[0]) if m and m[0] > 0 else None
+
+
 def _forest_row(ax: Axes, y: int, c: Comparison) -> None:
-    band = _finite(c.min_effect)
-    if band and band[0] > 0:
-        ax.fill_betweenx([y - 0.35, y + 0.35], 1 - band[0], 1 + band[0], color="#e0e0e0", zorder=0)
+    band = _band(c)
+    if band:
+        ax.fill_betweenx([y - 0.35, y + 0.35], *band, color="#e0e0e0", zorder=0)
     ratio = _finite(c.ratio)
     if not ratio:
         ax.text(1.0, y, "no data", ha="center", va="center", color="#d62728")
@@ -214,15 +227,118 @@ def forest_figure(comparisons: Sequence[Comparison], ci_label: str) -> Figure:
     for i, c in enumerate(comparisons):
         _forest_row(ax, n - 1 - i, c)
         where = f" c={c.concurrency}" if multi else ""
-        labels.append(f"{c.metric}: {c.candidate}{where} [{c.verdict}]")
+        labels.append(f"{metric_label(c)}: {c.candidate}{where} [{c.verdict}]")
     ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_yticks(range(n), list(reversed(labels)))
+    ax.set_yticks(range(n), list(reversed(labels)), parse_math=False)
     ax.set_ylim(-0.7, n - 0.3)
-    ax.set_xlabel(f"candidate / baseline, ratio of medians with {ci_label}")
-    ax.set_title("Comparison ratios; grey band: no difference (within the smallest effect)",
+    ax.set_xlabel(f"candidate / reference, each comparison's statistic\nwith its {ci_label}")
+    ax.set_title("Comparison ratios\ngrey band: no difference (within the smallest effect)",
                  fontsize=10)  # fmt: skip
     ax.grid(axis="x", alpha=0.3)
     return fig
+
+
+def _prompt_colour(position: str, lower_is_better: bool) -> str:
+    """Prompts outside the band in the colour of what they mean; the others grey."""
+    if position not in OUTSIDE:
+        return VERDICT_COLOURS["no_difference"]
+    worse = (position == "below") != lower_is_better
+    return VERDICT_COLOURS["worse" if worse else "better"]
+
+
+def _shown_prompts(prompts: Sequence[PromptEffect]) -> list[PromptEffect]:
+    """At most ``MAX_PROMPT_ROWS`` prompts, those outside the band and the farthest from 1
+    first, ordered by ratio (a split effect shows as two clusters)."""
+
+    def distance(p: PromptEffect) -> tuple[bool, float]:
+        r = _finite(p.ratio)
+        return (p.position not in OUTSIDE, -abs(math.log(r[0])) if r and r[0] > 0 else 0.0)
+
+    kept = sorted(prompts, key=distance)[:MAX_PROMPT_ROWS]
+    return sorted(kept, key=lambda p: ((_finite(p.ratio) or [math.inf])[0], p.prompt))
+
+
+def _prompt_id(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _log_ticks(ax: Axes, values: Sequence[float]) -> None:
+    """A log x axis with plain ratio ticks (matplotlib's would show one decade at most)."""
+    lo, hi = min(values) / 1.04, max(values) * 1.04
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    ticks = [t for t in NICE_RATIOS if lo <= t <= hi]
+    step = max(1, math.ceil(len(ticks) / 8))
+    ticks = sorted({*ticks[::step], 1.0} if lo <= 1.0 <= hi else set(ticks[::step]))
+    if len(ticks) < 3:
+        ticks = sorted({*ticks, float(f"{lo * 1.02:.3g}"), float(f"{hi / 1.02:.3g}")})
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+
+
+def _prompt_rows(ax: Axes, shown: Sequence[PromptEffect], lower_is_better: bool) -> list[float]:
+    """Draw a row per prompt, the first at the top; returns the x values drawn."""
+    xs: list[float] = []
+    n = len(shown)
+    for i, p in enumerate(shown):
+        y = n - 1 - i
+        colour = _prompt_colour(p.position, lower_is_better)
+        lo, hi, r = _finite(p.ci_low), _finite(p.ci_high), _finite(p.ratio)
+        if lo and hi and lo[0] > 0:
+            ax.plot([lo[0], hi[0]], [y, y], color=colour, linewidth=2, solid_capstyle="butt")
+            xs += [lo[0], hi[0]]
+        if r and r[0] > 0:
+            face = "white" if p.position == "unclear" else colour
+            ax.plot([r[0]], [y], "o", color=colour, markerfacecolor=face, markersize=6)
+            xs.append(r[0])
+    return xs
+
+
+def prompt_figure(c: Comparison, ci_label: str) -> Figure:
+    """One row per prompt: its paired ratio (point; hollow when unclear) with its interval
+    (whisker, none without one), the no-difference band shaded, a line at 1 and a dashed one
+    at the comparison's own ratio; prompts outside the band coloured by what they mean."""
+    prompts = c.prompts or ()
+    shown = _shown_prompts(prompts)
+    n = len(shown)
+    fig = _figure(8.0, 1.7 + 0.3 * n)
+    ax = fig.add_subplot()
+    xs = [1.0, *_prompt_rows(ax, shown, c.lower_is_better)]
+    band = _band(c)
+    if band:
+        ax.axvspan(*band, color="#e0e0e0", zorder=0, label="no difference")
+        xs += band
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ratio = _finite(c.ratio)
+    if ratio and ratio[0] > 0:
+        colour = VERDICT_COLOURS.get(c.verdict, "#333333")
+        label = f"{c.statistic} ratio {ratio[0]:.2f} ({c.verdict})"
+        ax.axvline(ratio[0], color=colour, linestyle="--", linewidth=1.2, label=label)
+        xs.append(ratio[0])
+    _log_ticks(ax, xs)
+    labels = [_prompt_id(p.prompt) for p in reversed(shown)]
+    ax.set_yticks(range(n), labels, parse_math=False)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlabel(f"candidate / reference per prompt, paired over rounds\nwith its "
+                  f"simultaneous {ci_label} (log scale)")  # fmt: skip
+    more = f"\n{n} of {len(prompts)} prompts: those outside the band, then the farthest"
+    title = f"{metric_label(c)} per prompt\n{c.candidate} / {c.baseline}"
+    ax.set_title(title + (more if n < len(prompts) else ""), fontsize=10, parse_math=False)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def _prompt_plot(c: Comparison, ci_label: str, multi: bool) -> Plot:
+    prompts = c.prompts or ()
+    outside = [p.prompt for p in prompts if p.position in OUTSIDE]
+    level = f" at concurrency {c.concurrency}" if multi else ""
+    named = f" ({', '.join(outside)})" if outside else ""
+    alt = (f"Per-prompt paired ratios of {metric_label(c)} for {c.candidate} against "
+           f"{c.baseline}{level}: {len(outside)} of {len(prompts)} prompts confidently "
+           f"outside the no-difference band{named}")  # fmt: skip
+    title = f"{metric_label(c)}: {c.candidate}{level} per prompt"
+    return Plot("prompts", title, alt, to_png(prompt_figure(c, ci_label)))
 
 
 def _sweep_points(points: Sequence[SweepRow]) -> tuple[list[float], list[float], list[float]]:
@@ -279,9 +395,12 @@ def report_plots(summary: Summary, rows: Sequence[Row]) -> list[Plot]:
     comparisons = summary.comparisons
     if comparisons:
         conf = (_finite(summary.confidence) or [0.95])[0]
-        fig = forest_figure(comparisons, f"{conf * 100:g} % CI")
+        ci = f"{conf * 100:g} % CI"
+        fig = forest_figure(comparisons, ci)
         plots.append(Plot("forest", "Comparison ratios", "Forest plot of every comparison ratio "
                           "with its interval and no-difference band", to_png(fig)))  # fmt: skip
+        multi = len({c.concurrency for c in comparisons}) > 1
+        plots += [_prompt_plot(c, ci, multi) for c in prompt_plot_comparisons(comparisons)]
     for metric in decision_metrics(summary):
         groups = metric_values(rows, metric, arms)
         if any(groups.values()):

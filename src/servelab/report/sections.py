@@ -4,47 +4,32 @@ Owns the report's content (docs/report.md): ``report_sections`` turns a ``Summar
 (docs/summary-json.md), the manifest and optionally the rows into sections of plain-string
 blocks (paragraphs, key/value lists, tables, replies, plot slots); markdown.py and html.py render
 the same sections, so both reports always say the same thing. The section views beside it own
-quality and gates (quality_view.py), theory (theory_view.py), the environment
-(environment_view.py) and sample replies (replies_view.py). Pure: no I/O and no plotting.
-An imported run has no host or engine description, an arm may have no successful request.
+the comparisons and verdicts (comparison_view.py), quality and gates (quality_view.py), theory
+(theory_view.py), the environment (environment_view.py) and sample replies (replies_view.py).
+Pure: no I/O and no plotting. An imported run has no host or engine description, an arm may
+have no successful request.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 
 from servelab.analysis.row_selection import Row
 from servelab.metrics import METRIC_BY_NAME
 from servelab.report.bench_table import SHOWN, fmt_value
 from servelab.report.blocks import Block, Figures, KeyValues, Para, Section, Table
+from servelab.report.comparison_view import ci_label, finite, num, verdict_blocks
 from servelab.report.environment_view import environment_blocks
 from servelab.report.quality_view import gates_blocks, quality_blocks
 from servelab.report.replies_view import replies
 from servelab.report.theory_view import theory_blocks
 from servelab.store import Manifest
-from servelab.store.summary import Comparison, Summary
-
-SHORT_NAMES = {
-    "decode_tps": "decode", "ttft_s": "TTFT", "e2e_s": "end-to-end time", "tpot_s": "TPOT",
-    "itl_s": "ITL", "e2e_tps": "end-to-end tok/s", "prefill_tps": "prefill",
-}  # fmt: skip
-
-
-def _f(x: object) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
-        return None
-    return float(x)
-
-
-def _num(x: object, spec: str = ".2f") -> str:
-    v = _f(x)
-    return "-" if v is None else format(v, spec)
+from servelab.store.summary import Summary
 
 
 def _pct(x: object) -> str:
-    v = _f(x)
+    v = finite(x)
     return "-" if v is None else f"{v * 100:.1f} %"
 
 
@@ -60,7 +45,7 @@ def value_text(v: object) -> str:
 
 
 def fmt_metric(metric: str, v: object) -> str:
-    value = _f(v)
+    value = finite(v)
     if value is None:
         return "-"
     unit = METRIC_BY_NAME[metric].unit if metric in METRIC_BY_NAME else ""
@@ -77,10 +62,6 @@ def decision_metrics(summary: Summary) -> list[str]:
     return list(dict.fromkeys(named + [c.metric for c in summary.comparisons if c.metric]))
 
 
-def _ci_label(summary: Summary) -> str:
-    return f"{(_f(summary.confidence) or 0.95) * 100:g} % CI"
-
-
 # --- content ---------------------------------------------------------------------------------
 
 
@@ -94,81 +75,6 @@ def confound_items(summary: Summary, manifest: Manifest) -> list[tuple[str, str]
         per_arm = ", ".join(f"{arm} = {value_text(v)}" for arm, v in values.items())
         out.append((field, per_arm or "values not recorded"))
     return out
-
-
-def comparison_phrase(c: Comparison, ci: str = "95 % CI") -> str:
-    """ "decode 1.18x faster (95 % CI 1.09-1.27)": the analyser's words, or ours from numbers."""
-    if c.summary.strip():
-        return c.summary.strip()
-    name = SHORT_NAMES.get(c.metric, c.metric)
-    ratio, lo, hi = _f(c.ratio), _num(c.ci_low), _num(c.ci_high)
-    if ratio is None:
-        return f"{name}: no data to compare"
-    interval = f"{ci} {lo}-{hi}"
-    if c.verdict == "no_difference":
-        band = _f(c.min_effect)
-        within = f", within +/-{band * 100:g} %" if band is not None else ""
-        return f"{name} no difference (ratio {ratio:.2f}, {interval}{within})"
-    if c.verdict in ("better", "worse"):
-        return f"{name} {_direction(c.metric, ratio)} ({interval})"
-    more = f"; about {c.blocks_needed} blocks per arm would decide" if c.blocks_needed else ""
-    return f"{name} inconclusive (ratio {ratio:.2f}, {interval}{more})"
-
-
-def _direction(metric: str, ratio: float) -> str:
-    unit = METRIC_BY_NAME[metric].unit if metric in METRIC_BY_NAME else ""
-    up, down = {"tok/s": ("faster", "slower"), "s": ("slower", "faster")}.get(
-        unit, ("higher", "lower")
-    )
-    if ratio >= 1:
-        return f"{ratio:.2f}x {up}"
-    return f"{1 / ratio:.2f}x {down} (ratio {ratio:.2f})" if ratio > 0 else f"ratio {ratio:.2f}"
-
-
-def verdicts(summary: Summary) -> list[tuple[str, str]]:
-    """One (candidate, sentence) per candidate and concurrency level, every metric in it."""
-    comps = summary.comparisons
-    multi = len({c.concurrency for c in comps}) > 1
-    ci = _ci_label(summary)
-    groups: dict[tuple[str, int | None], list[str]] = {}
-    for c in comps:
-        groups.setdefault((c.candidate, c.concurrency if multi else None), []).append(
-            comparison_phrase(c, ci)
-        )
-    out = [
-        (f"{cand}{f' at concurrency {conc}' if multi else ''}", ", ".join(phrases))
-        for (cand, conc), phrases in groups.items()
-    ]
-    compared = {cand for cand, _ in groups}
-    for arm in arm_order(summary)[1:]:
-        if arm not in compared:
-            a = summary.arms[arm]
-            out.append((arm, f"not compared: {a.n_ok} successful and {a.n_failed} failed trial "
-                             "requests"))  # fmt: skip
-    return out
-
-
-def _interval(lo: object, hi: object) -> str:
-    if _f(lo) is None and _f(hi) is None:
-        return "-"
-    return f"{_num(lo, '.3f')}-{_num(hi, '.3f')}"
-
-
-def comparison_table(summary: Summary) -> Table:
-    rows = tuple(
-        (
-            c.metric, c.candidate, c.baseline, str(c.concurrency), _num(c.ratio, ".3f"),
-            _interval(c.ci_low, c.ci_high), _num(c.ratio_mean, ".3f"), c.verdict,
-            f"+/-{c.min_effect * 100:g} %", str(c.n_blocks),
-            "-" if c.blocks_needed is None else str(c.blocks_needed),
-        )
-        for c in summary.comparisons
-    )  # fmt: skip
-    headers = (
-        "metric", "candidate", "baseline", "concurrency", "ratio (medians)", _ci_label(summary),
-        "ratio (means)", "verdict", "no-difference band", "blocks", "blocks needed",
-    )  # fmt: skip
-    return Table(headers, rows)
 
 
 def _counts(x: Mapping[str, int]) -> str:
@@ -192,7 +98,10 @@ def arm_table(summary: Summary) -> Table:
 
 def _shown_metrics(summary: Summary) -> list[str]:
     present = {
-        m for a in summary.arms.values() for m, s in a.metrics.items() if _f(s.median) is not None
+        m
+        for a in summary.arms.values()
+        for m, s in a.metrics.items()
+        if finite(s.median) is not None
     }
     decision = decision_metrics(summary)
     rest = [m for m in (*SHOWN, *sorted(present)) if m in present and m not in decision]
@@ -209,7 +118,7 @@ def metric_table(summary: Summary) -> Table:
         for arm in order:
             a = summary.arms[arm]
             s = a.metrics.get(metric)
-            if s is None or _f(s.median) is None:
+            if s is None or finite(s.median) is None:
                 cells.append("-")
                 continue
             n_note = f" (n={s.n})" if s.n != a.n_ok else ""
@@ -230,7 +139,7 @@ def rate_table(summary: Summary, ci: str) -> Table:
             if r is None:
                 cells.append("-")
                 continue
-            ci_text = f" ({_pct(r.ci_low)} - {_pct(r.ci_high)})" if _f(r.p) is not None else ""
+            ci_text = f" ({_pct(r.ci_low)} - {_pct(r.ci_high)})" if finite(r.p) is not None else ""
             cells.append(f"{_pct(r.p)}{ci_text}, {r.k} of {r.n}")
         rows.append(tuple(cells))
     return Table(("arm", *(f"{k} (Wilson {ci})" for k in keys)), tuple(rows))
@@ -242,7 +151,7 @@ def proportion_table(summary: Summary) -> Table | None:
     rows = tuple(
         (
             p.metric, p.baseline, p.candidate, _pct(p.baseline_p), _pct(p.candidate_p),
-            _pct(p.difference), _num(p.p_value, ".3g"), p.verdict,
+            _pct(p.difference), num(p.p_value, ".3g"), p.verdict,
         )
         for p in summary.proportions
     )  # fmt: skip
@@ -254,8 +163,8 @@ def proportion_table(summary: Summary) -> Table | None:
 def sweep_table(summary: Summary) -> Table | None:
     rows = [
         (
-            arm, str(p.concurrency), _num(p.aggregate_tps, ".1f"), _num(p.per_stream_tps, ".1f"),
-            fmt_metric("ttft_s", p.ttft_s), _num(p.efficiency, ".2f"),
+            arm, str(p.concurrency), num(p.aggregate_tps, ".1f"), num(p.per_stream_tps, ".1f"),
+            fmt_metric("ttft_s", p.ttft_s), num(p.efficiency, ".2f"),
         )
         for arm, points in summary.sweep.items()
         for p in sorted(points, key=lambda p: p.concurrency)
@@ -323,7 +232,7 @@ def report_sections(
     summary: Summary, manifest: Manifest, rows: Sequence[Row] | None = None
 ) -> list[Section]:
     """Every section of a report, in reading order (docs/report.md)."""
-    ci = _ci_label(summary)
+    ci = ci_label(summary)
     sections = []
     confounds = confound_items(summary, manifest)
     if confounds:
@@ -336,7 +245,7 @@ def report_sections(
     if gate_blocks:
         sections.append(Section("gates", "Gates", gate_blocks))
     sections += [
-        Section("verdicts", "Verdicts", _verdict_blocks(summary, ci)),
+        Section("verdicts", "Verdicts", verdict_blocks(summary)),
         Section("arms", "Arms and metrics", (
             arm_table(summary),
             Para("Median / p90 over successful trial requests; warm-ups and failed requests "
@@ -368,31 +277,6 @@ def report_sections(
 
 def _kv_or(items: list[tuple[str, str]], empty: str) -> tuple[Block, ...]:
     return (KeyValues(tuple(items)),) if items else (Para(empty),)
-
-
-def _verdict_blocks(summary: Summary, ci: str) -> tuple[Block, ...]:
-    sentences = verdicts(summary)
-    if not sentences:
-        return (Para("No comparisons: this run has a single arm or no decision metric."),)
-    blocks: list[Block] = [
-        Para(f"Each candidate against the baseline {summary.baseline or '?'}: ratio of "
-             f"medians, candidate / baseline, {ci} from a bootstrap over blocks."),
-        KeyValues(tuple(sentences)),
-    ]  # fmt: skip
-    levels = {x for c in summary.comparisons if (x := _f(c.confidence_level))}
-    conf = _f(summary.confidence) or 0.95
-    if len(levels) == 1 and abs(next(iter(levels)) - conf) > 1e-9:
-        blocks.append(Para(f"Sequential looks: each interval is computed at the "
-                           f"{next(iter(levels)) * 100:.2f} % level so that the run as a whole "
-                           f"keeps its {conf * 100:g} % confidence."))  # fmt: skip
-    if summary.interleaved is False:
-        blocks.append(Para("The arms were NOT interleaved: drift of the machine between "
-                           "arms is not controlled and shows up as a difference."))  # fmt: skip
-    n_warn = len(summary.warnings)
-    if n_warn:
-        blocks.append(Para(f"{n_warn} warning(s) below qualify these numbers."))
-    blocks += [comparison_table(summary), Figures("forest", "the forest plot of these ratios")]
-    return tuple(blocks)
 
 
 def _sweep_blocks(summary: Summary) -> tuple[Block, ...]:

@@ -8,6 +8,19 @@ and role outcomes), ``promoted/ROLE.cmd`` (the exact engine command line) and
 ``promoted/ROLE.service`` (a systemd unit running it). ``verify`` re-runs the promoted
 configuration briefly with ``servelab bench`` and compares it with the promoted evidence using
 the same statistics.
+
+The rule, on the statistics the summary decides on (docs/promotion.md):
+
+- ``promote`` does not pick a winner: the user names the arm. It is promotable when it passes
+  every gate of its run (``summary.gates``) and every rule of the role, both judged by
+  ``evaluate_gates``: a request-metric rule without STAT uses the metric's default decision
+  statistic (pooled for rates, mean for latencies) and a relative rule the decision's own paired
+  ratio interval. The comparisons' verdicts do not block a promotion by themselves (a role may
+  trade speed for quality); they travel in the evidence, every statistic of every metric the
+  arm was compared on.
+- ``verify`` calls it a regression when any comparison of the re-run against the evidence says
+  ``worse``: any decision metric and any of its decision statistics (pooled, mean, p90, ...),
+  not only the first.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from servelab.analysis.gate_outcomes import evaluate_gates
+from servelab.analysis.settings import settings
 from servelab.engines.registry import find_engine_class
 from servelab.errors import GatesFailed, StoreError, UsageError
 from servelab.report.build import build_report
@@ -195,8 +209,8 @@ def promote(run_root: Path, arm: str, role: str, *, registry: Path, port: int = 
     manifest, rows, summary = read_manifest(run_root), report.rows, report.summary
     if arm not in manifest.arms:
         raise UsageError(f"{run_root} has no arm {arm!r}; arms: {', '.join(manifest.arms)}")
-    outcome = evaluate_gates(reg.roles[role].rules, summary, rows,
-                             interleaved=manifest.interleaved, seed=manifest.seed)[arm]  # fmt: skip
+    outcome = evaluate_gates(reg.roles[role].rules, summary, rows, interleaved=manifest.interleaved,
+                             seed=manifest.seed, cfg=settings(manifest, rows))[arm]  # fmt: skip
     _check_role(summary, outcome, arm, role)
     entry = manifest.arms[arm]
     describe = entry.starts[0].describe if entry.starts else {}
@@ -334,7 +348,12 @@ def verify(registry: Path, role: str, *, requests: int = 12, warmup: int = 2,
         promoted = getattr(record.engine, key)
         if promoted and describe.get(key) != promoted:
             notes.append(f"{key} changed since the promotion: {promoted} -> {describe.get(key)}")
-    regressions = [str(c.summary or c.metric) for c in report.summary.comparisons
-                   if c.verdict == "worse"]  # fmt: skip
-    return Verification(role, bench.run_dir.root, compare_dir.root, report.summary, regressions,
-                        notes)  # fmt: skip
+    return Verification(role, bench.run_dir.root, compare_dir.root, report.summary,
+                        regressions_of(report.summary), notes)  # fmt: skip
+
+
+def regressions_of(summary: Summary) -> list[str]:
+    """One line per comparison that says ``worse``: every decision statistic of every metric
+    counts (a pooled rate may fall while the median holds)."""
+    return [c.summary or f"{c.metric}.{c.statistic} worse" for c in summary.comparisons
+            if c.verdict == "worse"]  # fmt: skip

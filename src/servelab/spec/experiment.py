@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from servelab.metrics import METRIC_BY_NAME
+from servelab.metrics import decision_statistics
 from servelab.spec.engine import EngineConfig, EngineEnv, EngineFlags
 from servelab.spec.gates import GatesSpec
 from servelab.spec.limits import (
@@ -168,9 +168,16 @@ class StopSpec(BaseModel):
     min_effect: float = Field(
         default=0.03, gt=0, lt=1, description="smallest relative effect worth detecting"
     )
+    spending: Literal["obrien_fleming", "pocock"] = Field(
+        default="obrien_fleming",
+        description="sequential: how alpha is spent over the looks; obrien_fleming keeps "
+        "nearly all for the last look, pocock spends more early (earlier verdicts on large "
+        "effects, a wider last look)",
+    )
 
 
 Scalar = str | int | float | bool
+MetricsChoice = tuple[str, ...] | dict[str, str | tuple[str, ...]]
 
 
 class ExperimentSpec(BaseModel):
@@ -198,7 +205,17 @@ class ExperimentSpec(BaseModel):
     )
     confidence: float = Field(default=0.95, ge=0.8, le=0.999, description="interval level")
     stop: StopSpec = StopSpec()
-    metrics: tuple[str, ...] = DEFAULT_DECISION_METRICS
+    metrics: MetricsChoice = Field(
+        default=DEFAULT_DECISION_METRICS,
+        description="decision metrics: a list (each on its default statistic: rates pooled, "
+        "latencies mean and p90) or {metric: statistic or [statistics]} with statistics "
+        "pooled (rates), mean, median, p90, p99",
+    )
+    prompts: Literal["fixed", "sampled"] = Field(
+        default="fixed",
+        description="fixed: the verdict is about these prompts (rounds are resampled); "
+        "sampled: they stand for a larger traffic (rounds, then prompts, are resampled)",
+    )
     gates: GatesSpec = GatesSpec()
     ppl: bool = Field(
         default=False,
@@ -226,14 +243,8 @@ class ExperimentSpec(BaseModel):
 
     @field_validator("metrics")
     @classmethod
-    def _metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for m in v:
-            if m not in METRIC_BY_NAME:
-                raise ValueError(
-                    f"unknown metric {m!r}; known: {', '.join(sorted(METRIC_BY_NAME))}"
-                )
-            if METRIC_BY_NAME[m].lower_is_better is None:
-                raise ValueError(f"metric {m!r} has no better direction; decide on another")
+    def _metrics(cls, v: MetricsChoice) -> MetricsChoice:
+        decision_statistics(v)
         return v
 
     @model_validator(mode="after")

@@ -7,16 +7,18 @@ files, keep state or draw random numbers without an explicit generator.
 
 from __future__ import annotations
 
-from servelab.stats.compare import (
-    Decision,
-    RatioComparison,
-    RatioInterval,
-    Verdict,
-    blocks_needed,
-    compare_blocks,
-    decide,
-)
+from servelab.stats.compare import Decision, RatioInterval, Verdict, blocks_needed, decide
 from servelab.stats.level import Level, level_interval
+from servelab.stats.paired import (
+    Cell,
+    Pair,
+    PairedComparison,
+    PromptEffect,
+    compare_blocks,
+    compare_pairs,
+    compare_unpaired,
+    decide_paired,
+)
 from servelab.stats.proportions import DEFAULT_MARGIN, Rate, RateComparison, compare_rates, wilson
 from servelab.stats.sequential import LookPlan, Spending, StopRule, plan_looks, spent, stop_rule
 from servelab.stats.summary import Summary, summarize
@@ -24,12 +26,15 @@ from servelab.stats.sweep import Request, Sweep, SweepPoint, block_aggregate_tps
 
 __all__ = [
     "DEFAULT_MARGIN",
+    "Cell",
     "Decision",
     "Level",
     "LookPlan",
+    "Pair",
+    "PairedComparison",
+    "PromptEffect",
     "Rate",
     "RateComparison",
-    "RatioComparison",
     "RatioInterval",
     "Request",
     "Spending",
@@ -41,8 +46,11 @@ __all__ = [
     "block_aggregate_tps",
     "blocks_needed",
     "compare_blocks",
+    "compare_pairs",
     "compare_rates",
+    "compare_unpaired",
     "decide",
+    "decide_paired",
     "level_interval",
     "plan_looks",
     "spent",

@@ -21,6 +21,18 @@ Format changes (readers accept every older version):
   ``declared`` are no longer copied to the top level: they are read from ``spec``. Runs without
   a spec (bench, compare, import) keep theirs at the top level. A field that has no value for a
   run's kind is left out instead of written as null. ``read_manifest`` upgrades version 1.
+- 2026-11-30, manifest 2 (additive): an import may hold ``references`` ({candidate: reference
+  arm}, both arms; from the source), ``source.references`` ({path, sha256, config_column,
+  reference_column, found_by_preset}) and ``source.declared`` (columns given with
+  ``--declare``). An experiment's ``spec.metrics`` may be a mapping {metric: statistic or
+  [statistics]} and ``spec.prompts`` ``fixed`` or ``sampled``. Written only when they have a
+  value, so older readers still read runs without them.
+- 2026-11-30, summary 1 (additive, changed default): a comparison per (candidate, level,
+  metric, statistic); ``statistic`` is ``pooled``, ``mean``, ``median``, ``p90`` or ``p99``
+  (rates default to ``pooled``, latencies to ``mean`` and ``p90``; 0.1 decided on ``median``).
+  Comparisons gain ``ratio_median``, ``method``, ``n_pairs``, ``prompts`` and
+  ``heterogeneity``; the summary ``references`` and ``prompts``. Older summaries read as they
+  are (the new keys are absent).
 """
 
 from servelab.store.manifest import (

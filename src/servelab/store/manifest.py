@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -31,6 +31,7 @@ from pydantic import (
 
 from servelab import __version__
 from servelab.errors import StoreError
+from servelab.metrics import decision_statistics
 from servelab.store.manifest_records import (
     AllowedConfound,
     CompareSource,
@@ -119,6 +120,7 @@ class _SpecStop(BaseModel):
     max_blocks: int | None = None
     target_ci_width: float | None = None
     min_effect: float | None = None
+    spending: Literal["obrien_fleming", "pocock"] | None = None
 
 
 class _SpecBase(BaseModel):
@@ -126,6 +128,20 @@ class _SpecBase(BaseModel):
     length_matched: bool | None = None
     max_tokens: int | str | None = None
     workload: str | None = None
+
+
+def compared_pairs(
+    arms: Sequence[str], baseline: str, references: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """(reference, candidate) for every arm the analysis compares: each arm but the baseline
+    with its reference (``references``), else with the baseline; an arm that is others'
+    reference without one of its own is not compared."""
+    refs = set(references.values())
+    return [
+        (references.get(arm, baseline), arm)
+        for arm in arms
+        if arm != baseline and (arm in references or arm not in refs)
+    ]
 
 
 class SpecFacts(BaseModel):
@@ -140,8 +156,9 @@ class SpecFacts(BaseModel):
     seed: int | None = None
     confidence: float | None = None
     stop: _SpecStop = _SpecStop()
-    metrics: tuple[str, ...] | None = None
+    metrics: tuple[str, ...] | dict[str, str | tuple[str, ...]] | None = None
     decision_metrics: tuple[str, ...] | None = None
+    prompts: Literal["fixed", "sampled"] | None = None
     length_matched: bool | None = None
     base: _SpecBase = _SpecBase()
     max_tokens: int | str | None = None  # bench configs keep it at the top
@@ -175,6 +192,9 @@ class Manifest(Record):
     arms: dict[str, ArmEntry] = Field(default_factory=dict)
     config_diff: dict[str, dict[str, EffectiveValue]] = Field(default_factory=dict)
     allowed_confounds: tuple[AllowedConfound, ...] = ()
+    # import: candidate -> the arm the source compares it with (arms that are their own
+    # reference are left out; every other arm is compared with the baseline)
+    references: dict[str, str] = Field(default_factory=dict)
     host: Host | None = None
     hosts: dict[str, Host | None] | None = None  # compare: each side's machine
     hardware: HardwareRecord | None = None
@@ -202,6 +222,18 @@ class Manifest(Record):
             if copies:
                 key = Manifest.model_fields[copies[0]].alias or copies[0]
                 raise ValueError(f"{key}: an experiment keeps it in spec, not at the top level")
+        return self
+
+    @model_validator(mode="after")
+    def _references(self) -> Manifest:
+        """Every candidate and reference named in ``references`` is an arm of the run."""
+        for candidate, reference in self.references.items():
+            for name in (candidate, reference):
+                if name not in self.arms:
+                    arms = ", ".join(self.arms) or "(none)"
+                    raise ValueError(f"references: {name!r} is not an arm; arms: {arms}")
+            if candidate == reference:
+                raise ValueError(f"references: {candidate!r} is its own reference; leave it out")
         return self
 
     # -- reading and writing ----------------------------------------------------------------
@@ -266,10 +298,24 @@ class Manifest(Record):
         return tuple(dict.fromkeys(names))
 
     @property
-    def decision_metrics(self) -> tuple[str, ...]:
+    def decision(self) -> tuple[tuple[str, str], ...]:
+        """(metric, statistic) pairs the verdicts are on: the spec's ``metrics`` (a list, each
+        on its default statistics, or a mapping), else the stored metric names'."""
         facts = self.spec_facts if self.spec is not None else None
         spec = (facts.decision_metrics or facts.metrics) if facts else None
-        return self.stored_decision_metrics or spec or DEFAULT_DECISION_METRICS
+        chosen = self.stored_decision_metrics or spec or DEFAULT_DECISION_METRICS
+        return decision_statistics(chosen)
+
+    @property
+    def decision_metrics(self) -> tuple[str, ...]:
+        """The decision metrics' names, in order."""
+        return tuple(dict.fromkeys(metric for metric, _ in self.decision))
+
+    @property
+    def prompts(self) -> Literal["fixed", "sampled"]:
+        """Whether the verdicts hold the prompts fixed (default) or sample them."""
+        facts = self.spec_facts if self.spec is not None else None
+        return (facts.prompts if facts else None) or "fixed"
 
     @property
     def confidence(self) -> float:
@@ -317,6 +363,7 @@ class Manifest(Record):
                 min_blocks=facts.blocks or 1,
                 target_ci_width=facts.stop.target_ci_width,
                 min_effect=facts.stop.min_effect or DEFAULT_MIN_EFFECT,
+                spending=facts.stop.spending or "obrien_fleming",
             )
         stored = self.stored_stop or StoredStop()
         return StopRule(

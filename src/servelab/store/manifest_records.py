@@ -174,6 +174,17 @@ class ImportFile(Record):
     arm: str | None = None
 
 
+class ReferencesFile(Record):
+    """The file that named each configuration's reference arm (``--references``, or the
+    preset's companion file found next to the source: ``found_by_preset``)."""
+
+    path: str
+    sha256: str
+    config_column: str
+    reference_column: str
+    found_by_preset: bool = False
+
+
 class FieldMapRecord(Record):
     """One ``--map SRC=TARGET[:UNIT]`` as an import used it."""
 
@@ -220,6 +231,9 @@ class ImportSource(Record):
     files: tuple[ImportFile, ...] = ()
     mapping: ImportMapping = ImportMapping()
     skipped: SkippedRows = SkippedRows()
+    references: ReferencesFile | None = None
+    # source columns the user declared as differing between compared arms (``--declare``)
+    declared: tuple[str, ...] = ()
 
 
 class StopRule(Record):
@@ -229,3 +243,4 @@ class StopRule(Record):
     min_blocks: int
     target_ci_width: float | None
     min_effect: float
+    spending: Literal["obrien_fleming", "pocock"] = "obrien_fleming"

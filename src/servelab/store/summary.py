@@ -23,6 +23,7 @@ from pydantic import BaseModel, TypeAdapter
 
 # One definition each, in the pure core: k of n with its Wilson interval; one metric over the
 # successful trials. Re-exported under the names summary.json's records use.
+from servelab.stats.paired import PromptEffect
 from servelab.stats.proportions import Rate as RateCI
 from servelab.stats.summary import Summary as MetricSummary
 from servelab.store.perplexity import PerplexityDoc
@@ -113,7 +114,12 @@ class ArmSummary(_Record):
 
 @dataclass(frozen=True, slots=True)
 class Comparison(_Record):
-    """Candidate / baseline ratio of one decision metric at one concurrency level."""
+    """Candidate / reference ratio of one decision metric and statistic at one concurrency
+    level. The fields after ``summary`` are absent from summaries of servelab 0.1."""
+
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset(
+        {"ratio_median", "method", "n_pairs", "prompts", "heterogeneity"}
+    )
 
     metric: str
     baseline: str
@@ -137,6 +143,11 @@ class Comparison(_Record):
     n_blocks_baseline: int
     n_blocks_candidate: int
     summary: str
+    ratio_median: float | None = None  # the medians' point ratio, for tables
+    method: str | None = None  # rounds, rounds_prompts, prompt_noise or blocks_unpaired
+    n_pairs: int | None = None  # (round, prompt) pairs compared; 0 when unpaired
+    prompts: tuple[PromptEffect, ...] | None = None  # per-prompt paired effects
+    heterogeneity: str | None = None  # the split of per-prompt effects in words
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +344,7 @@ class Summary(_Record):
     """``summary.json`` of an experiment, import or compare run (docs/summary-json.md)."""
 
     OMIT_NONE: ClassVar[frozenset[str]] = frozenset(
-        {"theory", "quality", "gates", "gates_required", "gates_failed"}
+        {"theory", "quality", "gates", "gates_required", "gates_failed", "references", "prompts"}
     )
 
     schema_version: int
@@ -358,6 +369,8 @@ class Summary(_Record):
     gates: dict[str, dict[str, GateResult]] | None = None
     gates_required: tuple[str, ...] | None = None
     gates_failed: tuple[str, ...] | None = None
+    references: dict[str, str] | None = None  # candidate -> its reference, when not baseline
+    prompts: str | None = None  # "sampled" when the verdicts sample prompts (default fixed)
 
     def arm_order(self) -> list[str]:
         """Arms, baseline first."""
