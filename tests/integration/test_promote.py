@@ -95,5 +95,5 @@ def test_promoted_command_line_starts_the_promoted_configuration(
     checked = run_cli("verify", "fast", "--registry", str(registry), "-n", "4",
                       "--out", str(tmp_path / "verify"))  # fmt: skip
     assert checked.returncode in (0, 1), checked.stderr  # 1 only for a measured regression
-    assert "decode_tps:" in checked.stdout and (tmp_path / "verify" / "compare" /
-                                                "summary.json").exists()  # fmt: skip
+    assert "decode_tps (pooled):" in checked.stdout and (tmp_path / "verify" / "compare" /
+                                                         "summary.json").exists()  # fmt: skip

@@ -24,7 +24,7 @@ from servelab.report.comparison_view import (
 from servelab.report.html import render_html
 from servelab.report.markdown import render_markdown
 from servelab.report.plots import MAX_PROMPT_ROWS, prompt_figure, report_plots, to_png
-from servelab.stats.paired import PromptEffect
+from servelab.stats.prompt_effects import PromptEffect
 from servelab.store import Manifest
 from servelab.store.summary import ArmSummary, Comparison, Stopping, Summary
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from servelab.metrics import METRIC_BY_NAME
 from servelab.report.blocks import Block, Figures, KeyValues, Para, Table
-from servelab.stats.paired import PromptEffect
+from servelab.stats.prompt_effects import PromptEffect
 from servelab.store.summary import Comparison, Summary
 
 SHORT_NAMES = {

@@ -28,7 +28,7 @@ from servelab.analysis.row_selection import Row, ok_trials, trials
 from servelab.metrics import METRIC_BY_NAME
 from servelab.report.comparison_view import OUTSIDE, metric_label, prompt_plot_comparisons
 from servelab.report.sections import arm_order, decision_metrics, has_sweep_plot
-from servelab.stats.paired import PromptEffect
+from servelab.stats.prompt_effects import PromptEffect
 from servelab.store.summary import Comparison, Summary, SweepRow
 
 Points = list[tuple[float, float]]

@@ -13,12 +13,12 @@ from servelab.stats.paired import (
     Cell,
     Pair,
     PairedComparison,
-    PromptEffect,
     compare_blocks,
     compare_pairs,
     compare_unpaired,
     decide_paired,
 )
+from servelab.stats.prompt_effects import PromptEffect
 from servelab.stats.proportions import DEFAULT_MARGIN, Rate, RateComparison, compare_rates, wilson
 from servelab.stats.sequential import LookPlan, Spending, StopRule, plan_looks, spent, stop_rule
 from servelab.stats.summary import Summary, summarize

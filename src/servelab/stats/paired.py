@@ -26,7 +26,10 @@ Assumptions, stated once:
   difference between two engine starts (the caller warns).
 - Unpaired (two separate runs): each arm's blocks are resampled on their own, as
   ``stats/compare.py`` documents.
-- The interval is the expanded percentile interval of ``stats/compare.py`` on the log ratio.
+- The interval is the expanded percentile interval of ``stats/compare.py`` on the log ratio,
+  except for the tail quantiles (``p90``, ``p99``) over two or more rounds (blocks): they are
+  compared round by round, with a t interval (``_per_unit``).
+- Per-prompt intervals are simultaneous over the prompts (Bonferroni).
 """
 
 from __future__ import annotations
@@ -34,12 +37,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats as sps  # type: ignore[import-untyped,unused-ignore]
 
 from servelab.metrics import STATISTICS, Statistic
 from servelab.stats.compare import (
@@ -54,15 +55,20 @@ from servelab.stats.compare import (
     weighted_quantiles,
     welch_scale,
 )
+from servelab.stats.prompt_effects import (
+    PromptEffect,
+    effects,
+    mad_df,
+    mad_sd,
+    split_words,
+    t_quantile,
+)
 
 QUANTILE_OF: dict[str, float] = {"median": 0.5, "p90": 0.9, "p99": 0.99}
 PromptMode = Literal["fixed", "sampled"]
 PROMPT_MODES: tuple[PromptMode, ...] = ("fixed", "sampled")
-Position = Literal["below", "within", "above", "unclear"]
 Method = Literal["rounds", "rounds_prompts", "prompt_noise", "blocks_unpaired"]
 
-MAD_SCALE = 1.482602218505602  # 1 / Phi^-1(3/4): the MAD of a normal sample estimates sd / this
-MAD_EFFICIENCY = 0.37  # asymptotic efficiency of the MAD against the sd for normal data
 _BATCH_CELLS = 4_000_000
 
 
@@ -85,18 +91,6 @@ class Pair:
     prompt: str
     baseline: Cell
     candidate: Cell
-
-
-@dataclass(frozen=True, slots=True)
-class PromptEffect:
-    """The candidate / baseline effect on one prompt over the rounds that asked it."""
-
-    prompt: str
-    ratio: float  # geometric mean over its rounds of the pair ratio
-    ci_low: float | None
-    ci_high: float | None
-    n_rounds: int
-    position: Position  # whole interval below / within / above the band, or unclear
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,86 +207,18 @@ def _pair_logs(pairs: Sequence[Pair], statistic: str) -> NDArray[np.float64]:
     return np.log((c.sums / c.sizes) / (b.sums / b.sizes))
 
 
-def _mad_sd(d: NDArray[np.float64]) -> float:
-    """Robust sd of pair log ratios: 1.4826 MAD around the median; the sd if the MAD is 0."""
-    if d.size < 2:
-        return 0.0
-    mad = float(np.median(np.abs(d - np.median(d)))) * MAD_SCALE
-    return mad if mad > 0 else float(np.std(d, ddof=1))
-
-
-@lru_cache(maxsize=1024)
-def t_quantile(p: float, df: float) -> float:
-    """Student t quantile (cached: a simulation asks for the same few thousands of times)."""
-    return float(sps.t.ppf(p, df))
-
-
-def _mad_df(n: int) -> float:
-    return max(1.0, math.floor(MAD_EFFICIENCY * (n - 1)))
-
-
-def _position(lo: float | None, hi: float | None, min_effect: float) -> Position:
-    if lo is None or hi is None:
-        return "unclear"
-    band = 1 + min_effect
-    if hi < 1 / band:
-        return "below"
-    if lo > band:
-        return "above"
-    if lo >= 1 / band and hi <= band:
-        return "within"
-    return "unclear"
-
-
 def prompt_effects(
     pairs: Sequence[Pair], statistic: str, *, confidence: float, min_effect: float
 ) -> tuple[PromptEffect, ...]:
-    """Each prompt's paired effect with a t interval, in first-seen order. The intervals are
-    simultaneous at ``confidence`` (Bonferroni over the prompts: each at 1 - alpha / P), so
-    that with 30 prompts an effect-free run does not show one "confidently" outside the band.
-
-    The noise of one pair's log ratio is estimated robustly, as 1.4826 x the MAD: of the
-    within-prompt residuals (each scaled by 1 / sqrt(1 - 1/R_p) for a prompt asked R_p times)
-    when prompts repeat across rounds, else of all pairs around their median (one round, or
-    prompts that never repeat); degrees of freedom 0.37 x those of the sd. A prompt whose own
-    rounds spread wider (a stall in one of them) uses its own sd and degrees of freedom, so one
-    slow request cannot make its prompt look confidently different, nor every other prompt
-    look noisy. In a run of several rounds a prompt asked only once is ``unclear`` whatever its
-    interval: one request cannot tell a stall from an effect. (With a single round, the only
-    evidence there is, its interval decides.)
-    """
+    """Each prompt's paired effect (``stats.prompt_effects.effects``) from its pairs' log
+    ratios: of pooled rates for ``pooled``, of means otherwise."""
     if not pairs:
         return ()
-    d = _pair_logs(pairs, statistic)
-    single = len({p.round for p in pairs}) == 1
-    names = list(dict.fromkeys(p.prompt for p in pairs))
-    alpha = (1 - confidence) / len(names)  # simultaneous over the prompts (Bonferroni)
-    groups = {n: d[[i for i, p in enumerate(pairs) if p.prompt == n]] for n in names}
-    within_df = sum(g.size - 1 for g in groups.values())
-    if within_df > 0:
-        resid = np.concatenate(
-            [(g - g.mean()) / math.sqrt(1 - 1 / g.size) for g in groups.values() if g.size > 1]
-        )
-        pooled_sd = float(np.median(np.abs(resid))) * MAD_SCALE or float(np.std(resid))
-        pooled_df = _mad_df(within_df + 1)
-    else:
-        pooled_sd, pooled_df = _mad_sd(d), _mad_df(d.size)
-    out = []
-    for name, g in groups.items():
-        mean = float(g.mean())
-        sd, df = pooled_sd, pooled_df
-        own = float(np.std(g, ddof=1)) if g.size >= 2 else 0.0
-        if own > pooled_sd:
-            sd, df = own, float(g.size - 1)
-        if d.size < 2:
-            lo = hi = None
-        else:
-            half = t_quantile(1 - alpha / 2, df) * sd / math.sqrt(g.size)
-            lo, hi = bounded_exp(mean - half), bounded_exp(mean + half)
-        # a prompt asked once in a run of several rounds: a stall and an effect look alike
-        position = _position(lo, hi, min_effect) if g.size > 1 or single else "unclear"
-        out.append(PromptEffect(name, math.exp(mean), lo, hi, int(g.size), position))
-    return tuple(out)
+    return effects(
+        _pair_logs(pairs, statistic), [p.prompt for p in pairs],
+        single_round=len({p.round for p in pairs}) == 1, confidence=confidence,
+        min_effect=min_effect,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ comparisons
@@ -406,12 +332,12 @@ def compare_pairs(
         inflate, df = math.sqrt(units / (units - 1)), float(units - 1)
     elif len(pairs) >= 3:
         method = "prompt_noise"
-        sd = _mad_sd(_pair_logs(pairs, statistic))
+        sd = mad_sd(_pair_logs(pairs, statistic))
         reps = (
             _noise_reps(rng, base, cand, sd, statistic, n_resamples),
-            _noise_reps(rng, base, cand, _mad_sd(_pair_logs(pairs, "mean")), "mean", n_resamples),
+            _noise_reps(rng, base, cand, mad_sd(_pair_logs(pairs, "mean")), "mean", n_resamples),
         )
-        inflate, df = 1.0, _mad_df(len(pairs))
+        inflate, df = 1.0, mad_df(len(pairs))
     else:
         method = "rounds"
     factor = expand_scale(confidence, df, inflate) if reps is not None else 1.0
@@ -514,38 +440,6 @@ def decide_paired(c: PairedComparison, *, lower_is_better: bool, min_effect: flo
     return Decision("inconclusive", c.n_rounds + 1)
 
 
-def _span(effects: Sequence[PromptEffect]) -> str:
-    lo, hi = min(e.ratio for e in effects), max(e.ratio for e in effects)
-    return f"{lo:.2f}x" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}x"
-
-
-def _names(effects: Sequence[PromptEffect], limit: int = 5) -> str:
-    shown = [e.prompt for e in effects[:limit]]
-    more = len(effects) - len(shown)
-    return ", ".join(shown) + (f", +{more} more" if more else "")
-
-
 def heterogeneity_words(c: PairedComparison) -> str | None:
-    """The split of per-prompt effects in words, when some prompt lies confidently outside
-    the band and the others do not all go with it: "2 of 10 prompts at 0.44-0.49x
-    (long_explain, code_small), the others unchanged". None when no prompt lies outside, or
-    every prompt on the same side (a uniform effect, which the ratio alone says)."""
-    below = [p for p in c.prompts if p.position == "below"]
-    above = [p for p in c.prompts if p.position == "above"]
-    if not below and not above:
-        return None
-    if len(below) == len(c.prompts) or len(above) == len(c.prompts):
-        return None
-    n = len(c.prompts)
-    parts = [
-        f"{len(group)} of {n} prompts at {_span(group)} ({_names(group)})"
-        for group in (below, above)
-        if group
-    ]
-    rest = [p for p in c.prompts if p.position not in ("below", "above")]
-    if rest:
-        if all(p.position == "within" for p in rest):
-            parts.append(f"the others unchanged ({_span(rest)})")
-        else:
-            parts.append(f"the others at {_span(rest)}")
-    return ", ".join(parts)
+    """The split of the comparison's per-prompt effects in words (``split_words``)."""
+    return split_words(c.prompts)

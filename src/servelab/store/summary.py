@@ -23,7 +23,7 @@ from pydantic import BaseModel, TypeAdapter
 
 # One definition each, in the pure core: k of n with its Wilson interval; one metric over the
 # successful trials. Re-exported under the names summary.json's records use.
-from servelab.stats.paired import PromptEffect
+from servelab.stats.prompt_effects import PromptEffect
 from servelab.stats.proportions import Rate as RateCI
 from servelab.stats.summary import Summary as MetricSummary
 from servelab.store.perplexity import PerplexityDoc
