@@ -33,7 +33,7 @@ VERDICTS: tuple[Verdict, ...] = ("better", "worse", "no_difference", "inconclusi
 
 _SIDE_Q = 0.9  # the bootstrap quantile each side's spread is read at
 _Z_SIDE = float(sps.norm.ppf(_SIDE_Q))
-_BATCH_CELLS = 4_000_000  # bound on resamples x requests held in memory at once
+BATCH_CELLS = 4_000_000  # bound on resamples x requests held in memory at once
 MAX_BLOCKS_NEEDED = 100_000
 
 
@@ -68,7 +68,7 @@ def weighted_quantiles(
     """``np.quantile(pool, q)`` (linear interpolation) of each resample's pool, where the pool
     holds sorted ``values[j]`` ``counts[row, unit_of[j]]`` times, without building the pools."""
     out = np.empty(counts.shape[0])
-    step = max(1, _BATCH_CELLS // max(values.size, 1))
+    step = max(1, BATCH_CELLS // max(values.size, 1))
     for start in range(0, counts.shape[0], step):
         cum = counts[start : start + step][:, unit_of].cumsum(axis=1)
         h = (cum[:, -1] - 1) * q

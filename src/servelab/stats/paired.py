@@ -44,6 +44,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from servelab.metrics import STATISTICS, Statistic
 from servelab.stats.compare import (
+    BATCH_CELLS,
     Decision,
     RatioInterval,
     bounded_exp,
@@ -68,8 +69,6 @@ QUANTILE_OF: dict[str, float] = {"median": 0.5, "p90": 0.9, "p99": 0.99}
 PromptMode = Literal["fixed", "sampled"]
 PROMPT_MODES: tuple[PromptMode, ...] = ("fixed", "sampled")
 Method = Literal["rounds", "rounds_prompts", "prompt_noise", "blocks_unpaired"]
-
-_BATCH_CELLS = 4_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,9 +198,9 @@ def _check(statistic: str, confidence: float) -> None:
 # ------------------------------------------------------------------------------ per pair
 
 
-def _pair_logs(pairs: Sequence[Pair], statistic: str) -> NDArray[np.float64]:
-    """Each pair's log ratio: of pooled rates for ``pooled``, of means otherwise."""
-    b, c = _arm([p.baseline for p in pairs]), _arm([p.candidate for p in pairs])
+def _pair_logs(b: _Arm, c: _Arm, statistic: str) -> NDArray[np.float64]:
+    """Each pair's log ratio (the arms' units are the pairs): of pooled rates for ``pooled``,
+    of means otherwise."""
     if statistic == "pooled":
         return np.log((c.tokens / c.time) / (b.tokens / b.time))
     return np.log((c.sums / c.sizes) / (b.sums / b.sizes))
@@ -214,8 +213,16 @@ def prompt_effects(
     ratios: of pooled rates for ``pooled``, of means otherwise."""
     if not pairs:
         return ()
+    base, cand = _arm([p.baseline for p in pairs]), _arm([p.candidate for p in pairs])
+    return _effects(pairs, base, cand, statistic, confidence, min_effect)
+
+
+def _effects(
+    pairs: Sequence[Pair], base: _Arm, cand: _Arm, statistic: str, confidence: float,
+    min_effect: float,
+) -> tuple[PromptEffect, ...]:  # fmt: skip
     return effects(
-        _pair_logs(pairs, statistic), [p.prompt for p in pairs],
+        _pair_logs(base, cand, statistic), [p.prompt for p in pairs],
         single_round=len({p.round for p in pairs}) == 1, confidence=confidence,
         min_effect=min_effect,
     )  # fmt: skip
@@ -291,7 +298,7 @@ def _noise_reps(
         mean = (cand.sums[None, :] * np.exp(z)).sum(axis=1) / cand.sizes.sum()
         return np.asarray(np.log(mean) - b, dtype=np.float64)
     out = np.empty(n_resamples)
-    step = max(1, _BATCH_CELLS // max(cand.values.size, 1))
+    step = max(1, BATCH_CELLS // max(cand.values.size, 1))
     for start in range(0, n_resamples, step):
         scaled = cand.values[None, :] * np.exp(z[start : start + step][:, cand.unit_of])
         out[start : start + step] = np.log(np.quantile(scaled, QUANTILE_OF[stat], axis=1))
@@ -314,7 +321,7 @@ def compare_pairs(
     theta = _point(cand, statistic) - _point(base, statistic)
     theta_mean = _point(cand, "mean") - _point(base, "mean")
     theta_median = _point(cand, "median") - _point(base, "median")
-    effects = prompt_effects(pairs, statistic, confidence=confidence, min_effect=min_effect)
+    per_prompt = _effects(pairs, base, cand, statistic, confidence, min_effect)
     method: Method
     reps: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
     inflate, df = 1.0, 1.0
@@ -332,10 +339,10 @@ def compare_pairs(
         inflate, df = math.sqrt(units / (units - 1)), float(units - 1)
     elif len(pairs) >= 3:
         method = "prompt_noise"
-        sd = mad_sd(_pair_logs(pairs, statistic))
+        sd, sd_mean = (mad_sd(_pair_logs(base, cand, s)) for s in (statistic, "mean"))
         reps = (
             _noise_reps(rng, base, cand, sd, statistic, n_resamples),
-            _noise_reps(rng, base, cand, mad_sd(_pair_logs(pairs, "mean")), "mean", n_resamples),
+            _noise_reps(rng, base, cand, sd_mean, "mean", n_resamples),
         )
         inflate, df = 1.0, mad_df(len(pairs))
     else:
@@ -354,7 +361,7 @@ def compare_pairs(
         ratio_median=math.exp(theta_median), ratio_mean=mean.ratio, ci_low_mean=mean.ci_low,
         ci_high_mean=mean.ci_high, method=method, paired=True, n_rounds=n_rounds,
         n_pairs=len(pairs), n_blocks_baseline=n_rounds, n_blocks_candidate=n_rounds,
-        df=df if reps is not None else None, confidence=confidence, prompts=effects,
+        df=df if reps is not None else None, confidence=confidence, prompts=per_prompt,
     )  # fmt: skip
 
 
