@@ -48,6 +48,7 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("server_prompt_s", "s", S, True, "timings.prompt_ms / 1000 (llama.cpp)"),
     MetricDef("server_decode_tps", "tok/s", S, False, "timings.predicted_per_second (llama.cpp: (n-1) / predicted_ms)"),
     MetricDef("cache_n", "tokens", S, None, "timings.cache_n: prompt tokens reused from the prompt cache"),
+    MetricDef("prefix_reuse", "ratio", D, False, "cache_n / n_in: share of the prompt served from the prefix cache (a conversation's later turns)"),
     MetricDef("draft_n", "tokens", S, None, "timings.draft_n: tokens drafted by speculative decoding"),
     MetricDef("draft_accepted", "tokens", S, None, "timings.draft_n_accepted"),
     MetricDef("acceptance_rate", "ratio", D, False, "draft_accepted / draft_n"),
@@ -145,6 +146,7 @@ class ServerMetrics(TypedDict):
     server_prompt_s: float | None
     server_decode_tps: float | None
     cache_n: int | None
+    prefix_reuse: float | None
     draft_n: int | None
     draft_accepted: int | None
     acceptance_rate: float | None
@@ -240,15 +242,27 @@ def _server(obs: Observation) -> ServerMetrics:
         return None if v is None else round(v)
 
     draft_n, accepted = count("draft_n"), count("draft_n_accepted")
+    cache_n = count("cache_n")
     return {
         "prefill_tps": get("prompt_per_second"),
         "server_prompt_s": get("prompt_ms", 1e-3),
         "server_decode_tps": get("predicted_per_second"),
-        "cache_n": count("cache_n"),
+        "cache_n": cache_n,
+        "prefix_reuse": prefix_reuse(cache_n, obs.usage.prompt_tokens if obs.usage else None),
         "draft_n": draft_n,
         "draft_accepted": accepted,
         "acceptance_rate": accepted / draft_n if draft_n and accepted is not None else None,
     }
+
+
+def prefix_reuse(cache_n: float | None, n_in: float | None) -> float | None:
+    """The share of a request's prompt the engine served from its prefix cache: ``cache_n /
+    n_in`` (llama-server's ``timings.cache_n`` over ``usage.prompt_tokens``). None when either
+    is unknown or the prompt is empty. It reads 0 with the cache off, and on a conversation's
+    first turn unless an earlier request shared its prefix."""
+    if cache_n is None or n_in is None or n_in <= 0:
+        return None
+    return cache_n / n_in
 
 
 def derive(obs: Observation) -> RequestMetrics:

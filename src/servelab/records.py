@@ -7,6 +7,7 @@ taken from a monotonic clock by the client.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -83,3 +84,54 @@ class Observation:
     # Client-side facts without a field of their own: ``saw_done`` (bool), ``retries`` (int),
     # ``first_reasoning_s`` (float). Mutable: the stream reader adds ``retries`` afterwards.
     extra: dict[str, float | int | bool | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLoad:
+    """What driving one block cost the client itself (issue 13): CPU time of the client
+    process(es) over the block's wall time, how late its event loop ran (a sampler's overshoot,
+    ``None`` when too few samples were taken) and the most requests it held in flight."""
+
+    wall_s: float
+    cpu_user_s: float
+    cpu_sys_s: float
+    loop_lag_p99_s: float | None
+    loop_lag_max_s: float | None
+    streams_max: int
+    processes: int = 1
+
+    @property
+    def cpu_s(self) -> float:
+        return self.cpu_user_s + self.cpu_sys_s
+
+    def to_json(self) -> dict[str, float | int | None]:
+        return {
+            "wall_s": self.wall_s,
+            "cpu_user_s": self.cpu_user_s,
+            "cpu_sys_s": self.cpu_sys_s,
+            "loop_lag_p99_s": self.loop_lag_p99_s,
+            "loop_lag_max_s": self.loop_lag_max_s,
+            "streams_max": self.streams_max,
+            "processes": self.processes,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, object]) -> ClientLoad:
+        def num(key: str) -> float:
+            value = obj.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"client load: {key!r} must be a number, got {value!r}")
+            return float(value)
+
+        def opt(key: str) -> float | None:
+            return None if obj.get(key) is None else num(key)
+
+        return cls(
+            wall_s=num("wall_s"),
+            cpu_user_s=num("cpu_user_s"),
+            cpu_sys_s=num("cpu_sys_s"),
+            loop_lag_p99_s=opt("loop_lag_p99_s"),
+            loop_lag_max_s=opt("loop_lag_max_s"),
+            streams_max=int(num("streams_max")),
+            processes=int(num("processes")) if "processes" in obj else 1,
+        )

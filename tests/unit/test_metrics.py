@@ -290,7 +290,9 @@ def test_row_layout() -> None:
         invalid_utf8_bytes=2,
     )
     row = build_row(obs, CTX)
-    assert row["schema_version"] == ROW_SCHEMA_VERSION == 1
+    assert row["schema_version"] == ROW_SCHEMA_VERSION == 2
+    new = ("rate_rps", "t_sched_unix_s", "lag_s", "session_id", "turn", "slo_met")
+    assert all(row[k] is None for k in new)  # closed loop, single turn, no SLOs
     assert row["run_id"] == "demo-20261122T000000Z"
     assert (row["arm"], row["block"], row["seq"], row["prompt_id"]) == ("A", 2, 7, "weather-en")
     assert row["phase"] == "trial"

@@ -1,8 +1,10 @@
-"""Both readers keep a request's deadline, and a stopped run wakes them, against stalling servers.
+"""Every reader keeps a request's deadline, and a stopped run wakes it, against stalling servers.
 
-The socket+h11 reader (``plainhttp``, the managed engine's path) and the keep-alive httpx path
-are each driven at servers from ``tests/integration/hostile.py`` that send three tokens and
-stall, or never answer; every wait here is bounded to within a second of the deadline.
+The asyncio reader, fresh and keep-alive (``wire``: local engines and remote endpoints) and the
+httpx reader in a thread (``threaded``: what an injected transport or a proxy takes, here with
+httpx's real transport) are each driven at servers from ``tests/integration/hostile.py`` that
+send three tokens and stall, or never answer; every wait here is bounded to within a second of
+the deadline.
 """
 
 from __future__ import annotations
@@ -10,61 +12,31 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
 
 from servelab.client.clock import MonotonicClock
-from servelab.client.plainhttp import PlainHttpError, PlainHttpStream
 from servelab.client.session import RequestGuard, StreamSession
-from servelab.client.stream import Deadline, HttpRequest, observe_blocking, stream_request
+from servelab.client.stream import Deadline, HttpRequest, stream_request
 from servelab.records import Observation, Outcome
 from tests.integration.hostile import HostileServer, hostile_server
 
 BODY = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-PATHS = {"socket": False, "keep-alive httpx": True}
+PATHS = ["fresh", "keep-alive", "httpx thread"]
 
 
 def _request(server: HostileServer) -> HttpRequest:
     return HttpRequest(server.url + "/v1/chat/completions", BODY)
 
 
-def _plain(server: HostileServer, total_s: float) -> PlainHttpStream:
-    start = time.monotonic()
-    return PlainHttpStream(
-        server.url + "/v1/chat/completions", b"{}", {}, connect_s=10, read_s=120,
-        remaining_s=lambda: total_s - (time.monotonic() - start),
-    )  # fmt: skip
+def _session(path: str, concurrency: int = 1) -> StreamSession:
+    transport = httpx.HTTPTransport() if path == "httpx thread" else None
+    return StreamSession(concurrency, path != "fresh", transport)
 
 
-def test_socket_reader_keeps_the_deadline_after_three_tokens() -> None:
-    with hostile_server("stall") as server:
-        stream = _plain(server, 1.0)
-        started = time.monotonic()
-        assert stream.open() == 200
-        with pytest.raises(PlainHttpError) as info:
-            for _ in stream.chunks():
-                pass
-        took = time.monotonic() - started
-        stream.close()
-    assert info.value.kind == "deadline"
-    assert 0.9 < took < 1.5
-
-
-def test_socket_reader_keeps_the_deadline_when_no_answer_comes() -> None:
-    with hostile_server("silent") as server:
-        stream = _plain(server, 1.0)
-        started = time.monotonic()
-        with pytest.raises(PlainHttpError) as info:
-            stream.open()
-        took = time.monotonic() - started
-        stream.close()
-    assert info.value.kind == "deadline"
-    assert 0.9 < took < 1.5
-
-
-def _observe(server: HostileServer, keepalive: bool, total_s: float) -> tuple[Observation, float]:
+def _observe(server: HostileServer, path: str, deadline: Deadline) -> tuple[Observation, float]:
     async def go() -> Observation:
-        with StreamSession(1, keepalive) as session:
-            deadline = Deadline(total_s=total_s)
+        with _session(path) as session:
             return await stream_request(session, _request(server), MonotonicClock(), deadline)
 
     started = time.monotonic()
@@ -72,11 +44,11 @@ def _observe(server: HostileServer, keepalive: bool, total_s: float) -> tuple[Ob
     return obs, time.monotonic() - started
 
 
-@pytest.mark.parametrize("keepalive", PATHS.values(), ids=PATHS.keys())
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("mode", ["stall", "silent"])
-def test_a_stalled_request_is_a_timeout_at_its_deadline(mode: str, keepalive: bool) -> None:
+def test_a_stalled_request_is_a_timeout_at_its_deadline(mode: str, path: str) -> None:
     with hostile_server(mode) as server:
-        obs, took = _observe(server, keepalive, 1.0)
+        obs, took = _observe(server, path, Deadline(total_s=1.0))
     assert obs.outcome is Outcome.TIMEOUT
     assert obs.error == "no complete response within 1 s"
     assert 0.9 < took < 1.8, f"{took:.2f} s for a 1 s deadline"
@@ -85,12 +57,11 @@ def test_a_stalled_request_is_a_timeout_at_its_deadline(mode: str, keepalive: bo
 
 
 @pytest.mark.parametrize("mode", ["stall", "silent"])
-def test_socket_reader_keeps_the_deadline_without_a_timer(mode: str) -> None:
-    with hostile_server(mode) as server, StreamSession(1, keepalive=False) as session:
-        started = time.monotonic()
-        obs = observe_blocking(session, _request(server), MonotonicClock(), Deadline(total_s=1))
-        took = time.monotonic() - started
-    assert obs.outcome is Outcome.TIMEOUT and 0.9 < took < 1.5
+def test_no_byte_for_read_s_is_a_timeout_long_before_the_deadline(mode: str) -> None:
+    with hostile_server(mode) as server:
+        obs, took = _observe(server, "fresh", Deadline(total_s=30, read_s=0.5))
+    assert obs.outcome is Outcome.TIMEOUT and obs.error == "no byte for 0.5 s"
+    assert 0.45 < took < 1.2
 
 
 def test_a_reused_keepalive_connection_keeps_the_deadline_too() -> None:
@@ -110,13 +81,13 @@ def test_a_reused_keepalive_connection_keeps_the_deadline_too() -> None:
     assert second.outcome is Outcome.TIMEOUT and took < 1.8
 
 
-@pytest.mark.parametrize("keepalive", PATHS.values(), ids=PATHS.keys())
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("mode", ["stall", "silent"])
-def test_cancelling_a_run_wakes_a_blocked_reader_at_once(mode: str, keepalive: bool) -> None:
+def test_cancelling_a_run_wakes_a_blocked_reader_at_once(mode: str, path: str) -> None:
     with hostile_server(mode, good_posts=1) as server:
 
         async def go() -> float:
-            with StreamSession(2, keepalive) as session:
+            with _session(path, 2) as session:
                 clock, deadline = MonotonicClock(), Deadline(total_s=60)
                 await stream_request(session, _request(server), clock, deadline)  # reused
                 task = asyncio.ensure_future(
@@ -127,7 +98,7 @@ def test_cancelling_a_run_wakes_a_blocked_reader_at_once(mode: str, keepalive: b
                 cancelled = time.monotonic()
                 with pytest.raises(asyncio.CancelledError):
                     await task
-            return cancelled  # the session has closed: every reader thread has ended
+            return cancelled  # the session has closed: every request has ended
 
         cancelled = asyncio.run(go())
     assert time.monotonic() - cancelled < 1.0

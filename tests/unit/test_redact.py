@@ -99,7 +99,7 @@ def test_an_error_message_on_the_terminal_is_redacted(
 
 
 def test_no_part_of_a_key_survives_the_error_cut(endpoint: OpenAIEndpoint) -> None:
-    from servelab.client.stream import _http_error
+    from servelab.client.reading import http_error
 
-    _, error = _http_error(401, b"x" * 290 + f"Bearer {KEY}".encode())
+    _, error = http_error(401, b"x" * 290 + f"Bearer {KEY}".encode())
     assert KEY[:6] not in error

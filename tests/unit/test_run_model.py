@@ -198,9 +198,11 @@ def test_request_row_json_keeps_the_layout(tmp_path: Path) -> None:
     ctx = RowContext("r", "a", 0, Phase.TRIAL, 3, "p", 1, 1.0, "b0/a/c1/0")
     row = build_row(obs, ctx)
     data = row.to_json()
-    assert list(data)[:11] == ["schema_version", "run_id", "arm", "block", "phase", "seq",
+    assert list(data)[:17] == ["schema_version", "run_id", "arm", "block", "phase", "seq",
                                "prompt_id", "concurrency", "t_send_unix_s", "request_id",
-                               "outcome"]  # fmt: skip
+                               "rate_rps", "t_sched_unix_s", "lag_s", "session_id", "turn",
+                               "slo_met", "outcome"]  # fmt: skip
+    assert data["schema_version"] == 2 and data["rate_rps"] is None and data["slo_met"] is None
     assert list(data)[-3:] == ["tool_calls", "invalid_utf8_bytes", "saw_done"]
     assert data["tool_calls"] == [{"index": 0, "name": "f", "arguments": "{}", "id": "id1"}]
     assert data["usage"] == {"prompt_tokens": 5, "completion_tokens": 3}

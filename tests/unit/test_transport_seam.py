@@ -39,7 +39,7 @@ def events(clock: FakeClock, gap_s: float, cut: int | None = None) -> Iterator[b
 
 def observe(handler: Handler, clock: FakeClock, keepalive: bool = False) -> Observation:
     with StreamSession(1, keepalive, function_transport(handler)) as session:
-        assert not session.plain_for(REQUEST.url)  # the injected transport sees every request
+        assert session.threaded_for(REQUEST.url)  # the injected transport sees every request
         return observe_blocking(session, REQUEST, clock)
 
 

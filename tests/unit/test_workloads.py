@@ -23,7 +23,7 @@ from servelab.workloads import (
     parse_workload,
 )
 
-BUILTINS = ["chat-tools", "long-prefill", "structured"]
+BUILTINS = ["agent-loop", "chat-tools", "long-prefill", "structured"]
 
 MINIMAL_YAML = """\
 # a comment that must not matter
@@ -117,20 +117,25 @@ def dump(data: dict[str, Any]) -> str:
 # --- built-ins --------------------------------------------------------------------------------
 
 
-def test_list_builtin_names_the_three_builtins() -> None:
+def test_list_builtin_names_the_builtins() -> None:
     assert list_builtin() == BUILTINS
 
 
 @pytest.mark.parametrize("name", BUILTINS)
 def test_builtin_loads_with_its_own_name_and_version(name: str) -> None:
     workload = load_workload(name)
-    assert (workload.name, workload.version, workload.schema_version) == (name, "1.0", 1)
+    schema = 2 if name == "agent-loop" else 1  # sessions need schema_version 2
+    assert (workload.name, workload.version, workload.schema_version) == (name, "1.0", schema)
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", workload.content_hash)
 
 
 # A built-in's content may only change together with its version. When you change one on
 # purpose, bump its version and update this table and the one in docs/workloads.md.
 BUILTIN_HASHES = {
+    "agent-loop": (
+        "1.0",
+        "sha256:ed07c9ce35cf49d2668d7e8a946d6e964cc63dd7e48d68c0a3285080185de401",
+    ),
     "chat-tools": (
         "1.0",
         "sha256:2b1029fde7038289eceec545620b7397d1dcc617f16452efdf2ca3d7662b19fd",
@@ -435,8 +440,8 @@ def test_unknown_builtin_name_lists_builtins_and_mentions_paths() -> None:
     with pytest.raises(WorkloadError) as info:
         load_workload("chat-toolz")
     assert str(info.value) == (
-        "unknown workload 'chat-toolz'; built-ins: chat-tools, long-prefill, structured; "
-        "a path to a .yaml, .yml, .json or .jsonl file also works"
+        "unknown workload 'chat-toolz'; built-ins: agent-loop, chat-tools, long-prefill, "
+        "structured; a path to a .yaml, .yml, .json or .jsonl file also works"
     )
 
 
@@ -525,8 +530,8 @@ def test_several_errors_report_the_first_and_count_the_rest(tmp_path: Path) -> N
             "tools.1.function.name: duplicate tool name 'set_timer' (first defined at tools.0)",
         ),
         (
-            lambda d: d.update(schema_version=2),
-            "schema_version: schema_version 2 is not supported (this servelab reads 1); "
+            lambda d: d.update(schema_version=3),
+            "schema_version: schema_version 3 is not supported (this servelab reads 1, 2); "
             "upgrade servelab or convert the file",
         ),
         (
@@ -535,7 +540,7 @@ def test_several_errors_report_the_first_and_count_the_rest(tmp_path: Path) -> N
         ),
         (
             lambda d: d.update(prompts=[]),
-            "prompts: List should have at least 1 item after validation, not 0 (got [])",
+            "prompts: the workload has no prompts; add at least one",
         ),
         (
             lambda d: d["prompts"][0].update(lang="english!"),

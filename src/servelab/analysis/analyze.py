@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from servelab.analysis.arm_summary import experiment_arm
+from servelab.analysis.capacity import capacity_section
 from servelab.analysis.comparisons import comparisons, proportions
 from servelab.analysis.looks import stopping
 from servelab.analysis.row_selection import Row, by_arm, cells, in_order, n_rounds
@@ -57,10 +58,13 @@ def _sweep_row(p: SweepPoint, reference: int | None) -> SweepRow:
 def sweep_table(cfg: Settings, rows: Sequence[Row]) -> dict[str, tuple[SweepRow, ...]]:
     out: dict[str, tuple[SweepRow, ...]] = {}
     for arm, levels in cells(rows).items():
-        data = {
-            c: [[q for q in map(_request, block) if q] for block in blocks.values()]
+        data = {  # the concurrency sweep: closed-loop levels (open loops go by rate: capacity)
+            c.concurrency: [[q for q in map(_request, block) if q] for block in blocks.values()]
             for c, blocks in levels.items()
+            if c.rate_rps is None
         }
+        if not data:
+            continue
         result = sweep(data)
         out[arm] = tuple(_sweep_row(p, result.reference_concurrency) for p in result.points)
     return {arm: out[arm] for arm in (*cfg.arms, *out) if arm in out}
@@ -88,6 +92,11 @@ def analyze(
     rounds = n_rounds(rows)
     level = cfg.plan().confidence_at(rounds)
     comps = comparisons(cfg, rows, confidence=level, n_resamples=n_resamples)
+    cap = capacity_section(
+        rows, cfg.slos, arms=cfg.arms, pairs=[(cfg.reference_of(c), c) for c in cfg.candidates()],
+        confidence=cfg.confidence, min_effect=cfg.min_effect, seed=cfg.seed,
+        n_resamples=n_resamples,
+    )  # fmt: skip
     return Summary(
         schema_version=SCHEMA_VERSION,
         kind=cfg.kind,
@@ -102,7 +111,7 @@ def analyze(
             arm: experiment_arm(grouped.get(arm, ()), cfg.decision_metrics, cfg.confidence)
             for arm in cfg.arms
         },
-        comparisons=tuple(comps),
+        comparisons=(*comps, *(cap.comparisons if cap else ())),
         proportions=tuple(proportions(cfg, grouped, cfg.confidence)),
         sweep=sweep_table(cfg, rows),
         stopping=stopping(cfg, facts, comps, rounds, level),
@@ -111,6 +120,7 @@ def analyze(
         warnings=tuple(warnings(cfg, facts, rows)),
         references=dict(cfg.references) or None,
         prompts=cfg.prompts if cfg.prompts != "fixed" else None,
+        capacity=cap.section if cap else None,
     )
 
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+from servelab.analysis.arrivals import open_loop_figures
+from servelab.analysis.capacity import goodput_of
 from servelab.analysis.comparisons import rate_ci, rate_counts
-from servelab.analysis.row_selection import Row, block_of, level_of, ok_trials, trials
+from servelab.analysis.row_selection import Row, block_of, load_level, ok_trials, trials
 from servelab.engines.base import CounterNames
 from servelab.metrics import SUMMARY_METRICS
+from servelab.spec.slo import parse_slos
 from servelab.stats.summary import summarize
 from servelab.store import SCHEMA_VERSION
 from servelab.store.summary import ArmSummary, BenchSummary, EngineCounterFigures, MetricSummary
@@ -55,11 +58,11 @@ def experiment_arm(rows: Sequence[Row], metrics: Sequence[str], confidence: floa
     for metric in metrics:
         all_metrics.setdefault(metric, _summary_of(ok, metric))
     rates = {name: rate_ci(k, n, confidence) for name, (k, n) in rate_counts(rows).items()}
-    levels = sorted({level_of(r) for r in ok})
+    levels = sorted({load_level(r) for r in ok})
     by_level = None
     if len(levels) > 1:
         by_level = {
-            str(c): {m: _summary_of([r for r in ok if level_of(r) == c], m) for m in metrics}
+            c.key: {m: _summary_of([r for r in ok if load_level(r) == c], m) for m in metrics}
             for c in levels
         }
     return ArmSummary(
@@ -67,7 +70,7 @@ def experiment_arm(rows: Sequence[Row], metrics: Sequence[str], confidence: floa
         finish_reasons=base.finish_reasons, n_out_fallback=base.n_out_fallback,
         itl_unverified=base.itl_unverified, invalid_utf8_requests=base.invalid_utf8_requests,
         metrics=all_metrics,
-        n_blocks=len({(block_of(r), r.get("concurrency")) for r in trials(rows)}),
+        n_blocks=len({(block_of(r), load_level(r)) for r in trials(rows)}),
         error_rate=rates["error_rate"], truncated_rate=rates["truncated_rate"],
         by_concurrency=by_level,
     )  # fmt: skip
@@ -95,9 +98,14 @@ def engine_counter_figures(
 
 
 def bench_summary(
-    rows: Sequence[Row], deltas: Mapping[str, float] | None, names: CounterNames
+    rows: Sequence[Row],
+    deltas: Mapping[str, float] | None,
+    names: CounterNames,
+    slos: Sequence[str] = (),
 ) -> BenchSummary:
-    """The bench ``summary.json``: one ``ArmSummary`` per arm and the counter figures."""
+    """The bench ``summary.json``: one ``ArmSummary`` per arm, the counter figures, an open
+    loop's rates and lag, and with ``slos`` the goodput (``analysis.capacity.goodput_of``)."""
+    parsed = parse_slos(slos)
     by_arm: dict[str, list[Row]] = {}
     for row in rows:
         by_arm.setdefault(str(row.get("arm", "bench")), []).append(row)
@@ -105,4 +113,6 @@ def bench_summary(
         schema_version=SCHEMA_VERSION,
         arms={arm: summarize_arm(arm_rows) for arm, arm_rows in by_arm.items()},
         engine_counters=engine_counter_figures(deltas, names) or {},
+        open_loop=open_loop_figures(rows),
+        goodput=goodput_of(rows, parsed) if parsed else None,
     )

@@ -1,9 +1,10 @@
 """Between-arm comparisons: ratio intervals of the decision statistics, and rate differences.
 
-Owns ``comparisons`` (one ``Comparison`` per candidate arm, concurrency level shared with its
-reference arm, decision metric and statistic: paired by (round, prompt) when the arms were
-interleaved or each ran one pass through the prompts, else each arm's blocks on their own;
-each from its own generator keyed by content), the pairs and cells the statistics take
+Owns ``comparisons`` (one ``Comparison`` per candidate arm, load level shared with its
+reference arm (a concurrency, or an open-loop rate: ``rate_rps``), decision metric and
+statistic: paired by (round, prompt) when the arms were interleaved or each ran one pass
+through the prompts, else each arm's blocks on their own; each from its own generator keyed
+by content), the pairs and cells the statistics take
 (``pairs_of``, ``cells_of``), the sentence that words each verdict, and ``proportions`` (error
 and truncation rates of each candidate against its reference, exact test). The statistics
 live in ``servelab.stats`` (docs/statistics.md). Pure.
@@ -19,6 +20,7 @@ import numpy as np
 from servelab.analysis.row_selection import Row, block_of, cells, ok_trials, positive, trials
 from servelab.analysis.settings import Settings
 from servelab.metrics import METRIC_BY_NAME, Statistic, pooled_weight
+from servelab.spec.load import LoadLevel
 from servelab.stats.paired import (
     Cell,
     Pair,
@@ -152,15 +154,16 @@ def lower_is_better(metric: str) -> bool:
 
 
 def _comparison(
-    cfg: Settings, metric: str, statistic: str, ref: str, cand: str, level: int,
+    cfg: Settings, metric: str, statistic: str, ref: str, cand: str, level: LoadLevel,
     r: PairedComparison | None, confidence: float,
 ) -> Comparison:  # fmt: skip
     lower = lower_is_better(metric)
     if r is None:
         return Comparison(
-            metric=metric, baseline=ref, candidate=cand, concurrency=level,
-            statistic=statistic, lower_is_better=lower, ratio=None, ci_low=None, ci_high=None,
-            ratio_mean=None, ci_low_mean=None, ci_high_mean=None, verdict="inconclusive",
+            metric=metric, baseline=ref, candidate=cand, concurrency=level.concurrency,
+            rate_rps=level.rate_rps, statistic=statistic, lower_is_better=lower, ratio=None,
+            ci_low=None, ci_high=None, ratio_mean=None, ci_low_mean=None, ci_high_mean=None,
+            verdict="inconclusive",
             min_effect=cfg.min_effect, n_blocks=0, blocks_needed=None, paired=cfg.interleaved,
             confidence_level=confidence, ci_width=None, n_blocks_baseline=0,
             n_blocks_candidate=0,
@@ -171,7 +174,8 @@ def _comparison(
     width = hi - lo if lo is not None and hi is not None else None
     words = heterogeneity_words(r)
     return Comparison(
-        metric=metric, baseline=ref, candidate=cand, concurrency=level, statistic=statistic,
+        metric=metric, baseline=ref, candidate=cand, concurrency=level.concurrency,
+        rate_rps=level.rate_rps, statistic=statistic,
         lower_is_better=lower, ratio=r.ratio, ci_low=lo, ci_high=hi, ratio_mean=r.ratio_mean,
         ci_low_mean=r.ci_low_mean, ci_high_mean=r.ci_high_mean, verdict=d.verdict,
         min_effect=cfg.min_effect, n_blocks=r.n_rounds, blocks_needed=d.blocks_needed,

@@ -3,7 +3,8 @@
 A row is one line of ``requests.jsonl`` (docs/run-directory.md) read as a read-only mapping
 (``servelab.store.read_run`` holds them as columns). Statistics, warnings, theory, gates and
 plots all use *trial* rows only (warm-ups never count) and, for latency and throughput, only the
-ones whose ``outcome`` is ``ok``; these helpers are that rule, written once. Pure.
+ones whose ``outcome`` is ``ok``; these helpers are that rule, written once. Rows group by
+load level (``load_level``: a concurrency, or an open-loop rate). Pure.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from servelab.spec.load import LoadLevel
 
 Row = Mapping[str, Any]
 
@@ -27,6 +30,14 @@ def block_of(row: Row) -> int:
 def level_of(row: Row) -> int:
     """The row's concurrency level (1 when the row does not say)."""
     return int(row.get("concurrency") or 1)
+
+
+def load_level(row: Row) -> LoadLevel:
+    """The row's load level: its open-loop rate (``rate_rps``) or its concurrency."""
+    rate = row.get("rate_rps")
+    if isinstance(rate, int | float) and not isinstance(rate, bool):
+        return LoadLevel(int(row.get("concurrency") or 0), float(rate))
+    return LoadLevel(level_of(row))
 
 
 def trials(rows: Iterable[Row], arm: str | None = None) -> list[Row]:
@@ -46,12 +57,12 @@ def by_arm(rows: Iterable[Row]) -> dict[str, list[Row]]:
     return out
 
 
-def cells(rows: Iterable[Row]) -> dict[str, dict[int, dict[int, list[Row]]]]:
-    """ok trial rows as ``{arm: {concurrency: {block: rows}}}``."""
-    out: dict[str, dict[int, dict[int, list[Row]]]] = {}
+def cells(rows: Iterable[Row]) -> dict[str, dict[LoadLevel, dict[int, list[Row]]]]:
+    """ok trial rows as ``{arm: {load level: {block: rows}}}``."""
+    out: dict[str, dict[LoadLevel, dict[int, list[Row]]]] = {}
     for row in ok_trials(rows):
         arm = out.setdefault(str(row.get("arm")), {})
-        arm.setdefault(level_of(row), {}).setdefault(block_of(row), []).append(row)
+        arm.setdefault(load_level(row), {}).setdefault(block_of(row), []).append(row)
     return out
 
 

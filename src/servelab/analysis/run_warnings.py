@@ -4,7 +4,9 @@
 preflight findings, a managed engine that listened beyond loopback, a build, binary or model
 that changed between engine starts) and from the rows (a noisy machine, failed or truncated
 requests, arms whose outputs differ in length, prompt-cache hits, cold-start outliers). Kinds
-and their order are ``WARNING_KINDS``; docs/summary-json.md lists them. Pure: no files, no clock.
+and their order are ``WARNING_KINDS``; docs/summary-json.md lists them. ``client_load_warnings``
+reads what driving each block cost the client (``ClientLoad``) against docs/selftest.md's
+bounds. Pure: no files, no clock.
 """
 
 from __future__ import annotations
@@ -22,17 +24,25 @@ from servelab.analysis.row_selection import (
     cells,
     in_order,
     level_of,
+    load_level,
     ok_trials,
     trials,
 )
 from servelab.analysis.settings import RunFacts, Settings
+from servelab.records import ClientLoad
 from servelab.spec.engine import bind_warning
+from servelab.spec.load import LoadLevel
 from servelab.stats.summary import summarize
+from servelab.store.metrics_files import BlockClientLoad
 from servelab.store.summary import Warning
 
 LENGTH_MISMATCH = 0.10  # relative difference of median n_out between arms
 COLD_START_FACTOR = 3.0  # a trial request this many times its arm's median e2e
 NOISY_CV = 0.10  # coefficient of variation of the baseline's block medians
+CLIENT_CPU_SHARE = 0.8  # of one core, per client process, over a block
+CLIENT_LAG_P99_S = 0.010  # event-loop lag p99 over a block (bench on 2 busy cores: ~4 ms)
+CEILING_SHARE = 0.7  # a block's token rate against the saved `servelab selftest` ceiling
+CLIENT_MIN_WALL_S = 1.0  # shorter blocks are not judged: a few ms of CPU is no share of a core
 
 # The fixed set of warning kinds, in the order they are listed, with the advice each gives.
 ADVICE = {
@@ -54,6 +64,9 @@ ADVICE = {
     "EOS ignored) so every arm generates the same number of tokens",
     "prompt_cache_hits": "run without --prefix-cache (servelab then sends cache_prompt: false)",
     "cold_start_outliers": "raise `warmup` (warm-up requests after every engine start)",
+    "client_near_ceiling": "run `servelab selftest` to see this machine's client ceiling; lower "
+    "--concurrency / --rate (the spec's `load`), or drive the engine from a machine with more "
+    "free cores",
 }
 WARNING_KINDS = tuple(ADVICE)
 
@@ -101,9 +114,13 @@ def _bind_warnings(facts: RunFacts) -> list[Warning]:
     return out
 
 
+def _level_words(level: LoadLevel) -> str:
+    return f"concurrency {level.concurrency}" if level.rate_rps is None else level.label
+
+
 def _noisy_warnings(cfg: Settings, rows: Sequence[Row]) -> list[Warning]:
     metric = "decode_tps" if "decode_tps" in cfg.decision_metrics else cfg.decision_metrics[0]
-    worst: tuple[float, int] | None = None
+    worst: tuple[float, LoadLevel] | None = None
     for level, cell in cells(rows).get(cfg.baseline, {}).items():
         medians = [float(np.median(v)) for v in blocks_of(cell, metric).values()]
         if len(medians) >= 3 and np.mean(medians) > 0:
@@ -113,7 +130,7 @@ def _noisy_warnings(cfg: Settings, rows: Sequence[Row]) -> list[Warning]:
         return []
     detail = (
         f"the baseline's {metric} varies {worst[0] * 100:.0f} % (coefficient of variation of "
-        f"block medians) at concurrency {worst[1]}, above {NOISY_CV * 100:g} %"
+        f"block medians) at {_level_words(worst[1])}, above {NOISY_CV * 100:g} %"
     )
     return [_warning("noisy_machine", detail, cfg.baseline)]
 
@@ -254,3 +271,74 @@ def warnings(cfg: Settings, facts: RunFacts, rows: Sequence[Row]) -> list[Warnin
         *_length_warnings(cfg, grouped),
         *_cold_warnings(cfg, facts, grouped),
     ]
+
+
+# ------------------------------------------------------------------------------ the client's load
+
+
+def _level_tag(row: Row) -> str:
+    """A row's level as the client-load files name it: ``c4`` or ``r2``."""
+    level = load_level(row)
+    return f"c{level.concurrency}" if level.rate_rps is None else f"r{level.rate_rps:g}"
+
+
+def _block_rate(rows: Sequence[Row], block: BlockClientLoad) -> float:
+    """Tokens per second the client took in over one block (its successful trial requests)."""
+    mine = [
+        r for r in ok_trials(rows)
+        if r.get("arm") == block.arm and block_of(r) == block.block
+        and (not block.level or _level_tag(r) == block.level)
+    ]  # fmt: skip
+    tokens = sum(int(r.get("n_out") or 0) for r in mine)
+    return tokens / block.load.wall_s if block.load.wall_s > 0 else 0.0
+
+
+def _near(load: ClientLoad, rate: float, ceiling: float | None) -> tuple[float, float, float]:
+    """(CPU share of a core per process, loop lag p99 in s, share of the ceiling)."""
+    cpu = load.cpu_s / load.wall_s / max(load.processes, 1) if load.wall_s > 0 else 0.0
+    return cpu, load.loop_lag_p99_s or 0.0, rate / ceiling if ceiling else 0.0
+
+
+def _over(figures: tuple[float, float, float]) -> bool:
+    cpu, lag, share = figures
+    return cpu >= CLIENT_CPU_SHARE or lag > CLIENT_LAG_P99_S or share >= CEILING_SHARE
+
+
+def client_load_warnings(
+    loads: Sequence[BlockClientLoad],
+    rows: Sequence[Row],
+    ceiling_tokens_per_s: float | None = None,
+) -> list[Warning]:
+    """``client_near_ceiling`` for each arm with a block whose client ran near its limits:
+    ``CLIENT_CPU_SHARE`` of a core, an event-loop lag p99 over ``CLIENT_LAG_P99_S``, or a
+    token rate of ``CEILING_SHARE`` of the saved selftest ceiling (docs/selftest.md). Blocks
+    shorter than ``CLIENT_MIN_WALL_S`` are counted but not judged."""
+    near: dict[str, list[tuple[float, float, float]]] = {}
+    blocks: Counter[str] = Counter()
+    for block in loads:
+        blocks[block.arm] += 1
+        if block.load.wall_s < CLIENT_MIN_WALL_S:
+            continue
+        figures = _near(block.load, _block_rate(rows, block), ceiling_tokens_per_s)
+        if _over(figures):
+            near.setdefault(block.arm, []).append(figures)
+    return [
+        _client_warning(arm, found, blocks[arm], ceiling_tokens_per_s)
+        for arm, found in near.items()
+    ]
+
+
+def _client_warning(
+    arm: str, found: Sequence[tuple[float, float, float]], n_blocks: int, ceiling: float | None
+) -> Warning:
+    cpu, lag, share = (max(f[i] for f in found) for i in range(3))
+    what = [f"CPU up to {cpu:.2f} of a core", f"event-loop lag p99 up to {lag * 1000:.1f} ms"]
+    if ceiling:
+        what.append(
+            f"up to {share * 100:.0f} % of this machine's selftest ceiling ({ceiling:,.0f} tok/s)"
+        )
+    detail = (
+        f"in {len(found)} of {n_blocks} blocks the client ran near its own limits "
+        f"({', '.join(what)}): its timestamps can be late and it can slow the engine it measures"
+    )
+    return _warning("client_near_ceiling", detail, arm)

@@ -55,6 +55,7 @@ class Settings:
     prompts: PromptMode = "fixed"
     references: Mapping[str, str] = field(default_factory=dict)  # candidate -> its reference
     spending: Spending = "obrien_fleming"
+    slos: tuple[str, ...] = ()  # per-request SLO texts (spec ``slo``, bench ``--slo``)
 
     @property
     def baseline(self) -> str:
@@ -161,7 +162,16 @@ def settings(manifest: ManifestLike, rows: Sequence[Row] = ()) -> Settings:
         prompts=m.prompts,
         references=dict(m.references),
         spending=stop.spending,
+        slos=_slos(m.spec, m.config),
     )
+
+
+def _slos(
+    spec: Mapping[str, object] | None, config: Mapping[str, object] | None
+) -> tuple[str, ...]:
+    """The SLO texts a run was given: an experiment's ``spec.slo``, a bench's ``config.slos``."""
+    given = (spec or {}).get("slo") or (config or {}).get("slos") or ()
+    return tuple(str(t) for t in given) if isinstance(given, list | tuple) else ()
 
 
 def _str(value: object) -> str | None:

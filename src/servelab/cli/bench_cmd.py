@@ -20,9 +20,14 @@ from servelab.runner.progress import NullReporter, Reporter, RichReporter
 from servelab.spec.bench import BenchConfig
 from servelab.spec.engine import OWNED_OPTIONS, EngineConfig, bind_warning
 from servelab.spec.limits import DEFAULT_MAX_FAILURE_RATE
+from servelab.stats.capacity import GoodputLevel
+from servelab.store.summary import OpenLoopFigures
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-FLAGS = {"kind": "--engine", "request_timeout_s": "--timeout", "engine": "--engine"}
+FLAGS = {
+    "kind": "--engine", "request_timeout_s": "--timeout", "engine": "--engine",
+    "max_concurrency": "--max-concurrency", "slos": "--slo", "time_scale": "--time-scale",
+}  # fmt: skip
 BIND_HELP = "llamacpp: address to listen on; not loopback: reachable from other machines"
 
 
@@ -50,6 +55,25 @@ def bench(
     workload: str = typer.Option("chat-tools", "--workload", "-w", help="built-in name or file"),
     requests: int = typer.Option(20, "--requests", "-n", help="measured requests"),
     concurrency: int = typer.Option(1, "--concurrency", "-c", help="requests in flight"),
+    rate: float | None = typer.Option(
+        None, "--rate", help="open loop: requests per second, sent on schedule (seeded by --seed)"
+    ),
+    arrival: str = typer.Option("poisson", "--arrival", help="open loop: poisson|constant|gamma"),
+    burstiness: float = typer.Option(
+        1.0, "--burstiness", help="gamma arrivals: shape (<1 burstier, 1 = poisson, >1 regular)"
+    ),
+    max_concurrency: int | None = typer.Option(
+        None, "--max-concurrency", help="open loop: cap on requests in flight (default: none)"
+    ),
+    trace: str | None = typer.Option(
+        None, "--trace", help="replay a JSONL trace (arrival, prompt, output length) instead"
+    ),
+    time_scale: float = typer.Option(
+        1.0, "--time-scale", help="trace: speed-up (2 = twice as fast, 0.5 = half)"
+    ),
+    slo: list[str] | None = typer.Option(
+        None, "--slo", help='per-request SLO, repeatable, e.g. "ttft_s.p90<=0.3"'
+    ),
     warmup: int = typer.Option(2, "--warmup", help="warm-up requests, not measured"),
     max_tokens: int = typer.Option(128, "--max-tokens", help="output limit per request"),
     temperature: float = typer.Option(0.0, "--temperature"),
@@ -80,7 +104,9 @@ def bench(
         unique_prefix=unique_prefix, chunk_timings=chunk_timings, workload=workload,
         requests=requests, concurrency=concurrency, warmup=warmup, max_tokens=max_tokens,
         temperature=temperature, seed=seed, ignore_eos=ignore_eos, name=name,
-        request_timeout_s=timeout, max_failure_rate=max_failure_rate,
+        request_timeout_s=timeout, max_failure_rate=max_failure_rate, rate=rate, arrival=arrival,
+        burstiness=burstiness, max_concurrency=max_concurrency, slos=tuple(slo or ()),
+        trace=trace, time_scale=time_scale,
     )  # fmt: skip
     warn_bind([config.engine])
     reporter: Reporter = NullReporter() if quiet else RichReporter()
@@ -93,9 +119,40 @@ def bench(
             console.print(f"[red]failed[/] {line}")
         for line in warning_lines(arm_summary):
             console.print(f"[yellow]note[/] {line}")
+    for line, behind in open_loop_lines(result.summary.open_loop):
+        console.print(f"[yellow]note[/] {line}" if behind else line, markup=behind)
+    if result.summary.goodput is not None:
+        console.print(goodput_line(result.summary.goodput), markup=False)
     console.print(f"results: {result.run_dir.root}", markup=False)
     check_request_failures(arms, config.max_failure_rate, result.run_dir.root,
                            label="{}")  # fmt: skip
+
+
+def open_loop_lines(f: OpenLoopFigures | None) -> list[tuple[str, bool]]:
+    """The open loop's rates and lag, then what fell behind (flagged True)."""
+    if f is None:
+        return []
+    achieved = f"{f.achieved_rps:.3g}" if f.achieved_rps is not None else "-"
+    lag = " ".join(
+        f"{name} {v * 1e3:.1f} ms" for name, v in (("p50", f.lag_p50_s), ("p99", f.lag_p99_s))
+        if v is not None
+    )  # fmt: skip
+    lines = [(f"open loop: requested {f.requested_rps:g} req/s, achieved {achieved} req/s "
+              f"over {f.n_sent} sends; lag behind schedule {lag}", False)]  # fmt: skip
+    if f.detail:
+        lines.append((f"{f.behind}: {f.detail}", True))
+    return lines
+
+
+def goodput_line(g: GoodputLevel) -> str:
+    """``goodput 1.8 req/s: 36 of 40 requests met every SLO; ttft_s.p90<=0.3 holds (0.21)``."""
+    rate = f"{g.goodput_rps:.3g} req/s" if g.goodput_rps is not None else "-"
+    holds = "; ".join(
+        f"{text} {'holds' if g.holds.get(text) else 'missed'}"
+        + (f" ({value:.3g})" if value is not None else "")
+        for text, value in g.statistic.items()
+    )
+    return f"goodput {rate}: {g.n_good} of {g.n_requests} requests met every SLO; {holds}"
 
 
 def warn_bind(engines: Iterable[EngineConfig]) -> None:

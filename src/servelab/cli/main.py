@@ -24,6 +24,7 @@ from servelab.cli.predict_cmd import predict
 from servelab.cli.promote_cmd import promote, roles, verify
 from servelab.cli.quality_cmd import quality_app
 from servelab.cli.run_cmd import compare, report, resume, run
+from servelab.cli.selftest_cmd import selftest
 from servelab.cli.signals import sigterm_as_interrupt
 from servelab.cli.workloads_cmd import workloads_app
 from servelab.errors import Interrupted, ServelabError
@@ -50,6 +51,7 @@ app.command(help="Promote an arm that passed its gates to a role, with runnable 
 app.command(help="List the roles of the registry and what holds each.")(roles)
 app.command(help="Re-run a role's promoted configuration and check it for a regression.")(verify)
 app.command(help="Predict KV memory, ceilings and spec-decode speedup before measuring.")(predict)
+app.command(help="Measure servelab's own timing error and ceiling against a mock server.")(selftest)
 app.add_typer(
     quality_app, name="quality", help="Quality measurements: perplexity and KL divergence."
 )

@@ -10,19 +10,31 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from servelab.analysis.capacity import CAPACITY_METRIC
 from servelab.analysis.request_failures import check_request_failures
 from servelab.cli.bench_cmd import warn_bind
 from servelab.errors import GatesFailed
 from servelab.report.build import Report, build_report
+from servelab.report.capacity_view import arm_capacity_words
 from servelab.runner.compare import compare_runs
 from servelab.runner.experiment import ExperimentResult, resume_experiment, run_experiment
 from servelab.runner.experiment_inputs import ExperimentInputs
 from servelab.runner.preflight import DEFAULT_MAX_FOREIGN_CPU
 from servelab.runner.progress import ExperimentReporter, NullReporter, Reporter
+from servelab.store.summary import Comparison
 
 
 def _reporter(quiet: bool, total: int) -> Reporter:
     return NullReporter() if quiet else ExperimentReporter(total)
+
+
+def _level(c: Comparison) -> str:
+    """Where a comparison was made: `` (c=4)``, `` (2 req/s)``, `` (rate sweep)`` for capacity."""
+    if c.metric == CAPACITY_METRIC:
+        return " (rate sweep)"
+    if c.rate_rps is not None:
+        return f" ({c.rate_rps:g} req/s)"
+    return f" (c={c.concurrency})" if c.concurrency != 1 else ""
 
 
 def print_verdicts(report: Report, console: Console | None = None) -> None:
@@ -34,7 +46,7 @@ def print_verdicts(report: Report, console: Console | None = None) -> None:
                       markup=True, highlight=False)  # fmt: skip
     by_candidate: dict[str, list[str]] = {}
     for c in summary.comparisons:  # each against its reference (the baseline unless a source
-        level = f" (c={c.concurrency})" if c.concurrency != 1 else ""  # named another)
+        level = _level(c)  # named another)
         key = f"{c.candidate} vs {c.baseline}{level}"
         by_candidate.setdefault(key, []).append(str(c.summary or c.verdict))
     for heading, parts in by_candidate.items():
@@ -44,6 +56,12 @@ def print_verdicts(report: Report, console: Console | None = None) -> None:
         console.print(f"{heading}:", markup=False, highlight=False)
         for part in parts:
             console.print(f"  {part}", markup=False, highlight=False)
+    if summary.capacity is not None:
+        cap = summary.capacity
+        for arm, a in cap.arms.items():
+            words = arm_capacity_words(arm, a, cap.confidence)
+            if words:
+                console.print(words, markup=False, highlight=False)
     for arm, rules in (summary.gates or {}).items():
         bad = [r for r, res in rules.items() if not res.passed]
         status = "pass" if not bad else "FAIL " + "; ".join(bad)
@@ -72,7 +90,8 @@ def run(
     inputs = ExperimentInputs.load(spec)  # read and resolved once, here
     parsed = inputs.spec
     warn_bind(arm.engine for arm in inputs.arms.values())
-    total = len(inputs.arms) * len(parsed.concurrency_levels) * parsed.max_blocks
+    levels = len(parsed.rate_levels or parsed.concurrency_levels)
+    total = len(inputs.arms) * levels * parsed.max_blocks
     result = run_experiment(
         spec, out, allow_confound=tuple(allow_confound), force=force,
         max_foreign_cpu=max_foreign_cpu,

@@ -2,9 +2,11 @@
 
 Owns sending requests and observing their streams: the pure SSE parser (``sse``) and
 assembler (``assemble``) fed line by line, request bodies (``payload``), the readers that only
-timestamp and forward (``stream``, ``plainhttp``, ``session``), the closed-loop scheduler
-(``load``), the monotonic clock (``clock``), admin GETs (``admin``) and the transport seam
-(``transport``: what an engine or a test may put in place of the network).
+timestamp and forward (``stream``, ``reading``, ``wire``: asyncio connections and h11;
+``threaded``: httpx for injected transports and proxies; ``session``), the schedulers
+(``load``), the monotonic clock (``clock``), the client's own load (``meter``), admin calls
+(``admin``) and the transport seam (``transport``: what an engine or a test may put in place of
+the network).
 
 Must not: start processes, read or write run directories, or analyse results.
 """
@@ -14,10 +16,13 @@ __all__ = [
     "assemble",
     "clock",
     "load",
+    "meter",
     "payload",
-    "plainhttp",
+    "reading",
     "session",
     "sse",
     "stream",
+    "threaded",
     "transport",
+    "wire",
 ]

@@ -1,4 +1,5 @@
-"""Small synchronous HTTP calls for engine management: health, props, metrics text.
+"""Small synchronous HTTP calls for engine management: health, props, metrics text,
+tokenizer calls.
 
 Owns the non-streaming requests engines need while starting and describing themselves. It is in
 ``client/`` because only this package speaks HTTP; it translates httpx errors into ``None`` or
@@ -7,6 +8,7 @@ Owns the non-streaming requests engines need while starting and describing thems
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -35,6 +37,25 @@ def get_json(url: str, timeout_s: float = 5.0, headers: dict[str, str] | None = 
         return response.json()
     except ValueError as exc:
         raise AdminHttpError(f"GET {url} returned invalid JSON", response.status_code) from exc
+
+
+def post_json(
+    url: str,
+    body: Mapping[str, object],
+    timeout_s: float = 10.0,
+    headers: dict[str, str] | None = None,
+) -> Any:
+    """POST ``body`` as JSON and return the parsed JSON answer (a tokenizer call, say)."""
+    try:
+        response = httpx.post(url, json=body, timeout=timeout_s, headers=headers or {})
+    except httpx.HTTPError as exc:
+        raise AdminHttpError(f"{type(exc).__name__}: {exc}") from exc
+    if response.status_code != 200:
+        raise AdminHttpError(f"POST {url} -> HTTP {response.status_code}", response.status_code)
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise AdminHttpError(f"POST {url} returned invalid JSON", response.status_code) from exc
 
 
 def get_text(url: str, timeout_s: float = 5.0, headers: dict[str, str] | None = None) -> str:

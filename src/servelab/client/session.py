@@ -1,36 +1,56 @@
-"""The session a run's requests go through: one HTTP client and one reader thread per slot.
+"""The session a run's requests go through: one event loop's connections, and their pool.
 
-Owns connection and thread policy. Each request in flight is read by a blocking reader in its
-own thread, while asyncio schedules them. Why not httpx's async client: on a 2-core machine
-shared with the engine, its per-chunk CPU cost (async generators through httpcore and h11, about
-0.35 ms a chunk here) cut the engine's own decode rate by 3-5 %. Plain-HTTP requests on fresh
-connections (local engines) go through ``plainhttp`` (a socket and h11); others (TLS,
-keep-alive) through a blocking httpx client (benchmarks/client_overhead.py has the figures).
-Local engines get a fresh loopback connection per request (microseconds), so no request ever
-meets a kept-alive connection the server is closing. Whether to keep connections alive is the
-engine's to say (its class's ``keep_alive``). A session given a ``transport`` (the replay
-engine's, or a test's ``httpx.MockTransport``) sends every request through it and the same
-reader code, so tests exercise the real client without a socket.
+Owns connection policy. Every request in flight is one ``asyncio.Protocol`` on the running
+event loop (``wire``): its ``data_received`` timestamps each network read and h11 cuts it into
+body pieces; SSE decoding waits until the stream has ended and then runs in the session's
+``DecodeQueue``, about 0.2 ms per turn of the loop. No thread per request. Why, as measured on
+an H200 with llama-server (docs/client-accuracy.md has the commands and every figure): the
+previous design read each request in its own blocking thread (a socket and h11 for fresh plain
+connections, a blocking httpx client for keep-alive) and measured decode rates 1.3-1.6 % below
+the engine's own, single stream at 1,300 tok/s or 64 streams (likely: a reader thread must
+get the GIL back before it can read the clock); this design measures 0.9998-1.0000, at 0.09 ms
+of CPU per token at 64 streams (the threads: 0.11-0.13 ms), and held 1,000 streams at 0.04 ms.
+On the 2-core machine the same code serves the ``openai`` kind (keep-alive), whose httpx reader
+had slowed the engine it measured to 0.83-0.93x. One loop serves plain or TLS, fresh or
+keep-alive, and 1 to 1,000 streams with the same code.
 
-A blocked reader must be woken from outside when its request's deadline passes or the run
-stops: each request has a ``RequestGuard`` holding what would wake it (the plain stream, the
-httpx connection's socket, captured through httpcore's ``trace`` extension as the connection is
-made, and the response's socket once headers arrive). ``abort_all`` also shuts every socket the
-session's httpx client ever opened, which reaches a request waiting for headers on a reused
-keep-alive connection.
+Whether to keep connections alive is the engine's to say (its class's ``keep_alive``): local
+engines get a fresh loopback connection per request (microseconds), so no request ever meets
+a kept-alive connection the server is closing; kept-alive connections go back to the pool only
+after a cleanly completed cycle. A session given a ``transport`` (the replay engine's, or a
+test's ``httpx.MockTransport``) sends every request through it in a thread with the blocking
+httpx reader (``threaded``), as does a URL that an ``HTTP(S)_PROXY`` variable sends through a
+proxy; a ``RequestGuard`` wakes such a reader from outside when its deadline passes or the run
+stops. ``abort_all`` ends every request of the session at once, on either path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
+import ssl
 import threading
+import time
+import urllib.request
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import httpx
+
+from servelab.client.clock import Clock, MonotonicClock
+from servelab.client.wire import Pool
+
+if TYPE_CHECKING:
+    from servelab.client.reading import StreamState
+
+DECODE_SLICE = 4  # body blocks parsed between two looks at the clock
+DECODE_BUDGET_S = 0.0002  # parsing per turn of the event loop, at most about this long
 
 
 class RequestGuard:
@@ -85,29 +105,113 @@ class RequestGuard:
             wake()
 
 
+class DecodeQueue:
+    """Finished streams are parsed here, one slice per turn of the event loop, first come first
+    served. When many streams end at once, parsing each in its own task would not help: a turn
+    runs every ready task, so 64 streams ending together blocked the loop for 100-200 ms (every
+    other stream's timestamps late by that much); one queue parses for about ``DECODE_BUDGET_S``
+    per turn (slices of 64 blocks took 2-4 ms each on the 2-core machine: too long)."""
+
+    def __init__(self) -> None:
+        self.jobs: deque[tuple[StreamState, asyncio.Future[None]]] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+    async def decode(self, st: StreamState) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self.jobs.append((st, done))
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._run())
+        await done
+
+    async def _run(self) -> None:
+        while self.jobs:
+            self._turn(time.perf_counter() + DECODE_BUDGET_S)
+            await asyncio.sleep(0)
+
+    def _turn(self, until: float) -> None:
+        """At least one slice, then more until ``until`` (``time.perf_counter``)."""
+        while self.jobs:
+            st, done = self.jobs[0]
+            if done.cancelled() or st.decode_slice(DECODE_SLICE):
+                self.jobs.popleft()
+                if not done.done():
+                    done.set_result(None)
+            if time.perf_counter() >= until:
+                return
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
 class StreamSession:
-    """``concurrency`` reader threads over one connection pool; use as a context manager."""
+    """The connections of up to ``concurrency`` requests in flight; use as a context manager
+    (inside the event loop that sends the requests)."""
 
     def __init__(
-        self, concurrency: int, keepalive: bool, transport: httpx.BaseTransport | None = None
+        self,
+        concurrency: int,
+        keepalive: bool,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        keep = concurrency if keepalive else 0
-        limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=keep)
-        self.http = httpx.Client(limits=limits, timeout=None, transport=transport)
-        self.injected = transport is not None
-        self.executor = ThreadPoolExecutor(
-            max_workers=max(1, concurrency), thread_name_prefix="servelab-reader"
-        )
+        self.concurrency = max(1, concurrency)
         self.keepalive = keepalive
+        self.transport = transport
+        self.injected = transport is not None
+        self.pool = Pool(clock or MonotonicClock(), keepalive, ssl_context)
+        self.decoder = DecodeQueue()
+        self._proxied: dict[str, bool] = {}
+        self._http: httpx.Client | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self._guards: set[RequestGuard] = set()
         self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closing = False
+        self.in_flight = 0
+        self.streams_max = 0  # the most requests in flight at once (``ClientMeter.result``)
 
-    def plain_for(self, url: str) -> bool:
-        """Use the lean socket reader: plain HTTP, a fresh connection per request, and no
-        injected transport (which must see every request)."""
-        return not self.injected and not self.keepalive and url.startswith("http://")
+    def opened(self) -> None:
+        self.in_flight += 1
+        self.streams_max = max(self.streams_max, self.in_flight)
+
+    def finished(self) -> None:
+        self.in_flight -= 1
+
+    def threaded_for(self, url: str) -> bool:
+        """Whether ``url`` goes through httpx in a thread: an injected transport must see every
+        request, and only httpx speaks to an ``HTTP(S)_PROXY``."""
+        if self.injected:
+            return True
+        proxied = self._proxied.get(url)
+        if proxied is None:  # reading the environment costs tens of us: once per URL
+            proxied = self._proxied[url] = _proxied(url)
+        return proxied
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def httpx_client(self) -> httpx.Client:
+        with self._lock:
+            if self._http is None:
+                keep = self.concurrency if self.keepalive else 0
+                limits = httpx.Limits(
+                    max_connections=self.concurrency + 2, max_keepalive_connections=keep
+                )
+                self._http = httpx.Client(limits=limits, timeout=None, transport=self.transport)
+            return self._http
+
+    def executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.concurrency, thread_name_prefix="servelab-reader"
+                )
+            return self._executor
 
     def track(self, guard: RequestGuard) -> None:
         with self._lock:
@@ -141,11 +245,12 @@ class StreamSession:
             guard.attach(lambda: _shutdown(sock))
 
     def abort_all(self) -> None:
-        """Wake every blocked reader thread at once; requests started later are aborted too."""
+        """End every request in flight at once; requests started later are aborted too."""
         with self._lock:
             self._closing = True
             guards = list(self._guards)
             sockets = list(self._sockets)
+        self.pool.abort_all()
         for guard in guards:
             guard.abort()
         for sock in sockets:
@@ -153,8 +258,11 @@ class StreamSession:
 
     def close(self) -> None:
         self.abort_all()
-        self.executor.shutdown(wait=True, cancel_futures=True)
-        self.http.close()
+        self.decoder.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._http is not None:
+            self._http.close()
 
     def __enter__(self) -> StreamSession:
         return self
@@ -166,6 +274,20 @@ class StreamSession:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _proxied(url: str) -> bool:
+    """Whether httpx would send ``url`` through a proxy named in the environment (never for a
+    loopback host: a local engine is reached directly, as it always was)."""
+    proxies = urllib.request.getproxies_environment()
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host in ("localhost", "::1") or host.startswith("127."):
+        return False
+    if parts.scheme not in proxies and "all" not in proxies:
+        return False
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # untyped
+    return not bypass(host, proxies)
 
 
 def _stream_socket(stream: object) -> socket.socket | None:

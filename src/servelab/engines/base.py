@@ -24,6 +24,7 @@ from typing import ClassVar, Protocol
 
 from servelab.client.transport import Transport
 from servelab.engines.prom import MetricsSnapshot
+from servelab.errors import EngineError, UsageError
 from servelab.spec.engine import EngineConfig
 from servelab.theory.kvreport import MeasuredKv
 
@@ -146,11 +147,30 @@ class Engine(Protocol):
         """The transport the client sends through; None: the real network."""
         ...
 
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """The engine's token ids for ``text``; ``add_special`` adds the special tokens (BOS)
+        the engine adds to a raw completion prompt. Raises ``UsageError`` when the engine
+        cannot tokenize (trace replay with token counts then needs text prompts)."""
+        ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of ``tokens``; raises ``UsageError`` when the engine cannot."""
+        ...
+
 
 class NoLocalProcess:
     """The class-level answers of an engine servelab does not start (an endpoint someone else
     runs, the replay engine): no flags of its own to alias, no command to promote, no log to
-    probe for its KV memory, no slots to raise, no local model file."""
+    probe for its KV memory, no slots to raise, no local model file; and, unless the kind
+    overrides it, no tokenizer."""
+
+    kind: ClassVar[str]
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        raise _no_tokenizer(self.kind)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        raise _no_tokenizer(self.kind)
 
     @classmethod
     def canonical_names(
@@ -177,3 +197,22 @@ class NoLocalProcess:
     @classmethod
     def model_bytes(cls, config: EngineConfig) -> int:
         return 0
+
+
+def _no_tokenizer(kind: str) -> UsageError:
+    return UsageError(
+        f"the {kind} engine has no tokenizer, so prompts given as token counts cannot be "
+        "synthesised; give the trace's prompts as text, or use the llamacpp or openai engine"
+    )
+
+
+def token_ids(body: object, who: str) -> list[int]:
+    """The token ids in ``who``'s tokenizer answer ``{"tokens": [...]}``: plain ints, or
+    ``{"id": int, "piece": ...}`` objects (llama-server with ``with_pieces``)."""
+    tokens = body.get("tokens") if isinstance(body, dict) else None
+    ids = [t.get("id") if isinstance(t, dict) else t for t in tokens or []]
+    if not isinstance(tokens, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in ids
+    ):
+        raise EngineError(f"{who}'s /tokenize answered without a list of token ids: {body!r:.80}")
+    return [i for i in ids if isinstance(i, int)]

@@ -6,8 +6,9 @@ launch command, its effective configuration, built by ``llamacpp_config`` withou
 anything) and the instance lifecycle: launch, health check, ``/props`` description,
 ``/metrics`` scrape and the request fields that make its numbers fair (``cache_prompt: false``
 unless prefix caching is asked for; ``timings_per_token`` when exact tokens per chunk are asked
-for). Never starts it through a shell; binds to 127.0.0.1 unless the configuration's ``bind``
-says otherwise, and always sends its own traffic to loopback when it binds to every interface.
+for), and its tokenizer (``/tokenize``, ``/detokenize``). Never starts it through a shell;
+binds to 127.0.0.1 unless the configuration's ``bind`` says otherwise, and always sends its own
+traffic to loopback when it binds to every interface.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, ClassVar
 
 from servelab.client import admin
 from servelab.client.transport import Transport
-from servelab.engines.base import CounterNames, EffectiveEngineConfig
+from servelab.engines.base import CounterNames, EffectiveEngineConfig, token_ids
 from servelab.engines.llamacpp_config import (
     binary_text,
     build_from_version,
@@ -32,7 +33,7 @@ from servelab.engines.llamacpp_config import (
 )
 from servelab.engines.process import ManagedProcess, check_port_free, free_port, wait_until
 from servelab.engines.prom import MetricsSnapshot, parse_metrics
-from servelab.errors import EngineCrashedError, EngineStartError
+from servelab.errors import EngineCrashedError, EngineError, EngineStartError
 from servelab.models import file_sha256, resolve_model
 from servelab.spec.engine import EngineConfig, connect_address
 from servelab.theory.kvreport import MeasuredKv, measured_kv_from_log
@@ -218,3 +219,22 @@ class LlamaCppEngine:
 
     def transport(self) -> Transport | None:
         return None
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """``POST /tokenize``: the model's own tokenizer, as the server counts a prompt."""
+        body = {"content": text, "add_special": add_special}
+        return token_ids(self._tokenizer_call("/tokenize", body), "llama-server")
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """``POST /detokenize``."""
+        answer = self._tokenizer_call("/detokenize", {"tokens": list(tokens)})
+        content = answer.get("content") if isinstance(answer, dict) else None
+        if not isinstance(content, str):
+            raise EngineError(f"llama-server's /detokenize answered without text: {answer!r:.80}")
+        return content
+
+    def _tokenizer_call(self, path: str, body: dict[str, object]) -> object:
+        try:
+            return admin.post_json(self.base_url + path, body)
+        except admin.AdminHttpError as exc:
+            raise EngineError(f"llama-server's {path} failed ({exc}); see {self.log_path}") from exc

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
 from servelab.client import admin
 from servelab.client.transport import Transport
-from servelab.engines.base import CounterNames, EffectiveEngineConfig, NoLocalProcess
+from servelab.engines.base import CounterNames, EffectiveEngineConfig, NoLocalProcess, token_ids
 from servelab.engines.llamacpp import LLAMA_COUNTERS
 from servelab.engines.prom import MetricsSnapshot, parse_metrics
-from servelab.errors import EngineStartError, UsageError
+from servelab.errors import EngineError, EngineStartError, UsageError
 from servelab.redact import register_secret
 from servelab.spec.engine import EngineConfig
 
@@ -132,6 +133,32 @@ class OpenAIEngine(NoLocalProcess):
 
     def transport(self) -> Transport | None:
         return None
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """``POST /tokenize`` as vLLM (``prompt``, ``add_special_tokens``) and llama-server
+        (``content``, ``add_special``) both read it: one body carries both spellings."""
+        body = {"model": self.config.model, "prompt": text, "add_special_tokens": add_special,
+                "content": text, "add_special": add_special}  # fmt: skip
+        return token_ids(self._tokenizer_call("/tokenize", body), f"endpoint {self.base_url}")
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """``POST /detokenize``: vLLM answers ``prompt``, llama-server ``content``."""
+        answer = self._tokenizer_call("/detokenize", {"model": self.config.model,
+                                                      "tokens": list(tokens)})  # fmt: skip
+        text = answer.get("prompt", answer.get("content")) if isinstance(answer, dict) else None
+        if not isinstance(text, str):
+            raise EngineError(f"endpoint {self.base_url}'s /detokenize answered without text")
+        return text
+
+    def _tokenizer_call(self, path: str, body: dict[str, object]) -> object:
+        try:
+            return admin.post_json(self.base_url + path, body, headers=self.request_headers())
+        except admin.AdminHttpError as exc:
+            raise UsageError(
+                f"endpoint {self.base_url} has no usable {path} ({exc}); prompts given as token "
+                "counts need a server with a tokenizer endpoint (vLLM, llama-server), or give "
+                "the trace's prompts as text"
+            ) from exc
 
 
 OpenAIEndpoint = OpenAIEngine  # the name before 0.2; kept for importers of the old name

@@ -18,6 +18,7 @@ from servelab.analysis.gate_outcomes import evaluate_gates, failed_required
 from servelab.analysis.predictions import theory_section
 from servelab.analysis.quality_rates import quality_section
 from servelab.analysis.row_selection import Row
+from servelab.analysis.run_warnings import client_load_warnings
 from servelab.analysis.settings import settings
 from servelab.report.html import render_html
 from servelab.report.markdown import render_markdown
@@ -25,6 +26,7 @@ from servelab.report.quality_scores import score_run
 from servelab.report.theory_inputs import read_theory_inputs
 from servelab.store import Manifest, read_run
 from servelab.store.jsonl import write_json_atomic, write_text_atomic
+from servelab.store.metrics_files import read_client_loads
 from servelab.store.rundir import RunDir
 from servelab.store.summary import Summary, Warning
 from servelab.workloads import Workload
@@ -54,6 +56,14 @@ def _unreadable(bad: Sequence[int]) -> tuple[Warning, ...]:
     ),)  # fmt: skip
 
 
+def client_warnings(run: RunDir, manifest: Manifest, rows: Sequence[Row]) -> list[Warning]:
+    """The client's own load per block, against the selftest ceiling the run recorded at its
+    start (so a report rebuilt later, or elsewhere, says the same)."""
+    ceiling = manifest.host.client_ceiling if manifest.host is not None else None
+    rate = ceiling.tokens_per_s if ceiling is not None else None
+    return client_load_warnings(read_client_loads(run), rows, rate)
+
+
 def summarize_run(
     run: RunDir, manifest: Manifest, rows: Sequence[Row], bad: Sequence[int] = (),
     workload: Workload | None = None,
@@ -72,9 +82,10 @@ def summarize_run(
                                seed=summary.seed, cfg=settings(manifest, rows))  # fmt: skip
         required = list(dict.fromkeys([summary.baseline, *facts.gate_require]))
         failed = failed_required(gates, required)
+    more = (*_unreadable(bad), *client_warnings(run, manifest, rows))
     return with_sections(
         summary, theory=theory, quality=quality, gates=gates, gates_required=required,
-        gates_failed=failed, more_warnings=_unreadable(bad),
+        gates_failed=failed, more_warnings=more,
     )  # fmt: skip
 
 

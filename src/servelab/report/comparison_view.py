@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 from servelab.metrics import METRIC_BY_NAME
 from servelab.report.blocks import Block, Figures, KeyValues, Para, Table
+from servelab.spec.load import LoadLevel
+from servelab.stats.capacity import CAPACITY_STATISTIC
 from servelab.stats.prompt_effects import PromptEffect
 from servelab.store.summary import Comparison, Summary
 
@@ -144,21 +146,38 @@ def _direction(metric: str, ratio: float) -> str:
 # --- all comparisons -------------------------------------------------------------------------
 
 
+def load_level(c: Comparison) -> LoadLevel:
+    """The load level a comparison is at: a concurrency, or an open-loop rate."""
+    return LoadLevel(c.concurrency, c.rate_rps)
+
+
+def level_words(level: LoadLevel) -> str:
+    """``concurrency 4`` or ``2 req/s``."""
+    return f"concurrency {level.concurrency}" if level.rate_rps is None else level.label
+
+
+def _where(c: Comparison) -> str:
+    """`` at concurrency 4``, `` at 2 req/s``, or `` over the rate sweep`` for capacity, which
+    is one figure per arm from all its rates (its record's level is only the cap)."""
+    if c.statistic == CAPACITY_STATISTIC:
+        return " over the rate sweep"
+    return f" at {level_words(load_level(c))}"
+
+
 def verdicts(summary: Summary) -> list[tuple[str, str]]:
     """One (candidate, sentence) per candidate, reference and concurrency level, every decision
     statistic in it; the reference is named when it is not the run's baseline."""
     comps = summary.comparisons
-    multi = len({c.concurrency for c in comps}) > 1
+    multi = len({_where(c) for c in comps}) > 1
     ci = ci_label(summary)
-    groups: dict[tuple[str, str, int | None], list[str]] = {}
+    groups: dict[tuple[str, str, str], list[str]] = {}
     for c in comps:
-        key = (c.candidate, c.baseline, c.concurrency if multi else None)
+        key = (c.candidate, c.baseline, _where(c) if multi else "")
         groups.setdefault(key, []).append(comparison_phrase(c, ci))
     out = []
-    for (cand, ref, conc), phrases in groups.items():
+    for (cand, ref, where), phrases in groups.items():
         against = f" against {ref}" if ref != summary.baseline else ""
-        level = f" at concurrency {conc}" if multi else ""
-        out.append((f"{cand}{against}{level}", ", ".join(phrases)))
+        out.append((f"{cand}{against}{where}", ", ".join(phrases)))
     compared = {cand for cand, _, _ in groups}
     for arm in summary.arm_order()[1:]:
         if arm not in compared:
@@ -189,7 +208,7 @@ def comparison_table(summary: Summary) -> Table:
     medians and of means."""
     rows = tuple(
         (
-            metric_label(c), c.candidate, c.baseline, str(c.concurrency), num(c.ratio, ".3f"),
+            metric_label(c), c.candidate, c.baseline, str(load_level(c)), num(c.ratio, ".3f"),
             _interval(c.ci_low, c.ci_high), num(median_ratio(c), ".3f"),
             num(c.ratio_mean, ".3f"), _verdict_cell(c), f"+/-{c.min_effect * 100:g} %",
             method_label(c), _blocks_cell(c),
@@ -197,8 +216,10 @@ def comparison_table(summary: Summary) -> Table:
         )
         for c in summary.comparisons
     )  # fmt: skip
+    open_loop = any(c.rate_rps is not None for c in summary.comparisons)
     headers = (
-        "metric (statistic)", "candidate", "baseline", "concurrency", "ratio",
+        "metric (statistic)", "candidate", "baseline", "load" if open_loop else "concurrency",
+        "ratio",
         ci_label(summary), "ratio (medians)", "ratio (means)", "verdict", "no-difference band",
         "method", "blocks (pairs)", "blocks needed",
     )  # fmt: skip
@@ -212,10 +233,10 @@ def _splits(c: Comparison) -> bool:
 def _distinct(comparisons: Sequence[Comparison]) -> list[Comparison]:
     """Comparisons with per-prompt effects, each set of effects once: the mean and the p90 of
     one metric pair the same per-prompt ratios, and would draw the same plot."""
-    seen: set[tuple[str, str, int, str, tuple[PromptEffect, ...]]] = set()
+    seen: set[tuple[str, str, LoadLevel, str, tuple[PromptEffect, ...]]] = set()
     out = []
     for c in comparisons:
-        key = (c.candidate, c.baseline, c.concurrency, c.metric, tuple(c.prompts or ()))
+        key = (c.candidate, c.baseline, load_level(c), c.metric, tuple(c.prompts or ()))
         if c.prompts and key not in seen:
             seen.add(key)
             out.append(c)
@@ -230,9 +251,9 @@ def prompt_plot_comparisons(comparisons: Sequence[Comparison]) -> list[Compariso
     are drawn once. A matrix of many arms thus shows every split arm before a second metric
     of one arm."""
     distinct = _distinct(comparisons)
-    firsts: dict[tuple[str, str, int], Comparison] = {}
+    firsts: dict[tuple[str, str, LoadLevel], Comparison] = {}
     for c in distinct:
-        key = (c.candidate, c.baseline, c.concurrency)
+        key = (c.candidate, c.baseline, load_level(c))
         if key not in firsts or (_splits(c) and not _splits(firsts[key])):
             firsts[key] = c
     first_ids = {id(c) for c in firsts.values()}

@@ -26,7 +26,13 @@ from matplotlib.figure import Figure
 
 from servelab.analysis.row_selection import Row, ok_trials, trials
 from servelab.metrics import METRIC_BY_NAME
-from servelab.report.comparison_view import OUTSIDE, metric_label, prompt_plot_comparisons
+from servelab.report.comparison_view import (
+    OUTSIDE,
+    level_words,
+    load_level,
+    metric_label,
+    prompt_plot_comparisons,
+)
 from servelab.report.sections import arm_order, decision_metrics, has_sweep_plot
 from servelab.stats.prompt_effects import PromptEffect
 from servelab.store.summary import Comparison, Summary, SweepRow
@@ -219,14 +225,14 @@ def _forest_row(ax: Axes, y: int, c: Comparison) -> None:
 
 
 def forest_figure(comparisons: Sequence[Comparison], ci_label: str) -> Figure:
-    multi = len({c.concurrency for c in comparisons}) > 1
+    multi = len({load_level(c) for c in comparisons}) > 1
     n = len(comparisons)
     fig = _figure(8.0, 1.4 + 0.42 * n)
     ax = fig.add_subplot()
     labels = []
     for i, c in enumerate(comparisons):
         _forest_row(ax, n - 1 - i, c)
-        where = f" c={c.concurrency}" if multi else ""
+        where = f" {load_level(c).label}" if multi else ""
         labels.append(f"{metric_label(c)}: {c.candidate}{where} [{c.verdict}]")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_yticks(range(n), list(reversed(labels)), parse_math=False)
@@ -332,7 +338,7 @@ def prompt_figure(c: Comparison, ci_label: str) -> Figure:
 def _prompt_plot(c: Comparison, ci_label: str, multi: bool) -> Plot:
     prompts = c.prompts or ()
     outside = [p.prompt for p in prompts if p.position in OUTSIDE]
-    level = f" at concurrency {c.concurrency}" if multi else ""
+    level = f" at {level_words(load_level(c))}" if multi else ""
     named = f" ({', '.join(outside)})" if outside else ""
     alt = (f"Per-prompt paired ratios of {metric_label(c)} for {c.candidate} against "
            f"{c.baseline}{level}: {len(outside)} of {len(prompts)} prompts confidently "
@@ -399,7 +405,7 @@ def report_plots(summary: Summary, rows: Sequence[Row]) -> list[Plot]:
         fig = forest_figure(comparisons, ci)
         plots.append(Plot("forest", "Comparison ratios", "Forest plot of every comparison ratio "
                           "with its interval and no-difference band", to_png(fig)))  # fmt: skip
-        multi = len({c.concurrency for c in comparisons}) > 1
+        multi = len({load_level(c) for c in comparisons}) > 1
         plots += [_prompt_plot(c, ci, multi) for c in prompt_plot_comparisons(comparisons)]
     for metric in decision_metrics(summary):
         groups = metric_values(rows, metric, arms)

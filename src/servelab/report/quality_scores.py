@@ -62,7 +62,7 @@ def _score_to_files(
 ) -> tuple[dict[str, ArmTally], dict[str, Path]]:
     """Score each successful trial row once: count it in its arm's tally and append its line
     to the arm's part file (so no score is held; scores.jsonl lists arms in first-seen order)."""
-    items = {item.id: item for item in workload.prompts} if workload is not None else {}
+    items = workload.scoring_items() if workload is not None else {}
     tallies: dict[str, ArmTally] = {}
     parts: dict[str, Path] = {}
     files: dict[str, IO[str]] = {}

@@ -19,11 +19,13 @@ from servelab.analysis.row_selection import Row
 from servelab.metrics import METRIC_BY_NAME
 from servelab.report.bench_table import SHOWN, fmt_value
 from servelab.report.blocks import Block, Figures, KeyValues, Para, Section, Table
+from servelab.report.capacity_view import capacity_blocks
 from servelab.report.comparison_view import ci_label, finite, num, verdict_blocks
 from servelab.report.environment_view import environment_blocks
 from servelab.report.quality_view import gates_blocks, quality_blocks
 from servelab.report.replies_view import replies
 from servelab.report.theory_view import theory_blocks
+from servelab.stats.capacity import CAPACITY_STATISTIC
 from servelab.store import Manifest
 from servelab.store.summary import Summary
 
@@ -58,8 +60,11 @@ def arm_order(summary: Summary) -> list[str]:
 
 
 def decision_metrics(summary: Summary) -> list[str]:
-    named = list(summary.decision_metrics)
-    return list(dict.fromkeys(named + [c.metric for c in summary.comparisons if c.metric]))
+    """The decision metrics with values per request (capacity, one figure per arm from its
+    whole rate sweep, has its own section and no per-request distribution)."""
+    per_arm = {c.metric for c in summary.comparisons if c.statistic == CAPACITY_STATISTIC}
+    named = [*summary.decision_metrics, *(c.metric for c in summary.comparisons if c.metric)]
+    return [m for m in dict.fromkeys(named) if m not in per_arm]
 
 
 # --- content ---------------------------------------------------------------------------------
@@ -263,6 +268,8 @@ def report_sections(
             "drift of the machine, which interleaving cancels; a jump in one arm is not."),
             Figures("drift", "the per-block medians over time"))),
         Section("sweep", "Concurrency", _sweep_blocks(summary)),
+        *((Section("capacity", "Capacity and goodput", capacity_blocks(summary.capacity)),)
+          if summary.capacity is not None else ()),
         Section("theory", "Theory beside measurement", theory_blocks(summary.theory)),
         Section("config", "Configuration differences", _config_blocks(summary, manifest)),
         Section("stopping", "Stopping record", _kv_or(stopping_items(summary, manifest),

@@ -16,12 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from servelab.analysis import bench_summary
 from servelab.engines.base import Engine
 from servelab.engines.prom import MetricsSnapshot, counter_deltas
 from servelab.engines.registry import engine_class
 from servelab.records import Phase
-from servelab.runner.drive import RequestParams
+from servelab.runner.block_jobs import BlockWork, trace_work, workload_work
+from servelab.runner.drive import MAX_READERS, RequestParams
 from servelab.runner.host import host_facts
 from servelab.runner.lifecycle import (
     BENCH_RECORDS,
@@ -31,13 +34,13 @@ from servelab.runner.lifecycle import (
     BlockExecutor,
     EngineStarted,
     Finding,
-    Job,
     Lifecycle,
     PreflightCheck,
     Seam,
     Stage,
     failure_error,
     failure_status,
+    slo_check,
 )
 from servelab.runner.preflight import ensure_fd_limit
 from servelab.runner.progress import NullReporter, Reporter
@@ -55,7 +58,8 @@ from servelab.store.jsonl import JsonlWriter, read_jsonl, write_json_atomic
 from servelab.store.metrics_files import write_counter_deltas, write_counter_snapshot
 from servelab.store.rundir import RunDir, create_run_dir, plan_run_dir
 from servelab.store.summary import BenchSummary
-from servelab.workloads import Workload, load_workload
+from servelab.workloads import Workload, load_trace, load_workload
+from servelab.workloads.trace import Trace
 
 LIFECYCLE = tuple(str(s) for s in Stage if s in BENCH_RECORDS)
 ARM = "bench"
@@ -76,15 +80,16 @@ class _Bench:
         self.lifecycle = Lifecycle(BENCH_RECORDS, seam)
         self.lifecycle.enter(Stage.LOAD)
         self.workload: Workload = load_workload(config.workload)
+        self.trace: Trace | None = load_trace(config.trace) if config.trace else None
         self.lifecycle.enter(Stage.RESOLVE)
         self.cls = engine_class(config.engine.kind)
-        self.engine_config = self.cls.config_for_concurrency(config.engine, config.concurrency)
+        self.engine_config = self.cls.config_for_concurrency(config.engine, config.slots)
         self.executor = BlockExecutor(
             run, self.workload, seam, self.lifecycle, reporter, warmup=config.warmup,
             timeout_s=config.request_timeout_s,
             startup_timeout_s=lambda arm: config.engine.startup_timeout_s,
             on_start=self.described,
-            request_ids=False,
+            request_ids=False, slo_check=slo_check(config.parsed_slos),
         )  # fmt: skip
         # Built before the run directory exists, so a wrong model or binary leaves no debris.
         self.engine: Engine = self.executor.create(self.engine_config, run.engine_log(ARM))
@@ -116,20 +121,37 @@ class _Bench:
 
     def block(self) -> Block:
         cfg = self.config
-        n_prompts = len(self.workload.prompts)
-        trials = tuple(Job("", i % n_prompts, Phase.TRIAL) for i in range(cfg.requests))
         params = RequestParams(cfg.max_tokens, cfg.temperature, cfg.seed, cfg.ignore_eos)
+        work = self.work(params)
+        trials = work.trials
+        load = cfg.open_loop
+        offsets = work.offsets_s
+        if load is not None:
+            offsets = tuple(load.offsets(len(trials), np.random.default_rng(cfg.seed)).tolist())
         in_flight = f"({cfg.concurrency} in flight)"
         return Block(
             ArmRun(ARM, self.engine_config, params),
             0,
-            cfg.concurrency,
+            cfg.concurrency if offsets is None else cfg.max_concurrency or 0,  # open: 0 = no cap
             trials,
             restart=True,
-            label=f"{Phase.TRIAL} {in_flight}",
+            label=f"{Phase.TRIAL} {load_label(cfg) or in_flight}",
             warmup_label=f"{Phase.WARMUP} {in_flight}",
             warmup_concurrency=cfg.concurrency,  # every slot warms up, as before
+            rate_rps=cfg.rate,
+            offsets_s=offsets,
+            max_concurrency=cfg.max_concurrency,
+            source=work.source,
         )
+
+    def work(self, params: RequestParams) -> BlockWork:
+        """The trace's lines, else ``requests`` prompts or conversations."""
+        cfg = self.config
+        if self.trace is not None:
+            ids = [""] * len(self.trace.requests)
+            return trace_work(self.trace, ids, params, seed=cfg.seed, time_scale=cfg.time_scale,
+                              texts={})  # fmt: skip
+        return workload_work(self.workload, [""] * cfg.requests, 0, params, cfg.seed)
 
     def snapshot(self, snap: MetricsSnapshot | None, label: str) -> None:
         if snap is not None:
@@ -180,9 +202,20 @@ class _Bench:
 
     def summarize(self, deltas: dict[str, float] | None) -> BenchSummary:
         rows = read_jsonl(self.run.requests).rows if self.run.requests.exists() else []
-        summary = bench_summary(rows, deltas, self.cls.counter_names)
+        summary = bench_summary(rows, deltas, self.cls.counter_names, self.config.slos)
         write_json_atomic(self.run.summary, summary.to_json())
         return summary
+
+
+def load_label(config: BenchConfig) -> str:
+    """An open loop's progress label: ``(2 req/s poisson, <= 4 in flight)``; "" closed loop."""
+    if config.trace is not None:
+        return f"(trace {Path(config.trace).name} x{config.time_scale:g})"
+    if config.rate is None:
+        return ""
+    shape = config.arrival if config.arrival != "gamma" else f"gamma {config.burstiness:g}"
+    cap = f", <= {config.max_concurrency} in flight" if config.max_concurrency else ""
+    return f"({config.rate:g} req/s {shape}{cap})"
 
 
 def run_bench(
@@ -193,7 +226,8 @@ def run_bench(
     seam: Seam | None = None,
 ) -> BenchResult:
     """Run one bench and return where its results are and their summary."""
-    ensure_fd_limit(config.concurrency)
+    open_cap = config.rate is not None and config.max_concurrency is None
+    ensure_fd_limit(min(config.requests, MAX_READERS) if open_cap else config.slots)
     run = plan_run_dir(config.name, out)
     bench = _Bench(config, run, reporter or NullReporter(), seam or Seam())
     create_run_dir(run)

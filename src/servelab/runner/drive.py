@@ -1,8 +1,11 @@
-"""Driving requests at an engine: one workload prompt -> one HTTP request -> one observation.
+"""Driving requests at an engine: one job -> one HTTP request -> one observation.
 
 Owns the request a workload prompt becomes (sampling, unique prefix, the engine's fairness
-extras) and the closed loop that sends a list of jobs with a fixed number in flight, handing
-each observation to a callback the moment it completes. Shared by ``bench`` and experiments.
+extras), the ``RequestSource`` seam (``PromptSource``: today's single-turn prompts; the
+conversation and trace sources live in ``runner.request_source``) and ``run_jobs``, which sends a
+list of jobs closed-loop (a fixed number in flight) or open-loop (on a ``Schedule``), follows
+sessions turn by turn, and hands each observation with its ``Sent`` times to a callback the
+moment it completes. Shared by ``bench`` and experiments.
 The engine decides how requests travel: its class's ``keep_alive``, and its ``transport()``
 (None: the real network) unless the caller injects one (the executor seam's ``transport``).
 """
@@ -14,10 +17,11 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from servelab.client.clock import Clock, WallAnchor
-from servelab.client.load import closed_loop
+from servelab.client.load import closed_loop, open_loop
+from servelab.client.meter import ClientMeter
 from servelab.client.payload import Sampling, build_payload
 from servelab.client.session import StreamSession
 from servelab.client.stream import Deadline, HttpRequest, stream_request
@@ -25,7 +29,7 @@ from servelab.client.transport import Transport
 from servelab.engines.base import Engine
 from servelab.engines.registry import engine_class
 from servelab.errors import EngineCrashedError
-from servelab.records import Observation, Outcome
+from servelab.records import ClientLoad, Observation, Outcome, Phase
 from servelab.redact import has_secrets, redact, redact_data
 from servelab.workloads import Workload
 
@@ -38,6 +42,68 @@ class RequestParams:
     temperature: float
     seed: int
     ignore_eos: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One request to send: its planned id, which prompt (or session) and where in a session."""
+
+    request_id: str  # "" for a bench's rows
+    prompt_index: int
+    phase: Phase
+    session: int | None = None  # the conversation it belongs to (None: a single-turn prompt)
+    turn: int = 0
+
+
+class RequestSource(Protocol):
+    """What a block's jobs become: requests, follow-up turns, and the ids their rows carry."""
+
+    def request_for(self, job: Job) -> HttpRequest: ...
+
+    def follow(self, job: Job, obs: Observation) -> tuple[Job, float] | None: ...
+
+    def prompt_id(self, job: Job) -> str: ...
+
+    def session(self, job: Job) -> tuple[str | None, int | None]: ...
+
+
+@runtime_checkable
+class StartsJobs(Protocol):
+    """A source that makes its own first jobs (conversations: session numbers)."""
+
+    def start_jobs(
+        self, count: int, phase: Phase, request_ids: Sequence[str] = ()
+    ) -> list[Job]: ...
+
+
+SourceFactory = Callable[[Engine], RequestSource]
+"""A block's source, made once its engine is up (trace sources tokenize through it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSource:
+    """The workload's single-turn prompts, one request each (no sessions)."""
+
+    workload: Workload
+    engine: Engine
+    params: RequestParams
+
+    def request_for(self, job: Job) -> HttpRequest:
+        return build_request(self.workload, job.prompt_index, self.engine, self.params)
+
+    def follow(self, job: Job, obs: Observation) -> tuple[Job, float] | None:
+        return None
+
+    def prompt_id(self, job: Job) -> str:
+        return self.workload.prompts[job.prompt_index].id
+
+    def session(self, job: Job) -> tuple[str | None, int | None]:
+        return None, None
+
+    def start_jobs(self, count: int, phase: Phase, request_ids: Sequence[str] = ()) -> list[Job]:
+        n = len(self.workload.prompts)
+        ids = [*request_ids, *[""] * (count - len(request_ids))]
+        return [Job(ids[i], i % n, phase) for i in range(count)] if n else []
 
 
 def build_request(
@@ -101,38 +167,92 @@ def crash_after(engine: Engine, obs: Observation) -> EngineCrashedError | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """When a request went: its send and, in the open loop, its scheduled send (wall clock)."""
+
+    unix_s: float
+    sched_unix_s: float | None = None
+
+    @property
+    def lag_s(self) -> float | None:
+        return None if self.sched_unix_s is None else self.unix_s - self.sched_unix_s
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """An open-loop block's send times (seconds from its start) and its in-flight cap."""
+
+    offsets_s: tuple[float, ...]
+    max_concurrency: int | None = None
+
+
+MAX_READERS = 1024  # an uncapped open loop's reader pool (threads start only when used)
+
+
+def pool_size(n_jobs: int, concurrency: int, schedule: Schedule | None) -> int:
+    """Requests the client must be able to hold in flight at once."""
+    if schedule is None:
+        return concurrency
+    return schedule.max_concurrency or max(1, min(n_jobs, MAX_READERS))
+
+
 def run_jobs(
     engine: Engine,
     jobs: Sequence[J],
     concurrency: int,
     timeout_s: float,
     request_for: Callable[[J], HttpRequest],
-    on_result: Callable[[J, float, Observation], None],
+    on_result: Callable[[J, Sent, Observation], None],
     clock: Clock,
     anchor: WallAnchor,
     should_stop: Callable[[], bool],
     transport: Transport | None = None,
-) -> None:
-    """Send ``jobs`` with ``concurrency`` in flight; ``on_result(job, sent_unix_s, obs)``.
-    ``transport`` replaces the engine's own (``engine.transport()``)."""
+    *,
+    schedule: Schedule | None = None,
+    follow: Callable[[J, Observation], tuple[J, float] | None] | None = None,
+) -> ClientLoad | None:
+    """Send ``jobs`` with ``concurrency`` in flight, or on ``schedule`` (open loop);
+    ``on_result(job, sent, obs)``; ``follow`` gives a session's next turn. ``transport``
+    replaces the engine's own (``engine.transport()``). Returns the client's own load over
+    the block (CPU, event-loop lag, most streams in flight); None when there were no jobs."""
     if not jobs:
-        return
+        return None
     deadline = Deadline(total_s=timeout_s)
     keepalive = engine_class(engine.config.kind).keep_alive
     transport = transport or engine.transport()
+    size = pool_size(len(jobs), concurrency, schedule)
+    ahead = None if follow is None else _observed(follow)
 
-    async def drive() -> None:
-        with StreamSession(concurrency, keepalive, transport) as client:
+    async def drive() -> ClientLoad:
+        with StreamSession(size, keepalive, transport) as client, ClientMeter(clock) as meter:
 
-            async def run_one(job: J, wait_s: float) -> tuple[float, Observation]:
+            async def send(job: J, wait_s: float, sched_ns: int | None) -> tuple[Sent, Observation]:
                 request = request_for(job)
-                sent = anchor.to_unix_s(clock.now_ns())
+                now = clock.now_ns()
+                sched = None if sched_ns is None else anchor.to_unix_s(sched_ns)
                 obs = await stream_request(client, request, clock, deadline, wait_s)
-                return sent, scrubbed(obs)
+                return Sent(anchor.to_unix_s(now), sched), scrubbed(obs)
 
-            def done(job: J, result: tuple[float, Observation]) -> None:
+            def done(job: J, result: tuple[Sent, Observation]) -> None:
                 on_result(job, result[0], result[1])
 
-            await closed_loop(list(jobs), concurrency, run_one, done, clock, should_stop)
+            if schedule is None:
+                await closed_loop(
+                    list(jobs), concurrency, lambda j, w: send(j, w, None), done, clock,
+                    should_stop, ahead,
+                )  # fmt: skip
+            else:
+                await open_loop(
+                    list(jobs), schedule.offsets_s, schedule.max_concurrency,
+                    lambda j, t: send(j, 0.0, t), done, clock, should_stop, ahead,
+                )  # fmt: skip
+            return meter.result(client.streams_max)
 
-    asyncio.run(drive())
+    return asyncio.run(drive())
+
+
+def _observed(
+    follow: Callable[[J, Observation], tuple[J, float] | None],
+) -> Callable[[J, tuple[Sent, Observation]], tuple[J, float] | None]:
+    return lambda job, result: follow(job, result[1])

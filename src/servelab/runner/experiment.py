@@ -17,13 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from pydantic import ValidationError
 
 from servelab.analysis import look
 from servelab.engines.prom import counter_deltas
 from servelab.engines.registry import engine_class
 from servelab.errors import UsageError
-from servelab.records import Phase
+from servelab.runner.block_jobs import BlockWork, trace_work, workload_work
+from servelab.runner.drive import RequestParams
 from servelab.runner.experiment_inputs import ExperimentInputs, load_spec, validation_message
 from servelab.runner.experiment_manifest import ManifestState, new_manifest, resume_entry
 from servelab.runner.lifecycle import (
@@ -32,18 +34,19 @@ from servelab.runner.lifecycle import (
     Block,
     BlockCounters,
     BlockExecutor,
-    Job,
     Lifecycle,
     Seam,
     Stage,
     failure_error,
     failure_status,
+    slo_check,
 )
 from servelab.runner.preflight import ensure_fd_limit, refuse_or_record
 from servelab.runner.progress import NullReporter, Reporter
 from servelab.spec.experiment import ExperimentSpec
 from servelab.spec.limits import DEFAULT_MAX_FAILURE_RATE
-from servelab.spec.schedule import BlockPlan, plan_blocks, prompt_index, request_id
+from servelab.spec.load import LoadLevel, OpenLoop
+from servelab.spec.schedule import BlockPlan, plan_blocks, request_id
 from servelab.store import Look, RunStatus, read_manifest
 from servelab.store.jsonl import JsonlWriter, read_jsonl
 from servelab.store.metrics_files import write_block_deltas
@@ -96,7 +99,9 @@ class Experiment:
             warmup=self.spec.warmup, timeout_s=self.spec.base.request_timeout_s,
             startup_timeout_s=lambda arm: inputs.arms[arm].engine.startup_timeout_s,
             seq=len(rows), done=done, starts=state.n_starts(), on_start=state.add_start,
+            slo_check=slo_check(self.spec.slos),
         )  # fmt: skip
+        self.texts: dict[tuple[str, int], str] = {}  # a trace's synthesised prompts
 
     # -- KV memory as the engine reports it ------------------------------------------------
     def probe_kv(self) -> None:
@@ -125,31 +130,53 @@ class Experiment:
 
     def block(self, bp: BlockPlan) -> Block:
         arm = self.inputs.arms[bp.arm]
-        n = self.spec.requests_per_block
-        n_prompts = len(self.inputs.workload.prompts)
-        trials = tuple(
-            Job(request_id(bp.block, bp.arm, bp.concurrency, i),
-                prompt_index(bp.block, i, n, n_prompts), Phase.TRIAL)
-            for i in range(n)
-        )  # fmt: skip
-        run = ArmRun(bp.arm, arm.engine, self.inputs.params(bp.arm))
-        label = f"block {bp.block + 1}/{self.spec.max_blocks} · {bp.arm} · c={bp.concurrency}"
+        params = self.inputs.params(bp.arm)
+        work = self.work(bp, params)
+        run = ArmRun(bp.arm, arm.engine, params)
+        level = LoadLevel(bp.concurrency, bp.rate_rps).label
+        label = f"block {bp.block + 1}/{self.spec.max_blocks} · {bp.arm} · {level}"
         restart = self.spec.restart == "every_block"
-        return Block(run, bp.block, bp.concurrency, trials, restart, label)
+        load = self.spec.load
+        offsets = work.offsets_s
+        if bp.rate_rps is not None and load is not None:
+            offsets = schedule_of(load.open_loop(bp.rate_rps), len(work.trials), self.spec.seed,
+                                  bp.block)  # fmt: skip
+        return Block(
+            run, bp.block, bp.concurrency, work.trials, restart, label, rate_rps=bp.rate_rps,
+            offsets_s=offsets, max_concurrency=load.max_concurrency if load else None,
+            source=work.source,
+        )  # fmt: skip
+
+    def work(self, bp: BlockPlan, params: RequestParams) -> BlockWork:
+        """The block's trials: the trace's lines, else ``requests_per_block`` prompts or
+        conversations."""
+        trace, load = self.inputs.trace, self.spec.load
+        n = len(trace.requests) if trace is not None else self.spec.requests_per_block
+        ids = [request_id(bp.block, bp.arm, bp.concurrency, i, bp.rate_rps) for i in range(n)]
+        if trace is not None and load is not None:
+            return trace_work(trace, ids, params, seed=self.spec.seed,
+                              time_scale=load.time_scale, texts=self.texts)  # fmt: skip
+        return workload_work(self.inputs.workload, ids, bp.block, params, params.seed)
 
     def write_counters(self, bp: BlockPlan, counters: BlockCounters | None) -> None:
         if counters is None or counters.before is None or counters.after is None:
             return
         deltas = counter_deltas(counters.before, counters.after)
-        write_block_deltas(self.run, bp.arm, bp.block, bp.concurrency, deltas)
+        write_block_deltas(self.run, bp.arm, bp.block, bp.concurrency, deltas, bp.rate_rps)
+
+    def plan(self) -> list[BlockPlan]:
+        spec = self.spec
+        rates = spec.rate_levels
+        levels = (
+            (spec.load.max_concurrency or 0,) if spec.load and rates else spec.concurrency_levels
+        )
+        return plan_blocks(list(self.inputs.arms), spec.max_blocks, levels, spec.schedule,
+                           spec.seed, rates)  # fmt: skip
 
     def execute(self, writer: JsonlWriter) -> bool:
         """Run every planned block not yet complete; return whether a look stopped early."""
         spec = self.spec
-        plan = plan_blocks(
-            list(self.inputs.arms), spec.max_blocks, spec.concurrency_levels, spec.schedule,
-            spec.seed,
-        )  # fmt: skip
+        plan = self.plan()
         self.state.set_plan(plan)
         for i, bp in enumerate(plan):
             self.write_counters(bp, self.executor.run_block(self.block(bp), writer))
@@ -168,6 +195,13 @@ class Experiment:
             if decision.stop and bp.block + 1 < spec.max_blocks:
                 return True
         return False
+
+
+def schedule_of(load: OpenLoop, n: int, seed: int, block: int) -> tuple[float, ...]:
+    """An open-loop block's send times: the same for every arm of a round (a paired design),
+    drawn afresh each round and rate."""
+    key = [seed, block, round(load.rate_rps * 1000)]
+    return tuple(load.offsets(n, np.random.default_rng(key)).tolist())
 
 
 def run_experiment(

@@ -1,10 +1,11 @@
 """An experiment's inputs, each read once per run: the spec, its workload and its arms.
 
-Owns loading the spec file, loading the workload once, resolving every arm once (its engine
-configuration, request parameters and effective configuration) and the checks made on them
-before anything runs: the confound guard, what preflight must look at, and on resume that each
-arm still resolves to the configuration it started with. The typed ``ExperimentInputs`` is
-passed on to the manifest, the run loop and the KV probe; nothing re-reads or re-resolves.
+Owns loading the spec file, loading the workload (and a ``load.trace``) once, resolving every
+arm once (its engine configuration, request parameters and effective configuration) and the
+checks made on them before anything runs: the confound guard, what preflight must look at,
+and on resume that each arm still resolves to the configuration it started with. The typed
+``ExperimentInputs`` is passed on to the manifest, the run loop and the KV probe; nothing
+re-reads or re-resolves.
 """
 
 from __future__ import annotations
@@ -26,9 +27,18 @@ from servelab.spec.confound import check_confounds
 from servelab.spec.experiment import Arm, ArmConfig, ExperimentSpec, resolve_arm
 from servelab.theory.hardware import Hardware
 from servelab.userfiles import read_yaml
-from servelab.workloads import Workload, load_workload
+from servelab.workloads import Workload, load_trace, load_workload
+from servelab.workloads.trace import Trace
 
 Effective = dict[str, EffectiveValue]
+
+
+def _beside(path: str, spec_path: Path | None) -> Path:
+    """A relative path in the spec is relative to the spec file's folder."""
+    given = Path(path).expanduser()
+    if given.is_absolute() or spec_path is None:
+        return given
+    return spec_path.parent / given
 
 
 def validation_message(exc: ValidationError, source: str) -> UsageError:
@@ -64,6 +74,7 @@ class ExperimentInputs:
     arms: dict[str, ArmConfig]
     effective: dict[str, Effective]
     argvs: dict[str, list[str]]
+    trace: Trace | None = None  # load: {trace: FILE}, read once
 
     @classmethod
     def load(cls, spec_path: Path) -> ExperimentInputs:
@@ -82,7 +93,10 @@ class ExperimentInputs:
         argvs: dict[str, list[str]] = {}
         for name, arm in arms.items():
             effective[name], argvs[name] = effective_config(spec, arm, workload)
-        return cls(spec, raw, spec_path, workload, expanded, arms, effective, argvs)
+        trace = None
+        if spec.load is not None and spec.load.trace is not None:
+            trace = load_trace(_beside(spec.load.trace, spec_path))
+        return cls(spec, raw, spec_path, workload, expanded, arms, effective, argvs, trace)
 
     def params(self, arm: str) -> RequestParams:
         a = self.arms[arm]

@@ -137,7 +137,7 @@ class ManifestState:
         self.update(self.manifest.with_arm_kv(arm, kv))
 
     def set_plan(self, plan: Sequence[BlockPlan]) -> None:
-        planned = [PlannedBlock(block=b.block, arm=b.arm, concurrency=b.concurrency) for b in plan]
+        planned = [_planned(b) for b in plan]
         self.update(self.manifest.with_plan(planned))
 
     def looks(self) -> list[Look]:
@@ -158,3 +158,9 @@ class ManifestState:
     def add_resume(self, entry: Resume, *, forced: bool) -> None:
         m = self.manifest.with_resume(entry)
         self.manifest = m.with_forced() if forced else m
+
+
+def _planned(b: BlockPlan) -> PlannedBlock:
+    """A closed-loop block is written as before; an open-loop one adds its rate."""
+    rate = {"rate_rps": b.rate_rps} if b.rate_rps is not None else {}
+    return PlannedBlock(block=b.block, arm=b.arm, concurrency=b.concurrency, **rate)

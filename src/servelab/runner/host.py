@@ -14,7 +14,8 @@ from typing import TypedDict
 
 import psutil
 
-from servelab.store import Gpu, Host
+from servelab.store import ClientCeiling, Gpu, Host
+from servelab.store.selftest_file import saved_ceiling
 
 ENGINE_PROCESS_NAMES = ("llama-server", "vllm", "sglang", "ollama", "mlx_lm.server")
 
@@ -86,4 +87,17 @@ def host_facts() -> Host:
         memory_available_bytes=mem.available,
         gpus=tuple(Gpu.model_validate(g) for g in gpus()),
         loadavg=os.getloadavg(),
+        **_ceiling(),
     )
+
+
+def _ceiling() -> dict[str, ClientCeiling]:
+    """The saved selftest ceiling of this machine, as a ``Host`` field (absent when none)."""
+    saved = saved_ceiling()
+    if saved is None or not saved.fits_this_host():
+        return {}
+    ceiling = ClientCeiling(
+        tokens_per_s=saved.tokens_per_s, streams=saved.streams,
+        measured_unix_s=saved.created_unix_s,
+    )  # fmt: skip
+    return {"client_ceiling": ceiling}

@@ -22,6 +22,7 @@ It must not read the spec or the workload (callers pass typed objects), nor anal
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,13 +36,28 @@ from servelab.engines.prom import MetricsSnapshot
 from servelab.engines.registry import create_engine
 from servelab.errors import EngineCrashedError, EngineError, Interrupted, StoreError
 from servelab.records import Observation, Phase
-from servelab.runner.drive import RequestParams, build_request, crash_after, run_jobs
+from servelab.runner.drive import (
+    Job as Job,
+)
+from servelab.runner.drive import (
+    PromptSource,
+    RequestParams,
+    RequestSource,
+    Schedule,
+    Sent,
+    SourceFactory,
+    StartsJobs,
+    crash_after,
+    run_jobs,
+)
 from servelab.runner.host import foreign_engines, host_facts
 from servelab.runner.preflight import MachineLock, run_preflight
 from servelab.runner.progress import Reporter
 from servelab.spec.engine import EngineConfig
+from servelab.spec.slo import Slo, request_meets
 from servelab.store import RowContext, RunStatus, build_row
 from servelab.store.jsonl import JsonlWriter
+from servelab.store.metrics_files import write_client_load
 from servelab.store.rundir import RunDir
 from servelab.workloads import Workload
 
@@ -214,14 +230,14 @@ def failure_error(exc: BaseException, run_root: Path, resumable: bool) -> BaseEx
     return None
 
 
+def slo_check(slos: Sequence[Slo]) -> Callable[[Mapping[str, object]], bool | None] | None:
+    """A row's ``slo_met`` from its JSON (``spec.slo.request_meets``); None without SLOs."""
+    if not slos:
+        return None
+    return lambda row: request_meets(slos, row)
+
+
 # -- the block executor -------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Job:
-    request_id: str  # "" for a bench's rows
-    prompt_index: int
-    phase: Phase
-
-
 @dataclass(frozen=True, slots=True)
 class ArmRun:
     """What one arm's requests are sent with."""
@@ -241,6 +257,22 @@ class Block:
     label: str = ""  # the progress line while its requests run
     warmup_label: str = ""
     warmup_concurrency: int = 1  # an experiment warms up one request at a time
+    rate_rps: float | None = None  # open loop: the requested rate (None: closed loop)
+    offsets_s: tuple[float, ...] | None = None  # open loop: each trial's send time (s from start)
+    max_concurrency: int | None = None  # open loop: cap on requests in flight (None: none)
+    source: SourceFactory | None = None  # None: the workload's prompts (``PromptSource``)
+
+    @property
+    def level(self) -> str:
+        """The block's load level in file names: ``c4`` (closed loop) or ``r2`` (req/s)."""
+        return f"c{self.concurrency}" if self.rate_rps is None else f"r{self.rate_rps:g}"
+
+    def schedule(self, keep: Sequence[bool]) -> Schedule | None:
+        """The open-loop schedule of the trials ``keep`` selects (resume skips done ones)."""
+        if self.offsets_s is None:
+            return None
+        offsets = tuple(t for t, k in zip(self.offsets_s, keep, strict=True) if k)
+        return Schedule(tuple(t - offsets[0] for t in offsets), self.max_concurrency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +313,7 @@ class BlockExecutor:
         starts: int = 0,
         on_start: Callable[[EngineStarted], None] = lambda s: None,
         request_ids: bool = True,
+        slo_check: Callable[[Mapping[str, object]], bool | None] | None = None,
     ) -> None:
         self.run = run
         self.workload = workload
@@ -295,6 +328,8 @@ class BlockExecutor:
         self.starts = starts
         self.on_start = on_start
         self.request_ids = request_ids  # False: rows carry no request id (bench)
+        self.slo_check = slo_check  # a row's JSON -> met every per-request SLO (None: no SLOs)
+        self.source: RequestSource | None = None
         self.anchor = WallAnchor.take(seam.clock)
         self.engine: Engine | None = None
         self.engine_arm: str | None = None
@@ -324,64 +359,93 @@ class BlockExecutor:
         self.on_start(EngineStarted(arm.name, block.block, block.concurrency,
                                     self.anchor.to_unix_s(self.seam.clock.now_ns()),
                                     engine.describe()))  # fmt: skip
+        self.source = self.make_source(block, engine)
         self.lifecycle.enter(Stage.WARMUP)
-        n_prompts = len(self.workload.prompts)
         ids = [f"w{self.starts}/{arm.name}/{i}" if self.request_ids else ""
                for i in range(self.warmup)]  # fmt: skip
-        warm = [Job(rid, i % n_prompts, Phase.WARMUP) for i, rid in enumerate(ids)]
+        warm = self.source.start_jobs(self.warmup, Phase.WARMUP, ids) \
+            if isinstance(self.source, StartsJobs) else []  # fmt: skip
         if warm:
             self.reporter.phase(block.warmup_label or f"{arm.name}: warm-up", len(warm))
             self.send(engine, block, warm, writer)
         return engine
 
+    def make_source(self, block: Block, engine: Engine) -> RequestSource:
+        if block.source is not None:
+            return block.source(engine)
+        return PromptSource(self.workload, engine, block.arm.params)
+
     def run_block(
         self, block: Block, writer: JsonlWriter, engine: Engine | None = None
     ) -> BlockCounters | None:
         """The block's planned requests not yet done; None when there were none."""
-        todo = [j for j in block.trials if not j.request_id or j.request_id not in self.done]
+        keep = [not j.request_id or j.request_id not in self.done for j in block.trials]
+        todo = [j for j, k in zip(block.trials, keep, strict=True) if k]
         if not todo:
             return None
         running = self.engine is not None and self.engine_arm == block.arm.name
         if running and not block.restart:
             assert self.engine is not None
             live = self.engine
+            self.source = self.make_source(block, live)
         else:
             live = self.start(block, writer, engine)
         before = live.scrape_metrics()
         self.lifecycle.enter(Stage.MEASURE)
         label = block.label or f"block {block.block + 1} · {block.arm.name}"
         self.reporter.phase(label, len(todo))
-        self.send(live, block, todo, writer)
+        self.send(live, block, todo, writer, block.schedule(keep))
         self.lifecycle.enter(Stage.SCRAPE)
         return BlockCounters(before, live.scrape_metrics())
 
-    def send(self, engine: Engine, block: Block, jobs: list[Job], writer: JsonlWriter) -> None:
+    def send(
+        self,
+        engine: Engine,
+        block: Block,
+        jobs: list[Job],
+        writer: JsonlWriter,
+        schedule: Schedule | None = None,
+    ) -> None:
         """Send ``jobs``; raise the engine's crash once every request sent is recorded."""
         trial = jobs[0].phase is Phase.TRIAL
         concurrency = block.concurrency if trial else block.warmup_concurrency
+        source = self.source or self.make_source(block, engine)
 
-        def record(job: Job, sent: float, obs: Observation) -> None:
-            ctx = RowContext(
-                run_id=self.run.run_id, arm=block.arm.name, block=block.block, phase=job.phase,
-                seq=self.seq, prompt_id=self.workload.prompts[job.prompt_index].id,
-                concurrency=concurrency, t_send_unix_s=sent, request_id=job.request_id,
-            )  # fmt: skip
-            self.seq += 1
-            row = build_row(obs, ctx)
-            writer.write(row)
-            if job.phase is Phase.TRIAL and job.request_id:
-                self.done.add(job.request_id)
-            self.reporter.request_done(row)
+        def record(job: Job, sent: Sent, obs: Observation) -> None:
+            self.record(block, source, concurrency, job, sent, obs, writer)
             if self.crash is None:
                 self.crash = crash_after(engine, obs)
 
-        params = block.arm.params
-        run_jobs(
-            engine, jobs, concurrency, self.timeout_s,
-            request_for=lambda job: build_request(self.workload, job.prompt_index, engine, params),
+        load = run_jobs(
+            engine, jobs, concurrency, self.timeout_s, request_for=source.request_for,
             on_result=record, clock=self.seam.clock, anchor=self.anchor,
             should_stop=lambda: self.crash is not None, transport=self.seam.transport,
+            schedule=schedule if trial else None, follow=source.follow,
         )  # fmt: skip
+        if trial and load is not None:
+            write_client_load(self.run, block.arm.name, block.block, load, block.level)
         if self.crash is not None:
             raise self.crash
         engine.check_alive()
+
+    def record(
+        self, block: Block, source: RequestSource, concurrency: int, job: Job, sent: Sent,
+        obs: Observation, writer: JsonlWriter,
+    ) -> None:  # fmt: skip
+        """Write the row of one finished request and flush it."""
+        session_id, turn = source.session(job)
+        ctx = RowContext(
+            run_id=self.run.run_id, arm=block.arm.name, block=block.block, phase=job.phase,
+            seq=self.seq, prompt_id=source.prompt_id(job), concurrency=concurrency,
+            t_send_unix_s=sent.unix_s, request_id=job.request_id,
+            rate_rps=block.rate_rps if job.phase is Phase.TRIAL else None,
+            t_sched_unix_s=sent.sched_unix_s, lag_s=sent.lag_s, session_id=session_id, turn=turn,
+        )  # fmt: skip
+        self.seq += 1
+        row = build_row(obs, ctx)
+        if self.slo_check is not None:
+            row = dataclasses.replace(row, slo_met=self.slo_check(row.to_json()))
+        writer.write(row)
+        if job.phase is Phase.TRIAL and job.request_id:
+            self.done.add(job.request_id)
+        self.reporter.request_done(row)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_serializer
 
 from servelab.analysis.gate_outcomes import evaluate_gates
 from servelab.analysis.settings import settings
@@ -107,6 +107,11 @@ class PromotionRecord(_Frozen):
     host: Host | None
     hardware: HardwareRecord | None
     evidence: Evidence
+
+    @field_serializer("host")
+    def _host_as_recorded(self, host: Host | None) -> dict[str, JsonValue] | None:
+        """The host exactly as the run's manifest holds it (no unset field written as null)."""
+        return host.to_json() if host is not None else None
 
 
 def registry_path(path: Path | None) -> Path:

@@ -50,7 +50,7 @@ def score_rows(
     rows: Iterable[Mapping[str, Any]], workload: Workload | None, *, max_tokens: int | None
 ) -> dict[str, list[Scored]]:
     """Score the successful trial rows of a run, grouped by arm in first-seen order."""
-    items = {item.id: item for item in workload.prompts} if workload is not None else {}
+    items = workload.scoring_items() if workload is not None else {}
     by_arm: dict[str, list[Scored]] = {}
     for row in rows:
         if not counts_ok(row):

@@ -1,8 +1,15 @@
-"""``servelab bench``'s input: one engine configuration, one workload, one load shape."""
+"""``servelab bench``'s input: one engine configuration, one workload, one load shape.
+
+The load is closed loop (``concurrency`` requests in flight) or, with ``rate``, open loop:
+arrivals at ``rate`` requests/s (``arrival``, ``burstiness``, seeded by ``seed``) with an
+optional cap on requests in flight (``max_concurrency``). ``slos`` holds per-request SLO texts
+(``ttft_s.p90<=0.3``; ``spec.slo``). ``trace`` replays a JSONL trace instead (one request per
+line at its arrival time divided by ``time_scale``; ``requests`` does not apply).
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from servelab.spec.engine import EngineConfig
 from servelab.spec.limits import (
@@ -11,6 +18,8 @@ from servelab.spec.limits import (
     MaxTokens,
     context_problem,
 )
+from servelab.spec.load import Arrival, OpenLoop
+from servelab.spec.slo import Slo, parse_slos
 
 
 class BenchConfig(BaseModel):
@@ -28,6 +37,56 @@ class BenchConfig(BaseModel):
     name: str = "bench"
     request_timeout_s: float = Field(default=300.0, gt=0)
     max_failure_rate: MaxFailureRate = DEFAULT_MAX_FAILURE_RATE
+    rate: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    arrival: Arrival = "poisson"
+    burstiness: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    slos: tuple[str, ...] = ()
+    trace: str | None = None  # a JSONL trace to replay at its own arrival times
+    time_scale: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+
+    @field_validator("slos")
+    @classmethod
+    def _slos(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        parse_slos(v)
+        return v
+
+    @property
+    def parsed_slos(self) -> tuple[Slo, ...]:
+        return parse_slos(self.slos)
+
+    @model_validator(mode="after")
+    def _load_shape(self) -> BenchConfig:
+        if self.trace is not None:
+            if self.rate is not None or self.concurrency != 1:
+                raise ValueError("--trace sets when requests go: drop --rate and --concurrency "
+                                 "(cap requests in flight with --max-concurrency)")  # fmt: skip
+            return self
+        if self.time_scale != 1.0:
+            raise ValueError("--time-scale speeds up a trace: give --trace")
+        if self.rate is None:
+            if self.max_concurrency is not None:
+                raise ValueError("--max-concurrency caps an open loop: give --rate too "
+                                 "(closed loop: --concurrency)")  # fmt: skip
+            if self.arrival != "poisson" or self.burstiness != 1.0:
+                raise ValueError("--arrival and --burstiness shape an open loop: give --rate")
+        elif self.concurrency != 1:
+            raise ValueError("--concurrency is the closed loop; with --rate cap requests in "
+                             "flight with --max-concurrency")  # fmt: skip
+        if self.burstiness != 1.0 and self.arrival != "gamma":
+            raise ValueError("--burstiness is the gamma shape: give --arrival gamma")
+        return self
+
+    @property
+    def open_loop(self) -> OpenLoop | None:
+        if self.rate is None:
+            return None
+        return OpenLoop(self.rate, self.arrival, self.burstiness, self.max_concurrency)
+
+    @property
+    def slots(self) -> int:
+        """Requests the engine must serve at once (its parallel slots)."""
+        return self.max_concurrency or self.concurrency
 
     @field_validator("max_tokens")
     @classmethod

@@ -28,6 +28,8 @@ from servelab.spec.limits import (
     MaxTokens,
     context_problem,
 )
+from servelab.spec.load import LoadSpec
+from servelab.spec.slo import Slo, parse_slos
 
 DEFAULT_DECISION_METRICS = ("decode_tps", "ttft_s", "e2e_s")
 _ARM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
@@ -196,6 +198,14 @@ class ExperimentSpec(BaseModel):
     requests_per_block: int = Field(default=8, ge=1)
     warmup: int = Field(default=2, ge=0, description="warm-up requests after every engine start")
     concurrency: int | list[int] = 1
+    load: LoadSpec | None = Field(
+        default=None,
+        description="closed loop {concurrency: C or [C...]}, open loop {rate: R or [R...], "
+        "arrival, burstiness, max_concurrency} or a trace {trace: FILE, time_scale}",
+    )
+    slo: tuple[str, ...] = Field(
+        default=(), description='per-request SLOs, e.g. ["ttft_s.p90<=0.3", "itl_s.p99<=0.05"]'
+    )
     seed: int = 0
     schedule: Literal["interleaved", "randomized"] = "interleaved"
     restart: Literal["arm_change", "every_block"] = Field(
@@ -241,6 +251,16 @@ class ExperimentSpec(BaseModel):
             raise ValueError("concurrency must be a positive integer or a list of distinct ones")
         return v
 
+    @field_validator("slo")
+    @classmethod
+    def _slo(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        parse_slos(v)
+        return v
+
+    @property
+    def slos(self) -> tuple[Slo, ...]:
+        return parse_slos(self.slo)
+
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v: MetricsChoice) -> MetricsChoice:
@@ -249,6 +269,8 @@ class ExperimentSpec(BaseModel):
 
     @model_validator(mode="after")
     def _shape(self) -> ExperimentSpec:
+        if self.load is not None and self.concurrency != 1:
+            raise ValueError("give concurrency either at the top level or in load:, not both")
         if (self.arms is None) == (self.factors is None):
             raise ValueError("give either arms (named overrides) or factors (a product), not both")
         arms = self.expand()
@@ -279,7 +301,17 @@ class ExperimentSpec(BaseModel):
 
     @property
     def concurrency_levels(self) -> tuple[int, ...]:
+        """Closed-loop levels; an open-loop spec has one: its ``max_concurrency`` (1 if none)."""
+        if self.load is not None:
+            if self.load.concurrency is not None:
+                return self.load.concurrency_levels
+            return (self.load.max_concurrency or 1,)
         return (self.concurrency,) if isinstance(self.concurrency, int) else tuple(self.concurrency)
+
+    @property
+    def rate_levels(self) -> tuple[float, ...]:
+        """Open-loop rates in requests/s (empty: closed loop)."""
+        return self.load.rates if self.load is not None else ()
 
     @property
     def baseline_arm(self) -> str:

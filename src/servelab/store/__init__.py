@@ -33,6 +33,13 @@ Format changes (readers accept every older version):
   Comparisons gain ``ratio_median``, ``method``, ``n_pairs``, ``prompts`` and
   ``heterogeneity``; the summary ``references`` and ``prompts``. Older summaries read as they
   are (the new keys are absent).
+- 2026-11-30, rows 2 (additive): after ``request_id`` rows hold ``rate_rps``, ``t_sched_unix_s``,
+  ``lag_s`` (open loop), ``session_id``, ``turn`` (conversations) and ``slo_met`` (per-request
+  SLOs), each null where it does not apply. Rows of format 1 lack them; readers use ``row.get``
+  and read them as null (``columns.read_row_table`` keeps a missing key missing). Every block
+  (bench included) may have ``metrics/client/<arm>-b<block>-<level>.json``
+  (``store.metrics_files``): what driving it cost the client (CPU, event-loop lag). A bench
+  ``summary.json`` of an open loop has ``open_loop`` (rates and lag).
 """
 
 from servelab.store.manifest import (
@@ -46,6 +53,7 @@ from servelab.store.manifest import (
 )
 from servelab.store.manifest_records import (
     AllowedConfound,
+    ClientCeiling,
     CompareSource,
     EffectiveValue,
     EngineStart,
@@ -86,6 +94,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AllowedConfound",
     "ArmEntry",
+    "ClientCeiling",
     "CompareSource",
     "EffectiveValue",
     "EngineStart",

@@ -64,6 +64,15 @@ class Gpu(Record):
     memory: str = ""
 
 
+class ClientCeiling(Record):
+    """The client's ceiling from the last ``servelab selftest`` on this machine, as the run
+    found it at its start (docs/selftest.md): aggregate tokens/s at ``streams`` streams."""
+
+    tokens_per_s: float
+    streams: int
+    measured_unix_s: float
+
+
 class Host(Record):
     """The machine a run happened on (``runner.host.host_facts``)."""
 
@@ -78,6 +87,7 @@ class Host(Record):
     memory_available_bytes: int
     gpus: tuple[Gpu, ...] = ()
     loadavg: tuple[float, ...] = ()
+    client_ceiling: ClientCeiling | None = None  # only when a selftest of this machine was saved
 
 
 class PreflightFinding(Record):
@@ -121,7 +131,8 @@ class EngineStart(Record):
 class PlannedBlock(Record):
     block: int
     arm: str
-    concurrency: int
+    concurrency: int  # open loop: the cap (0: none)
+    rate_rps: float | None = None  # open loop: the block's rate (unset for a closed loop)
 
 
 class Look(Record):

@@ -4,34 +4,55 @@ Owns their names and layout for both commands (docs/run-directory.md), and is th
 of their ``schema_version``:
 
 - an experiment block: ``<arm>-b<block>-c<concurrency>.json`` with ``arm``, ``block``,
-  ``concurrency`` and ``counter_deltas`` (after minus before, counters only);
+  ``concurrency`` and ``counter_deltas`` (after minus before, counters only); an open-loop
+  block ``<arm>-b<block>-c<cap>-r<rate>.json`` with ``rate_rps`` too;
 - a bench (a one-arm experiment of one block, whose files keep their documented names):
   ``bench-before.json`` / ``bench-after.json`` with the raw ``samples`` and their ``kinds``,
-  and ``bench-deltas.json`` with ``counter_deltas``.
+  and ``bench-deltas.json`` with ``counter_deltas``;
+- every block of both (issue 13): ``client/<arm>-b<block>-<level>.json`` with ``arm``,
+  ``block``, ``level`` (``c4``: closed loop at 4 in flight; ``r2``: open loop at 2 req/s) and
+  ``client`` (``records.ClientLoad``: what driving the block cost the client itself).
 
 Each file is written atomically. It must not scrape or subtract anything: callers pass figures.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
+from servelab.errors import StoreError
+from servelab.records import ClientLoad
 from servelab.store import SCHEMA_VERSION
 from servelab.store.jsonl import write_json_atomic
 from servelab.store.rundir import RunDir, arm_stem
 
-__all__ = ["write_block_deltas", "write_counter_deltas", "write_counter_snapshot"]
+__all__ = [
+    "BlockClientLoad",
+    "read_client_loads",
+    "write_block_deltas",
+    "write_client_load",
+    "write_counter_deltas",
+    "write_counter_snapshot",
+]
+CLIENT_DIR = "client"  # under metrics/: apart from the counter files and their globs
 
 
 def write_block_deltas(
-    run: RunDir, arm: str, block: int, concurrency: int, deltas: Mapping[str, float]
-) -> Path:
-    """An experiment block's counter deltas."""
+    run: RunDir, arm: str, block: int, concurrency: int, deltas: Mapping[str, float],
+    rate_rps: float | None = None,
+) -> Path:  # fmt: skip
+    """An experiment block's counter deltas (an open-loop block's name ends ``-r<rate>``)."""
     path = run.block_metrics(arm, block, concurrency)
+    level: dict[str, object] = {"concurrency": concurrency}
+    if rate_rps is not None:
+        path = path.with_name(f"{path.stem}-r{rate_rps:g}.json")
+        level["rate_rps"] = rate_rps
     write_json_atomic(path, {
-        "schema_version": SCHEMA_VERSION, "arm": arm, "block": block,
-        "concurrency": concurrency, "counter_deltas": dict(deltas),
+        "schema_version": SCHEMA_VERSION, "arm": arm, "block": block, **level,
+        "counter_deltas": dict(deltas),
     })  # fmt: skip
     return path
 
@@ -52,3 +73,48 @@ def write_counter_deltas(run: RunDir, arm: str, deltas: Mapping[str, float]) -> 
     path = run.metrics_dir / f"{arm_stem(arm)}-deltas.json"
     write_json_atomic(path, {"schema_version": SCHEMA_VERSION, "counter_deltas": dict(deltas)})
     return path
+
+
+@dataclass(frozen=True, slots=True)
+class BlockClientLoad:
+    """One block's client load as stored: where in the plan, and the figures."""
+
+    arm: str
+    block: int
+    level: str  # "c4" (closed loop, 4 in flight) or "r2" (open loop, 2 req/s); "" unknown
+    load: ClientLoad
+
+
+def write_client_load(run: RunDir, arm: str, block: int, load: ClientLoad, level: str = "") -> Path:
+    """What driving one block cost the client (``records.ClientLoad``)."""
+    tag = f"-{level}" if level else ""
+    folder = run.metrics_dir / CLIENT_DIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
+    path = folder / f"{arm_stem(arm)}-b{block}{tag}.json"
+    write_json_atomic(path, {
+        "schema_version": SCHEMA_VERSION, "arm": arm, "block": block, "level": level,
+        "client": load.to_json(),
+    })  # fmt: skip
+    return path
+
+
+def read_client_loads(run: RunDir) -> list[BlockClientLoad]:
+    """Every block's client load, in (arm, block, level) order; unreadable files are skipped
+    (the figures are advisory: a torn file must not stop a report)."""
+    folder = run.metrics_dir / CLIENT_DIR
+    if not folder.is_dir():
+        return []
+    out: list[BlockClientLoad] = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            out.append(BlockClientLoad(
+                str(data["arm"]), int(data["block"]), str(data.get("level") or ""),
+                ClientLoad.from_json(data["client"]),
+            ))  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sorted(out, key=lambda c: (c.arm, c.block, c.level))

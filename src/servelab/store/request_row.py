@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from servelab.metrics import derive
 from servelab.records import Observation, Phase, ServerValue, ToolCall, Usage
 
-ROW_SCHEMA_VERSION = 1
+ROW_SCHEMA_VERSION = 2  # 2: rate_rps, t_sched_unix_s, lag_s, session_id, turn, slo_met
 
 RowValue = (
     str | int | float | bool | None | list[float] | list[int] | dict[str, int]
@@ -34,6 +34,12 @@ class RowContext:
     concurrency: int
     t_send_unix_s: float  # wall clock of the send, from the run's anchor
     request_id: str = ""  # experiments: stable id of the planned request (resume skips done ids)
+    rate_rps: float | None = None  # requested open-loop rate of the block (None: closed loop)
+    t_sched_unix_s: float | None = None  # scheduled send time (open loop)
+    lag_s: float | None = None  # actual send - scheduled send (open loop)
+    session_id: str | None = None  # conversation of this turn (None: a single-turn prompt)
+    turn: int | None = None  # 0-based turn within its session
+    slo_met: bool | None = None  # met every per-request SLO (None: no SLOs given)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,12 @@ class RequestRow:
     concurrency: int
     t_send_unix_s: float
     request_id: str
+    rate_rps: float | None
+    t_sched_unix_s: float | None
+    lag_s: float | None
+    session_id: str | None
+    turn: int | None
+    slo_met: bool | None
     outcome: str
     error: str | None
     http_status: int | None
@@ -62,6 +74,7 @@ class RequestRow:
     server_prompt_s: float | None
     server_decode_tps: float | None
     cache_n: int | None
+    prefix_reuse: float | None
     draft_n: int | None
     draft_accepted: int | None
     acceptance_rate: float | None
@@ -112,12 +125,15 @@ def build_row(obs: Observation, ctx: RowContext) -> RequestRow:
     return RequestRow(
         run_id=ctx.run_id, arm=ctx.arm, block=ctx.block, phase=ctx.phase, seq=ctx.seq,
         prompt_id=ctx.prompt_id, concurrency=ctx.concurrency, t_send_unix_s=ctx.t_send_unix_s,
-        request_id=ctx.request_id, outcome=str(obs.outcome), error=obs.error,
+        request_id=ctx.request_id, rate_rps=ctx.rate_rps, t_sched_unix_s=ctx.t_sched_unix_s,
+        lag_s=ctx.lag_s, session_id=ctx.session_id, turn=ctx.turn, slo_met=ctx.slo_met,
+        outcome=str(obs.outcome), error=obs.error,
         http_status=obs.http_status, finish_reason=obs.finish_reason,
         n_out=m["n_out"], n_out_source=m["n_out_source"],
         chunk_tokens_source=m["chunk_tokens_source"], n_in=m["n_in"], wait_s=m["wait_s"],
         prefill_tps=m["prefill_tps"], server_prompt_s=m["server_prompt_s"],
-        server_decode_tps=m["server_decode_tps"], cache_n=m["cache_n"], draft_n=m["draft_n"],
+        server_decode_tps=m["server_decode_tps"], cache_n=m["cache_n"],
+        prefix_reuse=m["prefix_reuse"], draft_n=m["draft_n"],
         draft_accepted=m["draft_accepted"], acceptance_rate=m["acceptance_rate"],
         ttft_s=m["ttft_s"], ttft_content_s=m["ttft_content_s"], ttft_tool_s=m["ttft_tool_s"],
         e2e_s=m["e2e_s"], tpot_s=m["tpot_s"], decode_tps=m["decode_tps"], e2e_tps=m["e2e_tps"],

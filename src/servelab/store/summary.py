@@ -4,7 +4,7 @@ Owns the frozen records ``servelab.analysis`` produces and ``servelab.report`` r
 ``Summary`` (an experiment, import or compare run, as ``servelab report`` writes it) with its
 ``ArmSummary``, ``MetricSummary``, ``RateCI``, ``Comparison``, ``Proportion``, ``SweepRow``,
 ``Stopping``, ``Warning``, ``GateResult``, theory and quality sections; and ``BenchSummary``
-(what ``servelab bench`` writes: arms and engine counter figures).
+(what ``servelab bench`` writes: arms, engine counter figures and open-loop figures).
 
 ``to_json()`` gives exactly the layout of docs/summary-json.md, keys in the order they have
 always been written (so summary files stay diff-friendly), optional keys left out when unset;
@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Self, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
+
+from servelab.stats.capacity import CapacitySection, GoodputLevel
 
 # One definition each, in the pure core: k of n with its Wilson interval; one metric over the
 # successful trials. Re-exported under the names summary.json's records use.
@@ -118,7 +120,7 @@ class Comparison(_Record):
     level. The fields after ``summary`` are absent from summaries of servelab 0.1."""
 
     OMIT_NONE: ClassVar[frozenset[str]] = frozenset(
-        {"ratio_median", "method", "n_pairs", "prompts", "heterogeneity"}
+        {"ratio_median", "method", "n_pairs", "prompts", "heterogeneity", "rate_rps"}
     )
 
     metric: str
@@ -148,6 +150,7 @@ class Comparison(_Record):
     n_pairs: int | None = None  # (round, prompt) pairs compared; 0 when unpaired
     prompts: tuple[PromptEffect, ...] | None = None  # per-prompt paired effects
     heterogeneity: str | None = None  # the split of per-prompt effects in words
+    rate_rps: float | None = None  # an open-loop level's rate (``concurrency``: its cap, 0 none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,8 +347,9 @@ class Summary(_Record):
     """``summary.json`` of an experiment, import or compare run (docs/summary-json.md)."""
 
     OMIT_NONE: ClassVar[frozenset[str]] = frozenset(
-        {"theory", "quality", "gates", "gates_required", "gates_failed", "references", "prompts"}
-    )
+        {"theory", "quality", "gates", "gates_required", "gates_failed", "references", "prompts",
+         "capacity"}
+    )  # fmt: skip
 
     schema_version: int
     kind: str
@@ -371,6 +375,7 @@ class Summary(_Record):
     gates_failed: tuple[str, ...] | None = None
     references: dict[str, str] | None = None  # candidate -> its reference, when not baseline
     prompts: str | None = None  # "sampled" when the verdicts sample prompts (default fixed)
+    capacity: CapacitySection | None = None  # with SLOs: goodput per level, capacity per arm
 
     def arm_order(self) -> list[str]:
         """Arms, baseline first."""
@@ -394,12 +399,41 @@ class EngineCounterFigures(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class OpenLoopFigures(_Record):
+    """An open-loop block's sending: requested, scheduled and achieved rates and the lag.
+
+    ``achieved_rps`` = (n - 1) / (last send - first send) over the n trial requests sent (n
+    sends span n - 1 gaps); ``scheduled_rps`` the same over their scheduled times.
+    ``behind`` names what fell behind (``client_behind``: no cap and the client missed its
+    schedule; ``cap_limited``: ``max_concurrency`` held requests back), None when on time."""
+
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"max_concurrency", "behind", "detail"})
+
+    requested_rps: float
+    scheduled_rps: float | None
+    achieved_rps: float | None
+    n_sent: int
+    lag_p50_s: float | None
+    lag_p99_s: float | None
+    lag_max_s: float | None
+    max_concurrency: int | None = None
+    behind: Literal["client_behind", "cap_limited"] | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BenchSummary(_Record):
-    """``summary.json`` of ``servelab bench``: its arm(s) and the engine counter figures."""
+    """``summary.json`` of ``servelab bench``: its arm(s), the engine counter figures, for an
+    open loop its rates and lag (``open_loop``), with SLOs the goodput (each left out when
+    None)."""
+
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"open_loop", "goodput"})
 
     schema_version: int
     arms: dict[str, ArmSummary]
     engine_counters: EngineCounterFigures | dict[str, float] = field(default_factory=dict)
+    open_loop: OpenLoopFigures | None = None
+    goodput: GoodputLevel | None = None  # with --slo: requests meeting every SLO per second
 
 
 _ADAPTERS: dict[type, TypeAdapter[object]] = {}
@@ -431,6 +465,7 @@ __all__ = [
     "HardwareRecord",
     "MetricSummary",
     "Number",
+    "OpenLoopFigures",
     "Proportion",
     "QualityArm",
     "QualityMetricInfo",

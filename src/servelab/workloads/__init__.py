@@ -8,28 +8,39 @@ Must not: speak HTTP, start processes, use asyncio, or score replies (``scoring/
 The only I/O in this package is reading the one workload file asked for.
 """
 
-from servelab.workloads.loader import list_builtin, load_workload, parse_workload
+from servelab.workloads.loader import list_builtin, load_trace, load_workload, parse_workload
 from servelab.workloads.schema import (
     SCHEMA_VERSION,
+    SCHEMA_VERSIONS,
     ArgExpectation,
     Expectation,
     FunctionDef,
     Message,
     PromptItem,
+    Session,
     Tool,
+    ToolResult,
+    Turn,
     Workload,
+    turn_id,
 )
 
 __all__ = [
     "SCHEMA_VERSION",
+    "SCHEMA_VERSIONS",
     "ArgExpectation",
     "Expectation",
     "FunctionDef",
     "Message",
     "PromptItem",
+    "Session",
     "Tool",
+    "ToolResult",
+    "Turn",
     "Workload",
     "list_builtin",
+    "load_trace",
     "load_workload",
     "parse_workload",
+    "turn_id",
 ]

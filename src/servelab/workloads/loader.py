@@ -1,12 +1,13 @@
 """Finding, reading and parsing workload files into validated ``Workload`` objects.
 
 Owns name resolution (a built-in name, or a path to a .yaml/.yml/.json/.jsonl file), the three
-file formats, and the one place where YAML, JSON and pydantic errors become a one-line
-``WorkloadError`` naming the file and the field path (``prompts.3.expect.tool``).
+file formats, reading a request trace (``load_trace``; its format is ``trace``'s), and the one
+place where YAML, JSON and pydantic errors become a one-line ``WorkloadError`` naming the file
+and the field path (``prompts.3.expect.tool``).
 
 Must not: write files, speak HTTP, start processes, or hold state between calls. Its only I/O is
-reading the one workload file asked for. YAML is read with the strict loader every user file
-shares (``servelab.userfiles``): duplicate keys are errors, only true/false are booleans
+reading the one workload (or trace) file asked for. YAML is read with the strict loader every
+user file shares (``servelab.userfiles``): duplicate keys are errors, only true/false are booleans
 (``on``/``off``/``yes``/``no`` stay strings) and dates stay strings.
 """
 
@@ -25,7 +26,9 @@ from pydantic_core import ErrorDetails
 
 from servelab.errors import WorkloadError
 from servelab.userfiles import load_yaml
-from servelab.workloads.schema import FieldProblem, Loc, Workload
+from servelab.workloads.checks import FieldProblem, Loc
+from servelab.workloads.schema import Workload
+from servelab.workloads.trace import Trace, parse_trace
 
 Format = Literal["yaml", "json", "jsonl"]
 
@@ -84,6 +87,21 @@ def parse_workload(text: str, *, source: str, fmt: Format = "yaml") -> Workload:
         return Workload.model_validate(data)
     except ValidationError as exc:
         raise WorkloadError(_one_line(source, exc, line_of_prompt)) from exc
+
+
+def load_trace(path: str | os.PathLike[str]) -> Trace:
+    """Read and validate the JSONL trace at ``path`` (``trace.parse_trace``); raises
+    ``WorkloadError`` with a one-line message naming the file and line."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise WorkloadError(f"trace {source}: file not found; check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise WorkloadError(f"trace {source}: not UTF-8 text ({exc.reason})") from exc
+    except OSError as exc:
+        raise WorkloadError(f"trace {source}: cannot read the file ({exc.strerror})") from exc
+    return parse_trace(text, source=source)
 
 
 def _looks_like_path(text: str) -> bool:

@@ -1,9 +1,12 @@
 """The workload schema: prompt sets as validated, immutable data with a content hash.
 
 Owns the pydantic models of a workload file (``Workload``, ``PromptItem``, ``Tool``,
-``Expectation``, ``ArgExpectation``, ``Message``), every cross-field rule between them, the
-canonical JSON form and its ``sha256:`` content hash, and the two views a client needs: the chat
-messages and the OpenAI tool dicts offered with one prompt.
+``Expectation``, ``ArgExpectation``, ``Message``, and from schema_version 2 the multi-turn
+``Session`` with its ``Turn``s and scripted ``ToolResult``s), the rules between them (the
+helpers that read several models live in ``checks``), the canonical JSON form and its
+``sha256:`` content hash, and the views a client needs: the chat messages and the OpenAI tool
+dicts offered with one prompt or session. Building a session's next request from the model's
+replies is ``conversation``'s.
 
 Must not: read files (that is ``loader``), speak HTTP, score replies (that is ``scoring/``), or
 import anything that does I/O. Cross-field problems are raised as ``FieldProblem`` so the loader
@@ -15,13 +18,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
-SCHEMA_VERSION = 1
-"""The only workload ``schema_version`` this servelab reads."""
+from servelab.workloads.checks import (
+    FieldProblem,
+    Loc,
+    check_expectation,
+    check_object_schema,
+    check_offered,
+)
+
+SCHEMA_VERSION = 2
+"""The newest workload ``schema_version`` this servelab reads (it reads every version in
+``SCHEMA_VERSIONS``): 2 adds multi-turn ``sessions``."""
+SCHEMA_VERSIONS = (1, 2)
 
 _CONFIG = ConfigDict(extra="forbid", frozen=True, strict=True)
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
@@ -29,21 +42,6 @@ _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 _TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _LANG_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 _VERSION_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
-
-Loc = tuple[str | int, ...]
-
-
-class FieldProblem(ValueError):
-    """A cross-field rule failed at ``loc``, a path relative to the model that raised it.
-
-    Pydantic reports a model validator's error at the model's own location; the loader appends
-    ``loc`` to it so the message names the exact field.
-    """
-
-    def __init__(self, loc: Loc, message: str) -> None:
-        self.loc = loc
-        self.message = message
-        super().__init__(f"{'.'.join(str(part) for part in loc)}: {message}" if loc else message)
 
 
 class Message(BaseModel):
@@ -189,6 +187,88 @@ class PromptItem(BaseModel):
         return self.messages is not None
 
 
+class ToolResult(BaseModel):
+    """A scripted tool result: what tool ``tool`` returns when the conversation reaches it.
+
+    ``content`` is sent back as the ``tool`` message's text (a mapping or list as compact JSON).
+    ``arguments`` is the call servelab writes into the model's last reply when the model did
+    not call ``tool`` itself, so every arm continues the same conversation.
+    """
+
+    model_config = _CONFIG
+
+    tool: str = Field(pattern=_TOOL_NAME_PATTERN)
+    content: str | dict[str, JsonValue] | list[JsonValue]
+    arguments: dict[str, JsonValue] = {}
+
+    @property
+    def text(self) -> str:
+        """``content`` as the tool message's text."""
+        if isinstance(self.content, str):
+            return self.content
+        return json.dumps(self.content, ensure_ascii=False, separators=(", ", ": "))
+
+
+class Turn(BaseModel):
+    """One request of a session: a user message, or the scripted results of tool calls.
+
+    ``think_s`` is the pause after the previous turn's reply before this turn is sent (the
+    user's thinking, or the tool's latency): seconds, or ``[low, high]`` drawn uniformly from
+    the run's seed. The first turn has none: the load schedules a session's start.
+    """
+
+    model_config = _CONFIG
+
+    user: str | None = None
+    tool_results: list[ToolResult] | None = Field(default=None, min_length=1)
+    think_s: float | list[float] = 0.0
+    expect: Expectation | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_input_and_a_valid_pause(self) -> Turn:
+        if (self.user is None) == (self.tool_results is None):
+            raise FieldProblem(
+                (), "needs exactly one of user (a message) or tool_results (scripted results)"
+            )
+        pair = isinstance(self.think_s, list)
+        bounds = self.think_s if isinstance(self.think_s, list) else [self.think_s]
+        if (pair and len(bounds) != 2) or any(b < 0 for b in bounds) or bounds != sorted(bounds):
+            raise FieldProblem(
+                ("think_s",), "must be seconds >= 0, or [low, high] with 0 <= low <= high"
+            )
+        return self
+
+
+class Session(BaseModel):
+    """A multi-turn conversation: turns sent one after another, each with the model's own
+    earlier replies fed back. ``system`` replaces the workload's; ``tools`` names the workload
+    tools offered on every turn (None: all of them, ``[]``: none)."""
+
+    model_config = _CONFIG
+
+    id: str = Field(pattern=_ID_PATTERN)
+    system: str | None = None
+    tools: list[str] | None = None
+    lang: str | None = Field(default=None, pattern=_LANG_PATTERN)
+    turns: list[Turn] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _starts_with_the_user(self) -> Session:
+        first = self.turns[0]
+        if first.user is None:
+            raise FieldProblem(
+                ("turns", 0, "tool_results"), "a session starts with a user turn; add one first"
+            )
+        if first.think_s != 0.0:
+            raise FieldProblem(
+                ("turns", 0, "think_s"),
+                "the first turn has no think time (the load schedules a session's start); "
+                "remove it",
+            )
+        return self
+
+
 class Workload(BaseModel):
     """A named, versioned prompt set with expected outcomes and workload-level tools."""
 
@@ -200,15 +280,16 @@ class Workload(BaseModel):
     description: str
     tools: list[Tool] = []
     system: str | None = None
-    prompts: list[PromptItem] = Field(min_length=1)
+    prompts: list[PromptItem] = []
+    sessions: list[Session] = []
 
     @field_validator("schema_version")
     @classmethod
     def _known_schema_version(cls, value: int) -> int:
-        if value != SCHEMA_VERSION:
+        if value not in SCHEMA_VERSIONS:
             raise ValueError(
                 f"schema_version {value} is not supported (this servelab reads "
-                f"{SCHEMA_VERSION}); upgrade servelab or convert the file"
+                f"{', '.join(map(str, SCHEMA_VERSIONS))}); upgrade servelab or convert the file"
             )
         return value
 
@@ -223,12 +304,30 @@ class Workload(BaseModel):
 
     @model_validator(mode="after")
     def _cross_references(self) -> Workload:
+        self._check_prompts_or_sessions()
         self._check_unique_tool_names()
-        self._check_unique_ids()
+        _check_unique("prompts", [item.id for item in self.prompts])
+        _check_unique("sessions", [session.id for session in self.sessions])
         tools = {tool.name: tool for tool in self.tools}
         for index, item in enumerate(self.prompts):
             _check_item_tools(item, tools, ("prompts", index))
+        for index, session in enumerate(self.sessions):
+            _check_session_tools(session, tools, ("sessions", index))
         return self
+
+    def _check_prompts_or_sessions(self) -> None:
+        if self.sessions and self.schema_version < 2:
+            raise FieldProblem(
+                ("sessions",), "sessions need schema_version: 2; raise the file's schema_version"
+            )
+        if self.prompts and self.sessions:
+            raise FieldProblem(
+                ("sessions",),
+                "a workload holds prompts or sessions, not both; split it into two workloads",
+            )
+        if not self.prompts and not self.sessions:
+            need = "prompts" if self.schema_version < 2 else "prompts or sessions"
+            raise FieldProblem(("prompts",), f"the workload has no {need}; add at least one")
 
     def _check_unique_tool_names(self) -> None:
         first: dict[str, int] = {}
@@ -240,17 +339,6 @@ class Workload(BaseModel):
                     f"(first defined at tools.{first[tool.name]})",
                 )
             first[tool.name] = index
-
-    def _check_unique_ids(self) -> None:
-        first: dict[str, int] = {}
-        for index, item in enumerate(self.prompts):
-            if item.id in first:
-                raise FieldProblem(
-                    ("prompts", index, "id"),
-                    f"duplicate id '{item.id}' "
-                    f"(first used at prompts.{first[item.id]}); ids must be unique",
-                )
-            first[item.id] = index
 
     @property
     def canonical_json(self) -> str:
@@ -289,7 +377,7 @@ class Workload(BaseModel):
         """
         if not item.is_chat:
             return []
-        offered = _offered_names(item, self.tools)
+        offered = _offered(item.tools, self.tools)
         return [tool.model_dump(mode="json") for tool in self.tools if tool.name in offered]
 
     def prompt_by_id(self, prompt_id: str) -> PromptItem:
@@ -299,102 +387,85 @@ class Workload(BaseModel):
                 return item
         raise KeyError(prompt_id)
 
+    def session_system(self, session: Session) -> str | None:
+        """The system prompt of ``session``: its own, else the workload's."""
+        return session.system if session.system is not None else self.system
 
-def check_object_schema(schema: Mapping[str, JsonValue], loc: Loc) -> None:
-    """Check that ``schema`` is a JSON Schema for an object of arguments (structure only).
+    def session_tools(self, session: Session) -> list[dict[str, JsonValue]]:
+        """The OpenAI tool dicts offered on every turn of ``session`` (fresh copies)."""
+        offered = _offered(session.tools, self.tools)
+        return [tool.model_dump(mode="json") for tool in self.tools if tool.name in offered]
 
-    ``type`` must be ``object``; ``properties``, if present, maps names to schema objects;
-    ``required``, if present, lists names defined in ``properties``.
-    """
-    if schema.get("type") != "object":
-        raise FieldProblem((*loc, "type"), f"must be 'object' (got {schema.get('type')!r})")
-    properties = schema.get("properties", {})
-    if not isinstance(properties, dict):
-        raise FieldProblem((*loc, "properties"), "must be a mapping of name to schema")
-    for name, prop in properties.items():
-        if not isinstance(prop, dict):
-            raise FieldProblem((*loc, "properties", name), "must be a schema object")
-    required = schema.get("required", [])
-    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
-        raise FieldProblem((*loc, "required"), "must be a list of property names")
-    for index, wanted in enumerate(required):
-        if wanted not in properties:
+    def session_by_id(self, session_id: str) -> Session:
+        """The session with id ``session_id``; raises ``KeyError`` if there is none."""
+        for session in self.sessions:
+            if session.id == session_id:
+                return session
+        raise KeyError(session_id)
+
+    def scoring_items(self) -> dict[str, PromptItem]:
+        """What each row's ``prompt_id`` is scored against: every prompt, and every session
+        turn with an expectation as a one-message prompt under its ``turn_id``."""
+        items = {item.id: item for item in self.prompts}
+        for session in self.sessions:
+            for index, turn in enumerate(session.turns):
+                if turn.expect is not None:
+                    item = _turn_item(session, index, turn)
+                    items[item.id] = item
+        return items
+
+
+def turn_id(session_id: str, turn: int) -> str:
+    """The ``prompt_id`` of a session's turn: ``<session id>/<turn>`` (a prompt id never holds
+    a ``/``, so the two cannot collide)."""
+    return f"{session_id}/{turn}"
+
+
+def _turn_item(session: Session, index: int, turn: Turn) -> PromptItem:
+    assert turn.expect is not None
+    text = turn.user if turn.user is not None else "(tool results)"
+    # built from validated parts; model_construct because a turn id holds a "/" on purpose
+    return PromptItem.model_construct(
+        id=turn_id(session.id, index), messages=[Message(role="user", content=text)],
+        prompt=None, tools=session.tools, lang=session.lang, expect=turn.expect,
+        max_tokens=turn.max_tokens,
+    )  # fmt: skip
+
+
+def _check_unique(field: str, ids: list[str]) -> None:
+    first: dict[str, int] = {}
+    for index, value in enumerate(ids):
+        if value in first:
             raise FieldProblem(
-                (*loc, "required", index), f"'{wanted}' is required but not defined in properties"
+                (field, index, "id"),
+                f"duplicate id '{value}' (first used at {field}.{first[value]}); "
+                "ids must be unique",
             )
+        first[value] = index
 
 
 def _check_item_tools(item: PromptItem, tools: dict[str, Tool], loc: Loc) -> None:
-    for index, name in enumerate(item.tools or []):
-        if name not in tools:
-            raise FieldProblem((*loc, "tools", index), _unknown_tool(name, tools))
-    expected = item.expect.tool
-    if expected is None:
-        return
-    if expected not in tools:
-        raise FieldProblem((*loc, "expect", "tool"), _unknown_tool(expected, tools))
-    if expected not in _offered_names(item, list(tools.values())):
-        raise FieldProblem(
-            (*loc, "expect", "tool"),
-            f"tool '{expected}' is expected but not offered to this prompt; "
-            f"add it to {'.'.join(map(str, loc))}.tools",
-        )
-    for arg, arg_expect in (item.expect.args or {}).items():
-        _check_arg(tools[expected], arg, arg_expect, (*loc, "expect", "args", arg))
+    check_offered(item.tools or [], tools, (*loc, "tools"))
+    offered = _offered(item.tools, list(tools.values()))
+    where = f"{'.'.join(map(str, loc))}.tools"
+    check_expectation(item.expect, tools, offered, loc, where)
 
 
-def _check_arg(tool: Tool, arg: str, expect: ArgExpectation, loc: Loc) -> None:
-    properties = tool.function.properties
-    if arg not in properties:
-        known = ", ".join(sorted(properties)) or "none"
-        raise FieldProblem(
-            loc, f"'{arg}' is not a parameter of tool '{tool.name}' (parameters: {known})"
-        )
-    schema = properties[arg]
-    numeric = expect.min is not None or expect.max is not None or expect.sign is not None
-    if numeric and schema.get("type") not in ("integer", "number"):
-        raise FieldProblem(
-            loc, f"min, max and sign need a numeric parameter; '{arg}' is {schema.get('type')!r}"
-        )
-    values: list[tuple[Loc, JsonValue]] = []
-    if expect.equals is not None:
-        values.append((("equals",), expect.equals))
-    values += [(("one_of", index), value) for index, value in enumerate(expect.one_of or [])]
-    for where, value in values:
-        problem = _value_problem(arg, schema, value)
-        if problem:
-            raise FieldProblem((*loc, *where), problem)
+def _check_session_tools(session: Session, tools: dict[str, Tool], loc: Loc) -> None:
+    check_offered(session.tools or [], tools, (*loc, "tools"))
+    offered = _offered(session.tools, list(tools.values()))
+    where = f"{'.'.join(map(str, loc))}.tools"
+    for index, turn in enumerate(session.turns):
+        turn_loc = (*loc, "turns", index)
+        for r_index, result in enumerate(turn.tool_results or []):
+            if result.tool not in offered:
+                raise FieldProblem(
+                    (*turn_loc, "tool_results", r_index, "tool"),
+                    f"tool '{result.tool}' is not offered to this session; add it to {where}",
+                )
+        if turn.expect is not None:
+            check_expectation(turn.expect, tools, offered, turn_loc, where)
 
 
-def _value_problem(arg: str, schema: Mapping[str, JsonValue], value: JsonValue) -> str | None:
-    """Why ``value`` can never be a valid ``arg`` under its schema's type and enum, or None."""
-    expected = schema.get("type")
-    type_check = _JSON_TYPES.get(expected) if isinstance(expected, str) else None
-    if type_check is not None and not type_check(value):
-        return f"{value!r} is not of type {expected}, the type of '{arg}'"
-    enum = schema.get("enum")
-    if isinstance(enum, list) and value not in enum:
-        return f"{value!r} is not in the enum of '{arg}' ({', '.join(map(repr, enum))})"
-    return None
-
-
-_JSON_TYPES: dict[str, Callable[[Any], bool]] = {
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "array": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-}
-
-
-def _offered_names(item: PromptItem, tools: Sequence[Tool]) -> set[str]:
-    return {tool.name for tool in tools} if item.tools is None else set(item.tools)
-
-
-def _unknown_tool(name: str, tools: dict[str, Tool]) -> str:
-    defined = ", ".join(tools) or "none"
-    return (
-        f"tool '{name}' is not defined in tools; define it under tools or fix the name "
-        f"(defined: {defined})"
-    )
+def _offered(names: list[str] | None, tools: Sequence[Tool]) -> set[str]:
+    return {tool.name for tool in tools} if names is None else set(names)
