@@ -18,9 +18,16 @@ from servelab.analysis.run_warnings import (
 )
 from servelab.cli.main import main
 from servelab.records import ClientLoad
-from servelab.runner.selftest import ceiling_json, error_bound, spread_ms
+from servelab.runner.selftest import error_bound, error_stats
 from servelab.store.metrics_files import BlockClientLoad
-from servelab.store.selftest_file import SavedCeiling, read_selftest, selftest_path
+from servelab.store.selftest_file import (
+    Ceiling,
+    ErrorStats,
+    SavedCeiling,
+    Step,
+    read_selftest,
+    selftest_path,
+)
 
 
 def _finite(spread: dict[str, Any]) -> bool:
@@ -53,27 +60,34 @@ def test_selftest_quick_json_end_to_end(
     assert saved["ceiling"] == ceiling and "previous" not in saved
 
 
-def _step(streams: int, kept_up: bool, rate: float, behind: bool = False) -> dict[str, Any]:
-    return {"streams": streams, "kept_up": kept_up, "tokens_per_s": rate,
-            "cpu_ms_per_token": 0.1, "server_behind": behind,
-            "why_not": None if kept_up else "p99 arrival error 3.00 ms > 1.00 ms"}  # fmt: skip
+def _step(
+    streams: int, kept_up: bool, rate: float, behind: bool = False, p99: float | None = None
+) -> Step:
+    return Step(
+        streams=streams, requests=streams, tokens=100, wall_s=1.0, tokens_per_s=rate,
+        cpu_cores=0.1, cpu_ms_per_token=0.1, loop_lag_p99_ms=0.5,
+        arrival_ms=ErrorStats(p99=p99), itl_ms=ErrorStats(), server_lag_ms=ErrorStats(),
+        kept_up=kept_up, why_not=None if kept_up else "p99 arrival error 3.00 ms > 1.00 ms",
+        server_behind=behind,
+    )  # fmt: skip
 
 
 def test_the_ceiling_is_the_last_step_that_kept_up() -> None:
-    c = ceiling_json([_step(1, True, 2000), _step(4, True, 7900), _step(16, False, 9000)])
-    assert (c["tokens_per_s"], c["streams"]) == (7900, 4)
-    assert c["limited_by"].startswith("16 streams: p99 arrival error")
-    none = ceiling_json([_step(1, False, 100)])
-    assert none["tokens_per_s"] is None and none["streams"] is None
-    behind = ceiling_json([_step(1, True, 2000), _step(4, True, 5000, behind=True)])
-    assert behind["streams"] == 4 and "mock server fell behind" in behind["limited_by"]
+    c = Ceiling.of([_step(1, True, 2000), _step(4, True, 7900), _step(16, False, 9000)])
+    assert (c.tokens_per_s, c.streams) == (7900, 4)
+    assert c.limited_by.startswith("16 streams: p99 arrival error")
+    none = Ceiling.of([_step(1, False, 100)])
+    assert none.tokens_per_s is None and none.streams is None
+    behind = Ceiling.of([_step(1, True, 2000), _step(4, True, 5000, behind=True)])
+    assert behind.streams == 4 and "mock server fell behind" in behind.limited_by
 
 
 def test_the_error_bound_rises_to_twice_a_noisy_machines_floor() -> None:
-    assert error_bound(1.0, {"arrival_ms": {"p99": 0.2}}) == 1.0
-    assert error_bound(1.0, {"arrival_ms": {"p99": 3.0}}) == 6.0
-    assert spread_ms([1e6, 2e6, 3e6]) == {"p50": 2.0, "p99": pytest.approx(2.98), "max": 3.0}
-    assert spread_ms([]) == {"p50": None, "p99": None, "max": None}
+    assert error_bound(1.0, _step(1, True, 2000, p99=0.2)) == 1.0
+    assert error_bound(1.0, _step(1, True, 2000, p99=3.0)) == 6.0
+    spread = error_stats([1e6, 2e6, 3e6])
+    assert (spread.p50, spread.p99, spread.max) == (2.0, pytest.approx(2.98), 3.0)
+    assert error_stats([]) == ErrorStats()
 
 
 def test_a_saved_ceiling_reads_back_or_is_none() -> None:

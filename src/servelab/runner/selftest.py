@@ -29,7 +29,7 @@ import os
 import platform
 import resource
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeGuard
@@ -289,11 +289,6 @@ def _ints(value: JsonValue) -> TypeGuard[list[int]]:
 # ------------------------------------------------------------------------------ the figures
 
 
-def spread_ms(values_ns: Sequence[float]) -> dict[str, float | None]:
-    """Median, p99 and maximum, in milliseconds (None without values)."""
-    return error_stats(values_ns).to_json()
-
-
 def error_stats(values_ns: Sequence[float]) -> ErrorStats:
     """Median, p99 and maximum, in milliseconds (None without values)."""
     if not len(values_ns):
@@ -370,18 +365,12 @@ def step_of(run: ProbeRun, error_bound_ms: float, cpu_bound_cores: float) -> Ste
     )
 
 
-def error_bound(bound_ms: float, first: Step | Mapping[str, object]) -> float:
+def error_bound(bound_ms: float, first: Step) -> float:
     """The p99 arrival error a step may have: ``bound_ms``, or twice what one stream showed
     when this machine's own noise is larger (the ceiling is where the client's load makes its
-    timing worse, not where the machine already was). ``first`` may be a step's JSON."""
-    step = first if isinstance(first, Step) else Step.from_json(first)
-    floor = step.arrival_ms.p99
+    timing worse, not where the machine already was)."""
+    floor = first.arrival_ms.p99
     return max(bound_ms, 2 * floor) if isinstance(floor, float) else bound_ms
-
-
-def ceiling_json(steps: Sequence[Mapping[str, object]]) -> dict[str, JsonValue]:
-    """``Ceiling.of`` for steps' JSON (a JSON boundary: the steps as saved or written)."""
-    return Ceiling.of([Step.from_json(s) for s in steps]).to_json()
 
 
 def host() -> SelftestHost:

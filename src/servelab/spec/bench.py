@@ -19,7 +19,7 @@ from servelab.spec.limits import (
     context_problem,
 )
 from servelab.spec.load import Arrival, OpenLoop
-from servelab.spec.slo import Slo, parse_slos
+from servelab.spec.slo import Slo, SloTexts, parse_slos
 
 
 class BenchConfig(BaseModel):
@@ -41,15 +41,9 @@ class BenchConfig(BaseModel):
     arrival: Arrival = "poisson"
     burstiness: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     max_concurrency: int | None = Field(default=None, ge=1)
-    slos: tuple[str, ...] = ()
+    slos: SloTexts = ()
     trace: str | None = None  # a JSONL trace to replay at its own arrival times
     time_scale: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-
-    @field_validator("slos")
-    @classmethod
-    def _slos(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        parse_slos(v)
-        return v
 
     @property
     def parsed_slos(self) -> tuple[Slo, ...]:

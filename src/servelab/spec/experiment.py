@@ -29,7 +29,7 @@ from servelab.spec.limits import (
     context_problem,
 )
 from servelab.spec.load import LoadSpec
-from servelab.spec.slo import Slo, parse_slos
+from servelab.spec.slo import Slo, SloTexts, parse_slos
 
 DEFAULT_DECISION_METRICS = ("decode_tps", "ttft_s", "e2e_s")
 _ARM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
@@ -203,7 +203,7 @@ class ExperimentSpec(BaseModel):
         description="closed loop {concurrency: C or [C...]}, open loop {rate: R or [R...], "
         "arrival, burstiness, max_concurrency} or a trace {trace: FILE, time_scale}",
     )
-    slo: tuple[str, ...] = Field(
+    slo: SloTexts = Field(
         default=(), description='per-request SLOs, e.g. ["ttft_s.p90<=0.3", "itl_s.p99<=0.05"]'
     )
     seed: int = 0
@@ -249,12 +249,6 @@ class ExperimentSpec(BaseModel):
         levels = [v] if isinstance(v, int) else v
         if not levels or any(c < 1 for c in levels) or len(set(levels)) != len(levels):
             raise ValueError("concurrency must be a positive integer or a list of distinct ones")
-        return v
-
-    @field_validator("slo")
-    @classmethod
-    def _slo(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        parse_slos(v)
         return v
 
     @property

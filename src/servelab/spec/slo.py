@@ -36,9 +36,10 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import AfterValidator
 
 from servelab.metrics import METRIC_BY_NAME
 
@@ -131,6 +132,15 @@ def parse_slos(texts: Iterable[str]) -> tuple[Slo, ...]:
     if dupes:
         raise ValueError(f"SLO {dupes[0]!r} is given twice; give each SLO once")
     return slos
+
+
+def _checked(texts: tuple[str, ...]) -> tuple[str, ...]:
+    parse_slos(texts)
+    return texts
+
+
+SloTexts = Annotated[tuple[str, ...], AfterValidator(_checked)]
+"""A spec's or bench's SLO texts, as written, each checked by ``parse_slos`` on input."""
 
 
 def statistic(stat: str, values: Sequence[float]) -> float | None:
