@@ -7,11 +7,11 @@ import json
 import pytest
 
 from servelab.metrics import prefix_reuse
+from servelab.records import ToolCall
 from servelab.workloads import Workload, load_workload, parse_workload
 from servelab.workloads.conversation import (
     UNSCRIPTED_RESULT,
     Reply,
-    ReplyCall,
     plan_turn,
     think_time_s,
 )
@@ -42,7 +42,7 @@ def test_first_turn_is_the_system_prompt_and_the_user_message(desk: Workload) ->
 def test_the_models_call_is_fed_back_and_answered_with_the_scripted_result(
     desk: Workload,
 ) -> None:
-    call = ReplyCall(name="lookup_order", arguments='{"order_id":"123"}', id="c7")
+    call = ToolCall(index=0, name="lookup_order", arguments='{"order_id":"123"}', id="c7")
     plan = plan_turn(desk, desk.sessions[0], [Reply("Let me check.", (call,))], seed=0)
     assert plan is not None
     assert plan.messages[2:] == [
@@ -69,7 +69,7 @@ def test_a_call_the_model_did_not_make_is_written_in_and_answered(desk: Workload
 
 
 def test_every_reply_so_far_is_fed_back_in_order(desk: Workload) -> None:
-    call = ReplyCall(name="lookup_order", arguments="{}")  # no id from the server
+    call = ToolCall(index=0, name="lookup_order", arguments="{}")  # no id from the server
     replies = [Reply("", (call,)), Reply("Shipped yesterday.")]
     plan = plan_turn(desk, desk.sessions[0], replies, seed=0)
     assert plan is not None
@@ -84,8 +84,8 @@ def test_every_reply_so_far_is_fed_back_in_order(desk: Workload) -> None:
 def test_calls_the_script_does_not_answer_get_an_error_result_before_the_next_user_turn(
     desk: Workload,
 ) -> None:
-    stray = ReplyCall(name="create_ticket", arguments="{}", id="x1")
-    replies = [Reply("", (ReplyCall("lookup_order", "{}", "c1"), stray)), Reply("Done", (stray,))]
+    stray = ToolCall(index=1, name="create_ticket", arguments="{}", id="x1")
+    replies = [Reply("", (ToolCall(0, "lookup_order", "{}", "c1"), stray)), Reply("Done", (stray,))]
     plan = plan_turn(desk, desk.sessions[0], replies, seed=0)
     assert plan is not None
     tools = [m for m in plan.messages if m["role"] == "tool"]

@@ -30,13 +30,7 @@ def get(url: str, timeout_s: float = 5.0, headers: dict[str, str] | None = None)
 
 
 def get_json(url: str, timeout_s: float = 5.0, headers: dict[str, str] | None = None) -> Any:
-    response = get(url, timeout_s, headers)
-    if response.status_code != 200:
-        raise AdminHttpError(f"GET {url} -> HTTP {response.status_code}", response.status_code)
-    try:
-        return response.json()
-    except ValueError as exc:
-        raise AdminHttpError(f"GET {url} returned invalid JSON", response.status_code) from exc
+    return _json_of(get(url, timeout_s, headers), "GET", url)
 
 
 def post_json(
@@ -50,12 +44,18 @@ def post_json(
         response = httpx.post(url, json=body, timeout=timeout_s, headers=headers or {})
     except httpx.HTTPError as exc:
         raise AdminHttpError(f"{type(exc).__name__}: {exc}") from exc
+    return _json_of(response, "POST", url)
+
+
+def _json_of(response: httpx.Response, method: str, url: str) -> Any:
+    """The parsed JSON of a 200 answer; any other status, or a body that is not JSON, is an
+    ``AdminHttpError`` naming the request."""
     if response.status_code != 200:
-        raise AdminHttpError(f"POST {url} -> HTTP {response.status_code}", response.status_code)
+        raise AdminHttpError(f"{method} {url} -> HTTP {response.status_code}", response.status_code)
     try:
         return response.json()
     except ValueError as exc:
-        raise AdminHttpError(f"POST {url} returned invalid JSON", response.status_code) from exc
+        raise AdminHttpError(f"{method} {url} returned invalid JSON", response.status_code) from exc
 
 
 def get_text(url: str, timeout_s: float = 5.0, headers: dict[str, str] | None = None) -> str:

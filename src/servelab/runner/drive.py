@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -110,26 +110,39 @@ def build_request(
     workload: Workload, prompt_index: int, engine: Engine, params: RequestParams
 ) -> HttpRequest:
     item = workload.prompts[prompt_index]
-    # The run's max_tokens is a cap; a prompt's own, lower limit still applies.
-    limit = min(item.max_tokens, params.max_tokens) if item.max_tokens else params.max_tokens
-    sampling = Sampling(
-        max_tokens=limit,
-        temperature=params.temperature,
-        seed=params.seed,
-        ignore_eos=params.ignore_eos,
-    )
     prefix = f"[{uuid.uuid4().hex[:12]}] " if engine.config.unique_prefix else None
     if item.prompt is not None:
-        kind, body = build_payload(
-            model=engine.config.model, sampling=sampling, prompt=item.prompt,
-            extras=engine.request_extras(), unique_prefix=prefix,
-        )  # fmt: skip
-    else:
-        kind, body = build_payload(
-            model=engine.config.model, sampling=sampling,
-            messages=workload.chat_messages(item), tools=workload.tools_for(item),
-            extras=engine.request_extras(), unique_prefix=prefix,
-        )  # fmt: skip
+        return request_from(
+            engine, params, prompt=item.prompt, max_tokens=item.max_tokens, unique_prefix=prefix
+        )
+    return request_from(
+        engine, params, messages=workload.chat_messages(item), tools=workload.tools_for(item),
+        max_tokens=item.max_tokens, unique_prefix=prefix,
+    )  # fmt: skip
+
+
+def request_from(
+    engine: Engine,
+    params: RequestParams,
+    *,
+    messages: Sequence[Mapping[str, object]] | None = None,
+    prompt: str | None = None,
+    tools: Sequence[Mapping[str, object]] = (),
+    max_tokens: int | None = None,
+    ignore_eos: bool | None = None,
+    unique_prefix: str | None = None,
+) -> HttpRequest:
+    """One streamed request to ``engine``: chat ``messages`` (with ``tools``) or a raw
+    ``prompt``; ``max_tokens`` below the run's cap lowers it; the engine's fairness extras."""
+    limit = min(max_tokens, params.max_tokens) if max_tokens else params.max_tokens
+    sampling = Sampling(
+        max_tokens=limit, temperature=params.temperature, seed=params.seed,
+        ignore_eos=params.ignore_eos if ignore_eos is None else ignore_eos,
+    )  # fmt: skip
+    kind, body = build_payload(
+        model=engine.config.model, sampling=sampling, messages=messages, prompt=prompt,
+        tools=tools, extras=engine.request_extras(), unique_prefix=unique_prefix,
+    )  # fmt: skip
     url = engine.chat_url() if kind == "chat" else engine.completions_url()
     return HttpRequest(url=url, payload=body, headers=engine.request_headers())
 

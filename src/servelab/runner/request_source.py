@@ -26,48 +26,20 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from servelab.client.payload import Sampling, build_payload
 from servelab.client.stream import HttpRequest
 from servelab.engines.base import Engine
 from servelab.records import Observation, Outcome, Phase
-from servelab.runner.drive import Job, RequestParams, RequestSource, SourceFactory
+from servelab.runner.drive import Job, RequestParams, RequestSource, SourceFactory, request_from
 from servelab.workloads import Workload, turn_id
-from servelab.workloads.conversation import Reply, ReplyCall, TurnPlan, plan_turn
+from servelab.workloads.conversation import Reply, TurnPlan, plan_turn
 from servelab.workloads.trace import Trace, synthesize_prompt
-
-
-def request_from(
-    engine: Engine,
-    params: RequestParams,
-    *,
-    messages: Sequence[Mapping[str, object]] | None = None,
-    prompt: str | None = None,
-    tools: Sequence[Mapping[str, object]] = (),
-    max_tokens: int | None = None,
-    ignore_eos: bool | None = None,
-    unique_prefix: str | None = None,
-) -> HttpRequest:
-    """One streamed request to ``engine``: chat ``messages`` (with ``tools``) or a raw
-    ``prompt``; ``max_tokens`` below the run's cap lowers it; the engine's fairness extras."""
-    limit = min(max_tokens, params.max_tokens) if max_tokens else params.max_tokens
-    sampling = Sampling(
-        max_tokens=limit, temperature=params.temperature, seed=params.seed,
-        ignore_eos=params.ignore_eos if ignore_eos is None else ignore_eos,
-    )  # fmt: skip
-    kind, body = build_payload(
-        model=engine.config.model, sampling=sampling, messages=messages, prompt=prompt,
-        tools=tools, extras=engine.request_extras(), unique_prefix=unique_prefix,
-    )  # fmt: skip
-    url = engine.chat_url() if kind == "chat" else engine.completions_url()
-    return HttpRequest(url=url, payload=body, headers=engine.request_headers())
 
 
 def reply_of(obs: Observation) -> Reply:
     """What the model answered, as the conversation feeds it back."""
-    calls = tuple(ReplyCall(name=c.name, arguments=c.arguments, id=c.id) for c in obs.tool_calls)
-    return Reply(text=obs.text, tool_calls=calls)
+    return Reply(text=obs.text, tool_calls=obs.tool_calls)
 
 
 def conversation_jobs(

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from pydantic import JsonValue
 
+from servelab.records import ToolCall
 from servelab.workloads.schema import Expectation, Session, ToolResult, Turn, Workload, turn_id
 
 UNSCRIPTED_RESULT = '{"error": "no result was scripted for this call"}'
@@ -45,21 +46,11 @@ Message = dict[str, JsonValue]
 
 
 @dataclass(frozen=True, slots=True)
-class ReplyCall:
-    """One tool call the model made: its id (None when the server gave none), name and the
-    arguments as the raw JSON text it streamed."""
-
-    name: str
-    arguments: str
-    id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Reply:
     """What the model answered one turn with."""
 
     text: str
-    tool_calls: tuple[ReplyCall, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()  # as the client assembled them
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,15 +93,7 @@ def load_trace(path: str | os.PathLike[str]) -> Trace:
     """Read and validate the JSONL trace at ``path`` (``trace.parse_trace``); raises
     ``WorkloadError`` with a one-line message naming the file and line."""
     source = os.fspath(path)
-    try:
-        text = Path(source).read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise WorkloadError(f"trace {source}: file not found; check the path") from exc
-    except UnicodeDecodeError as exc:
-        raise WorkloadError(f"trace {source}: not UTF-8 text ({exc.reason})") from exc
-    except OSError as exc:
-        raise WorkloadError(f"trace {source}: cannot read the file ({exc.strerror})") from exc
-    return parse_trace(text, source=source)
+    return parse_trace(_read_text(Path(source), f"trace {source}"), source=source)
 
 
 def _looks_like_path(text: str) -> bool:
@@ -115,15 +107,21 @@ def _load_path(path: Path, *, source: str) -> Workload:
         raise WorkloadError(
             f"workload {source}: unsupported file type '{path.suffix}'; use {_SUFFIX_LIST}"
         )
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
-    except FileNotFoundError as exc:
-        raise WorkloadError(f"workload {source}: file not found; check the path") from exc
-    except UnicodeDecodeError as exc:
-        raise WorkloadError(f"workload {source}: not UTF-8 text ({exc.reason})") from exc
-    except OSError as exc:
-        raise WorkloadError(f"workload {source}: cannot read the file ({exc.strerror})") from exc
+    text = _read_text(path, f"workload {source}")
     return parse_workload(text, source=source, fmt=fmt)
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A workload or trace file's text (a byte-order mark tolerated), or one line naming
+    ``what`` failed and why."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise WorkloadError(f"{what}: file not found; check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise WorkloadError(f"{what}: not UTF-8 text ({exc.reason})") from exc
+    except OSError as exc:
+        raise WorkloadError(f"{what}: cannot read the file ({exc.strerror})") from exc
 
 
 # --- YAML -------------------------------------------------------------------------------------
