@@ -1,6 +1,7 @@
 # servelab: `make demo` runs the main job, `make test` runs the whole test suite.
 # Both create .venv, install servelab and build the llama.cpp engine first; `demo` pulls the
-# default model, `test` every model in tests/models.txt (the one list the test fixtures read).
+# default model, `test` every model in tests/models.txt (the one list the test fixtures read),
+# installs the vLLM venv and converts $(HF_MODEL) to an HF directory for the vLLM tests.
 # Everything is cached, so a second run starts in seconds.
 
 PYTHON ?= python3
@@ -10,8 +11,9 @@ SERVELAB := $(VENV)/bin/servelab
 STAMP := $(VENV)/.servelab-installed
 MODEL ?= smollm2-135m-instruct
 TEST_MODELS := $(shell sed -e 's/\#.*//' tests/models.txt)
+HF_MODEL ?= smollm2-135m-instruct
 
-.PHONY: setup engine model test-models demo test lint typecheck bench-client clean
+.PHONY: setup engine vllm model test-models hf-model demo test lint typecheck bench-client clean
 
 setup: $(STAMP)
 
@@ -24,16 +26,22 @@ $(STAMP): pyproject.toml
 engine: setup
 	$(SERVELAB) engines install llamacpp
 
+vllm: setup
+	$(SERVELAB) engines install vllm
+
 model: setup
 	$(SERVELAB) models pull $(MODEL)
 
 test-models: setup
 	$(foreach name,$(TEST_MODELS),$(SERVELAB) models pull $(name) &&) true
 
+hf-model: vllm test-models
+	$(SERVELAB) models convert $(HF_MODEL) --to hf
+
 demo: engine model
 	$(SERVELAB) run examples/demo.yaml
 
-test: engine test-models
+test: engine test-models vllm hf-model
 	$(PY) -m pytest
 
 lint: setup

@@ -18,7 +18,9 @@ import pytest
 from tests.models import missing
 
 # Fixtures through which a test loads the real engine or a model.
-_ENGINE_FIXTURES = frozenset({"engine_ready", "server", "models_ready"})
+_ENGINE_FIXTURES = frozenset(
+    {"engine_ready", "server", "models_ready", "vllm_python", "smollm2_hf_dir"}
+)
 
 
 def _needs_engine(item: pytest.Item) -> bool:

@@ -41,7 +41,9 @@ def listed_model(name: str) -> str:
 def missing() -> list[str]:
     """The listed models (and the engine) that are not ready on this machine, as short reasons."""
     from servelab.engines.install import find_llama_binary
+    from servelab.engines.installed import find_vllm_python
     from servelab.models import resolve_model
+    from servelab.models.convert import hf_model_dir
 
     reasons = []
     try:
@@ -53,4 +55,12 @@ def missing() -> list[str]:
             resolve_model(name)
         except ServelabError:
             reasons.append(f"model {name!r} is not pulled")
+    try:
+        find_vllm_python()
+    except ServelabError:
+        reasons.append("the vLLM venv is not installed")
+    try:
+        hf_model_dir(DEFAULT_MODEL)
+    except ServelabError:
+        reasons.append(f"{DEFAULT_MODEL} has no HF copy for vLLM")
     return reasons

@@ -1,8 +1,9 @@
 """Where servelab keeps what it downloads and builds, and how it writes there safely.
 
-Owns the one rule for the cache directory, plus the two write primitives every cache writer
-shares: an atomic JSON write and an exclusive lock file. Must not know what is cached (engines,
-models) and must not create anything on import.
+Owns the one rule for the cache directory, plus the write primitives every cache writer
+shares: an atomic JSON write, an exclusive lock file, and the swap of a finished directory into
+place (with the clean-up of ones an interrupted process left). Must not know what is cached
+(engines, models) and must not create anything on import.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 CACHE_DIR_ENV = "SERVELAB_CACHE_DIR"
 
@@ -57,3 +61,29 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def move_into_place(stage: Path, dest: Path) -> None:
+    """Rename a finished ``stage`` directory to ``dest``: an older ``dest`` is renamed aside
+    first (``.old-<pid>-<name>``) and removed once the new one is in place, so a reader sees
+    the old directory or the new one, never half of one."""
+    old = dest.with_name(f".old-{os.getpid()}-{dest.name}")
+    if dest.exists():
+        dest.rename(old)
+    try:
+        stage.rename(dest)
+    except OSError:
+        if old.exists():
+            old.rename(dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale(root: Path, prefixes: tuple[str, ...] = (".build", ".old")) -> None:
+    """Remove the ``<prefix>-<pid>-*`` directories under ``root`` left by processes that no
+    longer run (an interrupted build or conversion)."""
+    for path in root.glob(".*-*"):
+        parts = path.name.split("-")
+        ours = path.is_dir() and parts[0] in prefixes and parts[1].isdigit()
+        if ours and not psutil.pid_exists(int(parts[1])):
+            shutil.rmtree(path, ignore_errors=True)

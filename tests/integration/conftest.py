@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -49,6 +50,29 @@ def server(engine_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield engine
     finally:
         engine.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    """The Python of the vLLM venv (`servelab engines install vllm`, or $SERVELAB_VLLM_PYTHON)."""
+    from servelab.engines.installed import find_vllm_python
+
+    try:
+        return find_vllm_python()
+    except ServelabError as exc:
+        pytest.fail(f"vLLM tests need the vLLM venv ({exc}); run `make test`", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf_dir(vllm_python: Path) -> Path:
+    """SmolLM2 converted to an HF directory (`servelab models convert ... --to hf`)."""
+    from servelab.models.convert import hf_model_dir
+
+    try:
+        return hf_model_dir(listed_model("smollm2-135m-instruct"))
+    except ServelabError as exc:
+        pytest.fail(f"vLLM tests need the HF copy of SmolLM2 ({exc}); run `make test`",
+                    pytrace=False)  # fmt: skip
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

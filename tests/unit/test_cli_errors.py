@@ -14,7 +14,7 @@ from servelab.cli.main import main
     ("argv", "needle"),
     [
         (["bench", "-n", "0"], "--requests"),
-        (["bench", "--engine", "vllm"], "--engine"),
+        (["bench", "--engine", "sglang"], "--engine"),
         (["bench", "--engine", "openai"], "--endpoint"),
         (["bench", "--timeout", "-1"], "--timeout"),
         (["bench", "--workload", "no-such-workload"], "built-ins"),

@@ -190,8 +190,8 @@ def test_interleaved_plan_alternates_and_randomized_is_seeded() -> None:
 
 
 def test_engine_kinds_are_listed_once_and_replay_is_one() -> None:
-    assert ENGINE_KINDS == ("llamacpp", "openai", "replay")
+    assert ENGINE_KINDS == ("llamacpp", "openai", "replay", "vllm")
     replay = EngineConfig(kind="replay", model="tests/fixtures/streams")
     assert replay.kind == "replay" and replay.slot_context() is None
-    with pytest.raises(ValidationError, match="'llamacpp', 'openai' or 'replay'"):
-        EngineConfig.model_validate({"kind": "vllm", "model": "m"})
+    with pytest.raises(ValidationError, match="'llamacpp', 'openai', 'replay' or 'vllm'"):
+        EngineConfig.model_validate({"kind": "sglang", "model": "m"})

@@ -260,7 +260,8 @@ def test_the_agent_loop_example_declares_the_prefix_cache_factor() -> None:
     from servelab.runner.experiment_inputs import load_spec
     from servelab.runner.resolve import effective_config
     from servelab.spec.confound import check_confounds
-    from servelab.spec.experiment import declared_fields, resolve_arm
+    from servelab.spec.experiment import resolve_arm
+    from servelab.spec.settings import declared_fields
 
     spec, _ = load_spec(Path(__file__).resolve().parents[2] / "examples" / "agent-loop.yaml")
     workload = load_workload(spec.base.workload)

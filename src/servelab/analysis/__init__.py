@@ -15,7 +15,7 @@ from servelab.analysis.analyze import analyze, with_sections
 from servelab.analysis.arm_summary import bench_summary, engine_counter_figures, summarize_arm
 from servelab.analysis.gate_outcomes import GateContext, evaluate_gates, failed_required
 from servelab.analysis.looks import StopDecision, look
-from servelab.analysis.predictions import DraftCounters, TheoryInputs, theory_section
+from servelab.analysis.predictions import TheoryInputs, theory_section
 from servelab.analysis.quality_rates import quality_section
 from servelab.analysis.request_failures import check_request_failures, failing_arms
 from servelab.analysis.run_warnings import WARNING_KINDS
@@ -23,7 +23,6 @@ from servelab.analysis.settings import RunFacts, Settings, as_manifest, run_fact
 
 __all__ = [
     "WARNING_KINDS",
-    "DraftCounters",
     "GateContext",
     "RunFacts",
     "Settings",

@@ -1,10 +1,11 @@
 """From a run's manifest and request rows to its ``Summary``: the analysis of an experiment.
 
 Owns ``analyze`` (manifest + request rows -> the ``Summary`` of docs/summary-json.md, without
-the theory, quality and gate sections, which ``with_sections`` adds) and the concurrency sweep
-table. Pure: no files, no clock, no network; the same manifest, rows and seed give the same
-summary. Comparisons are ``analysis.comparisons``, looks and stopping ``analysis.looks``, the
-manifest's settings ``analysis.settings``, the warnings ``analysis.run_warnings``.
+the theory, quality, gate, spec-decode and prefix-cache sections, which ``with_sections``
+adds) and the concurrency sweep table. Pure: no files, no clock, no network; the same
+manifest, rows and seed give the same summary. Comparisons are ``analysis.comparisons``,
+looks and stopping ``analysis.looks``, the manifest's settings ``analysis.settings``, the
+warnings ``analysis.run_warnings``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from servelab.analysis.settings import (
 )
 from servelab.stats.sweep import Request, SweepPoint, sweep
 from servelab.store import SCHEMA_VERSION
+from servelab.store.engine_records import PrefixCacheRecord, SpecDecodeRecord
 from servelab.store.summary import (
     GateResult,
     QualitySection,
@@ -133,8 +135,12 @@ def with_sections(
     gates_required: Sequence[str] = (),
     gates_failed: Sequence[str] = (),
     more_warnings: Sequence[Warning] = (),
+    spec_decode: Mapping[str, SpecDecodeRecord] | None = None,
+    prefix_cache: Mapping[str, PrefixCacheRecord] | None = None,
 ) -> Summary:
-    """The summary with the sections ``servelab report`` adds after ``analyze``."""
+    """The summary with the sections ``servelab report`` adds after ``analyze`` (the
+    spec-decode and prefix-cache records: ``analysis.spec_decode``; None or empty leaves the
+    key out)."""
     return replace(
         summary,
         theory=theory,
@@ -143,4 +149,6 @@ def with_sections(
         gates_required=tuple(gates_required) if gates is not None else None,
         gates_failed=tuple(gates_failed) if gates is not None else None,
         warnings=(*summary.warnings, *more_warnings),
+        spec_decode=dict(spec_decode) if spec_decode else summary.spec_decode,
+        prefix_cache=dict(prefix_cache) if prefix_cache else summary.prefix_cache,
     )

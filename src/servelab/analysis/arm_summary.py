@@ -4,7 +4,8 @@ Owns ``ArmSummary`` records: per metric the median, mean, p90, p99 and std over 
 trial requests; failures counted by outcome, apart; the experiment extras (blocks, error and
 truncation rates with Wilson intervals, per-level summaries); and the bench summary
 (``bench_summary``: arms plus run-level figures from the engine's /metrics counter deltas,
-read through the engine's ``CounterNames``). Pure: rows in, records out.
+read through the engine's ``CounterNames``, and the spec-decode and prefix-cache records of
+``analysis.spec_decode``). Pure: rows in, records out.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from servelab.analysis.arrivals import open_loop_figures
 from servelab.analysis.capacity import goodput_of
 from servelab.analysis.comparisons import rate_ci, rate_counts
 from servelab.analysis.row_selection import Row, block_of, load_level, ok_trials, trials
+from servelab.analysis.spec_decode import CounterInputs, prefix_cache_section, spec_decode_section
 from servelab.engines.base import CounterNames
 from servelab.metrics import SUMMARY_METRICS
 from servelab.spec.slo import parse_slos
 from servelab.stats.summary import summarize
 from servelab.store import SCHEMA_VERSION
+from servelab.store.metrics_files import BlockCache, BlockDeltas
 from servelab.store.summary import ArmSummary, BenchSummary, EngineCounterFigures, MetricSummary
 
 EXTRA_METRICS = ("prefill_tps", "server_decode_tps", "acceptance_rate", "wait_s")
@@ -102,17 +105,31 @@ def bench_summary(
     deltas: Mapping[str, float] | None,
     names: CounterNames,
     slos: Sequence[str] = (),
+    *,
+    caching: bool | None = None,
+    caches: Sequence[BlockCache] = (),
 ) -> BenchSummary:
     """The bench ``summary.json``: one ``ArmSummary`` per arm, the counter figures, an open
-    loop's rates and lag, and with ``slos`` the goodput (``analysis.capacity.goodput_of``)."""
+    loop's rates and lag, with ``slos`` the goodput (``analysis.capacity.goodput_of``), and
+    the spec-decode and prefix-cache records (``caching``: the bench's ``--prefix-cache``;
+    ``caches``: how its block's cache was emptied), each left out when there is none."""
     parsed = parse_slos(slos)
     by_arm: dict[str, list[Row]] = {}
     for row in rows:
         by_arm.setdefault(str(row.get("arm", "bench")), []).append(row)
+    counters = {
+        arm: CounterInputs(
+            names, (BlockDeltas(arm, 0, "", dict(deltas)),) if deltas else (),
+            tuple(c for c in caches if c.arm == arm), caching,
+        )
+        for arm in by_arm
+    }  # fmt: skip
     return BenchSummary(
         schema_version=SCHEMA_VERSION,
         arms={arm: summarize_arm(arm_rows) for arm, arm_rows in by_arm.items()},
         engine_counters=engine_counter_figures(deltas, names) or {},
         open_loop=open_loop_figures(rows),
         goodput=goodput_of(rows, parsed) if parsed else None,
+        spec_decode=spec_decode_section(rows, counters),
+        prefix_cache=prefix_cache_section(rows, counters),
     )

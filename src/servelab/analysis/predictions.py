@@ -4,13 +4,16 @@ Owns the summary's ``theory``: for each arm with a local model file, the predict
 arm's measured mean sequence position (median prompt + half the median output) on the hardware
 recorded at run start, the measured decode rate and its "% of roofline"; the KV bytes
 predicted beside the KV MiB the engine reported; for speculative arms, the speedup predicted
-from the measured draft length and acceptance beside the measured one. Pure: the caller reads
-the model's architecture, the counter deltas and the engine log, and passes them in as
+from the measured draft length and acceptance beside the measured one. The draft figures are the
+arm's spec-decode record (``analysis.spec_decode``: counter deltas for vLLM, per-request drafts
+for llama.cpp), so every engine that speculates gets the same line. Pure: the caller reads the
+model's architecture, the counter deltas and the engine log, and passes them in as
 ``TheoryInputs``; an arm without them gets a note instead. Nothing here can fail a report.
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from servelab.analysis.row_selection import Row, ok_trials
 from servelab.analysis.settings import RunFacts
 from servelab.errors import ServelabError
+from servelab.store.engine_records import SpecDecodeRecord
 from servelab.store.summary import (
     ArmPrediction,
     SpecPrediction,
@@ -38,24 +42,29 @@ ASSUMES = (
 
 
 @dataclass(frozen=True, slots=True)
-class DraftCounters:
-    """Speculative-decoding counter deltas summed over an arm's blocks."""
-
-    drafts: float = 0.0
-    drafted: float = 0.0
-    accepted: float = 0.0
-    decode_calls: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
 class TheoryInputs:
     """What the caller read from disk for one arm: its architecture (or why there is none),
-    its draft counters and the KV MiB its engine log reported (None: not in the log)."""
+    its spec-decode record (None: it did not speculate), its engine's decode calls over its
+    blocks (None: no such counter; every decode step then counts as a draft step) and the KV
+    MiB its engine log reported (None: not in the log)."""
 
     architecture: Architecture | None
     note: str | None = None
-    draft: DraftCounters = DraftCounters()
+    spec: SpecDecodeRecord | None = None
     log_kv_mib: float | None = None
+    decode_calls: float | None = None
+
+
+def spec_type_of(effective: Mapping[str, object]) -> str:
+    """The arm's speculative method as its effective configuration names it: llama.cpp's
+    ``llama.spec-type``, else the ``method`` in vLLM's ``vllm.speculative_config`` (JSON
+    text); "speculative" when neither says."""
+    named = effective.get("llama.spec-type")
+    if isinstance(named, str) and named not in ("none", "(default)"):
+        return named
+    config = str(effective.get("vllm.speculative_config") or "")
+    method = re.search(r'"method"\s*:\s*"([^"]+)"', config)
+    return method.group(1) if method else "speculative"
 
 
 def _median(values: Sequence[float]) -> float | None:
@@ -67,8 +76,8 @@ def _median_of(rows: Sequence[Row], key: str) -> float | None:
 
 
 def _spec(
-    spec_type: str, k: int, accept: float, spec_speedup: float, d: DraftCounters,
-    decode: float | None, baseline_decode: float | None,
+    spec_type: str, k: int, accept: float, spec_speedup: float, d: SpecDecodeRecord,
+    decode_calls: float | None, decode: float | None, baseline_decode: float | None,
 ) -> SpecPrediction:  # fmt: skip
     # n-gram drafters draft only when they find a match: a fraction f of decode steps
     # verifies K + 1 tokens at cost r, the rest are plain steps producing one token.
@@ -77,8 +86,8 @@ def _spec(
     # i.i.d.-per-token acceptance the closed form assumes (kept as t_iid for contrast).
     t_iid = expected_tokens(accept, k)
     r = t_iid / spec_speedup
-    t = d.accepted / d.drafts + 1 if d.drafts else t_iid
-    f = min(1.0, d.drafts / d.decode_calls) if d.decode_calls else 1.0
+    t = d.tokens_per_step if d.tokens_per_step is not None else t_iid
+    f = min(1.0, d.drafts / decode_calls) if d.drafts and decode_calls else 1.0
     return SpecPrediction(
         spec_type=spec_type, mean_draft_length=k, acceptance=accept, draft_step_fraction=f,
         verify_cost=r, tokens_per_verify_step=t, tokens_per_verify_step_iid=t_iid,
@@ -101,11 +110,9 @@ def arm_theory(
     ok = ok_trials(rows, arm)
     n_in, n_out, decode = (_median_of(ok, k) for k in ("n_in", "n_out", "decode_tps"))
     position = int((n_in or 0) + (n_out or 0) / 2) or None
-    spec_type = str(eff.get("llama.spec-type", "none"))
-    d = inputs.draft
-    speculative = spec_type not in ("none", "(default)") and d.drafted > 0
-    k = max(1, round(d.drafted / d.drafts)) if speculative and d.drafts else None
-    accept = min(1.0, d.accepted / d.drafted) if speculative else None
+    d = inputs.spec
+    k = max(1, round(d.draft_tokens / d.drafts)) if d is not None and d.drafts else None
+    accept = min(1.0, d.acceptance_rate) if d is not None else None
     kv_k = str(eff.get("llama.cache-type-k", "f16"))
     kv_v = str(eff.get("llama.cache-type-v", "f16"))
     try:
@@ -120,8 +127,9 @@ def arm_theory(
     reported = facts.arm(arm).kv_mib_reported
     kv_mib = reported if reported is not None else inputs.log_kv_mib
     spec = None
-    if speculative and k is not None and accept is not None and p.spec_speedup:
-        spec = _spec(spec_type, k, accept, p.spec_speedup, d, decode, baseline_decode)
+    if d is not None and k is not None and accept is not None and p.spec_speedup:
+        spec = _spec(spec_type_of(eff), k, accept, p.spec_speedup, d, inputs.decode_calls,
+                     decode, baseline_decode)  # fmt: skip
     return ArmPrediction(
         hardware=p.hardware, position=position, bytes_per_token=p.bytes_per_token,
         decode_ceiling_tps=p.decode_ceiling_tps, measured_decode_tps=decode,

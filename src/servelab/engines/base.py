@@ -17,6 +17,7 @@ engine class or compares a kind to a string: it asks ``engine_class(kind).<attri
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,16 @@ from servelab.engines.prom import MetricsSnapshot
 from servelab.errors import EngineError, UsageError
 from servelab.spec.engine import EngineConfig
 from servelab.theory.kvreport import MeasuredKv
+
+_LABEL_PAIR = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def _label_order(value: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
 
 # One value of the flat effective configuration (``ArmEntry.effective`` in the manifest).
 EffectiveValue = str | int | float | bool | None
@@ -58,11 +69,34 @@ class CounterNames:
     drafts: str | None = None
     draft_tokens: str | None = None
     draft_accepted_tokens: str | None = None
-    extra: tuple[str, ...] = field(default=())  # other counters it has (per-position, ...)
+    accepted_per_position: str | None = None  # labelled by ``position`` (0 = first draft token)
+    prefix_cache_queries: str | None = None  # prompt tokens looked up in the prefix cache
+    prefix_cache_hits: str | None = None  # prompt tokens found there
+    extra: tuple[str, ...] = field(default=())  # other counters it has
 
     def read(self, deltas: Mapping[str, float], name: str | None) -> float | None:
-        """The delta of counter ``name`` (one of this record's values), None if absent."""
-        return deltas.get(name) if name is not None else None
+        """The delta of counter ``name`` (one of this record's values) summed over its labelled
+        samples (vLLM labels every sample ``{engine=..., model_name=...}``); None if absent."""
+        if name is None:
+            return None
+        found = [v for k, v in deltas.items() if k == name or k.startswith(name + "{")]
+        return sum(found) if found else None
+
+    def by_label(
+        self, deltas: Mapping[str, float], name: str | None, label: str
+    ) -> dict[str, float]:
+        """The deltas of counter ``name`` summed per value of ``label`` (``position`` of the
+        per-position acceptance counters), in the label's numeric order when it is a number."""
+        out: dict[str, float] = {}
+        if name is None:
+            return out
+        for key, value in deltas.items():
+            if not key.startswith(name + "{"):
+                continue
+            labels = dict(_LABEL_PAIR.findall(key[len(name) :]))
+            if label in labels:
+                out[labels[label]] = out.get(labels[label], 0.0) + value
+        return dict(sorted(out.items(), key=lambda kv: _label_order(kv[0])))
 
 
 class Engine(Protocol):
@@ -135,6 +169,12 @@ class Engine(Protocol):
 
     def stop(self) -> None: ...
 
+    def reset_prefix_cache(self) -> str | None:
+        """Empty the engine's prefix cache without a restart, before a block that reuses a
+        running engine; return how (``"POST /reset_prefix_cache"``), or None when it cannot
+        (the executor then restarts the engine if the arm caches prompts)."""
+        ...
+
     def request_extras(self) -> dict[str, object]: ...
 
     def request_headers(self) -> dict[str, str]: ...
@@ -197,6 +237,9 @@ class NoLocalProcess:
     @classmethod
     def model_bytes(cls, config: EngineConfig) -> int:
         return 0
+
+    def reset_prefix_cache(self) -> str | None:
+        return None
 
 
 def _no_tokenizer(kind: str) -> UsageError:

@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import psutil
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -67,7 +66,7 @@ from servelab.engines.installed import (
 )
 from servelab.errors import BuildError, DownloadError, EnvironmentProblem
 from servelab.models.pull import pip_download, sha256_file
-from servelab.paths import cache_dir, file_lock, write_json_atomic
+from servelab.paths import cache_dir, file_lock, move_into_place, remove_stale, write_json_atomic
 
 # The finders live in installed.py; they are re-exported here for callers of the old home.
 __all__ = [
@@ -330,33 +329,10 @@ def _stage(work: Path, stage: Path, dest: Path, backend: str, seconds: float) ->
     write_json_atomic(stage / "install.json", meta)
 
 
-def _move_into_place(stage: Path, dest: Path) -> None:
-    """Rename ``stage`` to ``dest``; an older ``dest`` is renamed aside first and then removed."""
-    old = dest.with_name(f".old-{os.getpid()}-{dest.name}")
-    if dest.exists():
-        dest.rename(old)
-    try:
-        stage.rename(dest)
-    except OSError:
-        if old.exists():
-            old.rename(dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _remove_stale(root: Path) -> None:
-    """Remove build and old directories left by processes that no longer run."""
-    for path in root.glob(".*-*"):
-        parts = path.name.split("-")
-        ours = path.is_dir() and parts[0] in (".build", ".old") and parts[1].isdigit()
-        if ours and not psutil.pid_exists(int(parts[1])):
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def _build_and_install(
     sdist: Path, tools: BuildTools, backend: str, dest: Path, console: Console, progress: bool
 ) -> InstalledEngine:
-    _remove_stale(dest.parent)
+    remove_stale(dest.parent)
     work = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=dest.parent))
     stage = work / "stage"
     (stage / "bin").mkdir(parents=True)
@@ -369,7 +345,7 @@ def _build_and_install(
         with _progress(progress, console) as bar:
             _compile(tools, work, backend, log_path, bar)
         _stage(work, stage, dest, backend, time.monotonic() - started)
-        _move_into_place(stage, dest)
+        move_into_place(stage, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     engine = load_installed(dest)

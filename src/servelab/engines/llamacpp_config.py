@@ -21,6 +21,7 @@ from servelab.engines.base import EffectiveEngineConfig, EffectiveValue
 from servelab.engines.installed import find_llama_binary
 from servelab.errors import EngineStartError, UsageError
 from servelab.models import file_sha256, resolve_model
+from servelab.models.gguf_info import GgufInfo, read_gguf_info
 from servelab.spec.engine import EngineConfig
 from servelab.spec.llamaargs import OptionTable, canonicalize, parse_help
 
@@ -30,6 +31,8 @@ ENGINE_ENV_PREFIX = "LLAMA_ARG_"
 MASKED_PORT = "<free port>"  # what a recorded argv holds instead of the port
 _NOT_COMPARED = ("port",)  # chosen afresh at every start
 _OWNED = ("host", "port")  # servelab's: `bind` and `port` in the engine config
+# The sampler options a request leaves to the server (servelab sends temperature and seed).
+SAMPLER_OPTIONS = ("top-k", "top-p", "min-p", "repeat-penalty")
 
 
 @functools.lru_cache(maxsize=8)
@@ -125,12 +128,22 @@ def effective_llama_config(config: EngineConfig, arm_name: str) -> EffectiveEngi
     argv = server_argv(config, binary_path, model.path, MASKED_PORT)
     canon = canonicalize(argv[1:], table)
     _, ignored_env = engine_env(config, os.environ)
+    try:
+        gguf: GgufInfo | None = read_gguf_info(model.path)
+    except UsageError:  # not readable as GGUF here: llama-server's start will say why
+        gguf = None
     values: dict[str, EffectiveValue] = {
         "engine.binary": binary,
         "engine.binary_sha256": file_sha256(binary_path),
         "engine.build": build_from_version(binary_text(binary, "--version")),
         "model.path": str(model.path),
         "model.sha256": model.sha256,
+        "model.format": "gguf",
+        "model.weights": gguf.quantisation if gguf else None,
+        "model.chat_template_sha256": gguf.chat_template_sha256 if gguf else None,
+        "sampling.engine_defaults": " ".join(
+            f"{k}={_first(canon.values[k])}" for k in SAMPLER_OPTIONS if k in canon.values
+        ),
         "engine.ignored_env": ",".join(ignored_env),
     }
     values.update(
@@ -139,6 +152,11 @@ def effective_llama_config(config: EngineConfig, arm_name: str) -> EffectiveEngi
     if canon.unknown:
         values["llama.unknown_arguments"] = " ".join(canon.unknown)
     return EffectiveEngineConfig(values=values, argv=tuple(argv))
+
+
+def _first(value: object) -> str:
+    """``40`` of a help default such as ``40, 0 = disabled``."""
+    return str(value).split(",", 1)[0].strip()
 
 
 def canonical_llama_names(

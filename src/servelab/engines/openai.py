@@ -16,6 +16,7 @@ from typing import ClassVar
 from servelab.client import admin
 from servelab.client.transport import Transport
 from servelab.engines.base import CounterNames, EffectiveEngineConfig, NoLocalProcess, token_ids
+from servelab.engines.identify import EndpointIdentity, identify
 from servelab.engines.llamacpp import LLAMA_COUNTERS
 from servelab.engines.prom import MetricsSnapshot, parse_metrics
 from servelab.errors import EngineError, EngineStartError, UsageError
@@ -24,9 +25,12 @@ from servelab.spec.engine import EngineConfig
 
 __all__ = ["OpenAIEndpoint", "OpenAIEngine"]
 
-# An OpenAI-compatible endpoint is often a llama-server run by someone else: its counters, when
-# it exposes /metrics, are read under llama.cpp's names (absent counters read as None).
+# An OpenAI-compatible endpoint is often a llama-server run by someone else: when it is not
+# identified (``engines.identify``), its counters are read under llama.cpp's names (absent
+# counters read as None); an identified engine's are read under its own names
+# (``analysis.engine_facts.counter_names``).
 ENDPOINT_COUNTERS = dataclasses.replace(LLAMA_COUNTERS, extra=())
+IDENTIFY_TIMEOUT_S = 5.0  # each identification probe; a probe that times out decides nothing
 
 
 def _check_api_key(config: EngineConfig) -> None:
@@ -56,6 +60,7 @@ class OpenAIEngine(NoLocalProcess):
         self.config = config
         self.log_path = log_path
         self._models: list[object] = []
+        self.identity: EndpointIdentity | None = None
         _check_api_key(config)
 
     # -- class-level: pure functions of a configuration -------------------------------------
@@ -93,11 +98,18 @@ class OpenAIEngine(NoLocalProcess):
                 "check --endpoint and that the server is running"
             ) from exc
         self._models = body.get("data", []) if isinstance(body, dict) else []
+        # Which engine answers (never fatal: an unrecognised one is "unknown").
+        self.identity = identify(self.base_url, self.request_headers(),
+                                 min(timeout_s, IDENTIFY_TIMEOUT_S))  # fmt: skip
 
     def check_alive(self, grace_s: float = 0.0) -> None:
         """An external endpoint has no process to watch."""
 
     def describe(self) -> dict[str, object]:
+        """Where the endpoint is, what it lists, and which engine it was identified as
+        (``identity``; its ``version`` is repeated at the top level, as managed engines
+        record theirs)."""
+        identity = self.identity
         return {
             "kind": self.kind,
             "base_url": self.base_url,
@@ -105,6 +117,8 @@ class OpenAIEngine(NoLocalProcess):
             "models": self._models,
             "api_key_env": self.config.api_key_env,  # the name only, never the value
             "unique_prefix": self.config.unique_prefix,
+            "version": identity.version if identity else None,
+            "identity": identity.to_json() if identity else None,
         }
 
     def scrape_metrics(self) -> MetricsSnapshot | None:

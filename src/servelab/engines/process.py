@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import BinaryIO
 
-from servelab.errors import EnvironmentProblem, StoreError
+from servelab.errors import EngineStartError, EnvironmentProblem, StoreError
 
 TERM_GRACE_S = 5.0
 _live: set[ManagedProcess] = set()
@@ -187,3 +187,36 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: floa
             return True
         time.sleep(interval_s)
     return bool(predicate())
+
+
+def wait_process_healthy(
+    proc: ManagedProcess | None,
+    health_url: str,
+    timeout_s: float,
+    *,
+    who: str,
+    exit_message: Callable[[int, str], str],
+    advice: str,
+    interval_s: float = 0.2,
+) -> None:
+    """Wait until ``health_url`` answers 200. A process that exits first raises its
+    ``exit_message``; one still not healthy after ``timeout_s`` is stopped, and the error
+    names its log and ``advice``."""
+    from servelab.client import admin  # the engines' HTTP helpers; process.py stays light
+
+    if proc is None:
+        raise EngineStartError(f"{who} was not launched")
+
+    def ready() -> bool:
+        return proc.poll() is not None or admin.health_status(health_url) == 200
+
+    ok = wait_until(ready, timeout_s, interval_s)
+    code = proc.poll()
+    if code is not None:
+        raise EngineStartError(exit_message(code, "during start-up"))
+    if not ok:
+        proc.stop()
+        raise EngineStartError(
+            f"{who} did not become healthy within {timeout_s:g} s; it was stopped. "
+            f"Log: {proc.log_path}; {advice}"
+        )

@@ -14,6 +14,7 @@ from servelab.engines.base import Engine
 from servelab.engines.llamacpp import LlamaCppEngine
 from servelab.engines.openai import OpenAIEngine
 from servelab.engines.replay import ReplayEngine
+from servelab.engines.vllm import VllmEngine
 from servelab.errors import UsageError
 from servelab.spec.engine import EngineConfig
 
@@ -24,6 +25,7 @@ ENGINES: dict[str, type[Engine]] = {
     LlamaCppEngine.kind: LlamaCppEngine,
     OpenAIEngine.kind: OpenAIEngine,
     ReplayEngine.kind: ReplayEngine,
+    VllmEngine.kind: VllmEngine,
 }
 
 

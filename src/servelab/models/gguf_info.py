@@ -13,6 +13,7 @@ shows up as a failing test, not as wrong metadata.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections import Counter
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ class GgufInfo:
     context_length: int | None
     has_chat_template: bool
     tensor_count: int
+    chat_template_sha256: str | None = None  # of tokenizer.chat_template's text
 
 
 def _string(reader: GGUFReader, key: str) -> str | None:
@@ -121,7 +123,12 @@ def _info(reader: GGUFReader) -> GgufInfo:
         context_length=_integer(reader, f"{arch}.context_length") if arch else None,
         has_chat_template=reader.get_field("tokenizer.chat_template") is not None,
         tensor_count=len(reader.tensors),
+        chat_template_sha256=_sha256_of(_string(reader, "tokenizer.chat_template")),
     )
+
+
+def _sha256_of(text: str | None) -> str | None:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest() if text is not None else None
 
 
 def read_gguf_info(path: str | Path) -> GgufInfo:

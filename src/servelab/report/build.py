@@ -1,9 +1,10 @@
 """``servelab report``: rebuild ``summary.json``, ``report.md`` and ``report.html`` from a run
 directory alone (its manifest and its requests), so a report can be regenerated at any time.
 
-Owns the report's effects, in order: read the run, read what theory and quality need from disk
-(model architectures, counter files, engine logs, the workload; scores written to
-quality/scores.jsonl), call the pure analysis (``servelab.analysis``), render, and write the
+Owns the report's effects, in order: read the run, read what theory, quality and the
+spec-decode and prefix-cache records need from disk (model architectures, counter files, the
+blocks' cache records, engine logs, the workload; scores written to quality/scores.jsonl), call
+the pure analysis (``servelab.analysis``), render, and write the
 three files atomically.
 """
 
@@ -18,8 +19,10 @@ from servelab.analysis.gate_outcomes import evaluate_gates, failed_required
 from servelab.analysis.predictions import theory_section
 from servelab.analysis.quality_rates import quality_section
 from servelab.analysis.row_selection import Row
-from servelab.analysis.run_warnings import client_load_warnings
+from servelab.analysis.run_warnings import cache_warnings, client_load_warnings
 from servelab.analysis.settings import settings
+from servelab.analysis.spec_decode import prefix_cache_section, spec_decode_section
+from servelab.report.counter_inputs import read_counter_inputs
 from servelab.report.html import render_html
 from servelab.report.markdown import render_markdown
 from servelab.report.quality_scores import score_run
@@ -72,7 +75,11 @@ def summarize_run(
     the run's workload when the caller holds it already)."""
     summary = analyze(manifest, rows)
     facts = run_facts(manifest)
-    theory = theory_section(facts, rows, summary.baseline, read_theory_inputs(run, facts))
+    counters = read_counter_inputs(run, facts, summary.arms)
+    spec_decode = spec_decode_section(rows, counters)
+    prefix_cache = prefix_cache_section(rows, counters)
+    theory_inputs = read_theory_inputs(run, facts, spec_decode or {})
+    theory = theory_section(facts, rows, summary.baseline, theory_inputs)
     scored = score_run(facts, rows, run.root, summary.baseline, workload)
     quality = quality_section(scored.tallies, summary.baseline, scored.notes, scored.ppl)
     gates, required, failed = None, list[str](), list[str]()
@@ -82,10 +89,12 @@ def summarize_run(
                                seed=summary.seed, cfg=settings(manifest, rows))  # fmt: skip
         required = list(dict.fromkeys([summary.baseline, *facts.gate_require]))
         failed = failed_required(gates, required)
-    more = (*_unreadable(bad), *client_warnings(run, manifest, rows))
+    more = (*_unreadable(bad), *client_warnings(run, manifest, rows),
+            *cache_warnings(prefix_cache))  # fmt: skip
     return with_sections(
         summary, theory=theory, quality=quality, gates=gates, gates_required=required,
-        gates_failed=failed, more_warnings=more,
+        gates_failed=failed, more_warnings=more, spec_decode=spec_decode,
+        prefix_cache=prefix_cache,
     )  # fmt: skip
 
 

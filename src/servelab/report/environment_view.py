@@ -3,10 +3,15 @@
 Owns how a run's identity, host and engines are shown: run id, kind, servelab version,
 creation time and spec path; the host facts recorded at run start (or "not recorded" for an
 import); an engine table from each arm's recorded engine descriptions (and "CHANGED between
-starts" when the build differed); an import's source files and notes. Pure.
+starts" when the build differed); for an endpoint servelab connected to, the engine it was
+identified as (``describe()["identity"]``, ``engines.identify``): version, model, whether it
+exposed /metrics, its spec-decode counters and which probe decided; an import's source files
+and notes. Pure.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from servelab.report.blocks import Block, KeyValues, Para, Table
 from servelab.store import Manifest
@@ -60,6 +65,40 @@ def engine_table(manifest: Manifest) -> Table | None:
     return Table(headers, tuple(rows))
 
 
+def _identity_text(identity: Mapping[str, object]) -> str:
+    version = identity.get("version")
+    head = f"{identity.get('engine') or 'unknown'} {version}" if version else str(
+        identity.get("engine") or "unknown")  # fmt: skip
+    counters = identity.get("spec_decode_counters")
+    spec = ", ".join(map(str, counters)) if isinstance(counters, list) and counters else "none"
+    parts = [
+        head,
+        f"model {identity.get('model') or '-'}",
+        "/metrics: " + ("yes" if identity.get("metrics") else "no"),
+        f"spec-decode counters: {spec}",
+        f"evidence: {identity.get('evidence') or '-'}",
+    ]
+    return "; ".join(parts)
+
+
+def identity_items(manifest: Manifest) -> list[tuple[str, str]]:
+    """What each endpoint arm was identified as (its first start that recorded an identity);
+    "CHANGED between starts" when the engine or its version differed between starts."""
+    items = []
+    for arm, entry in manifest.arms.items():
+        found = [d["identity"] for d in entry.describes if isinstance(d.get("identity"), dict)]
+        if not found:
+            continue
+        first = found[0]
+        assert isinstance(first, dict)  # the filter above; for mypy
+        text = _identity_text(first)
+        seen = {(str(i.get("engine")), str(i.get("version"))) for i in found if isinstance(i, dict)}
+        if len(seen) > 1:
+            text = "CHANGED between starts: " + ", ".join(" ".join(x) for x in sorted(seen))
+        items.append((f"{arm}: endpoint identified as", text))
+    return items
+
+
 def import_items(manifest: Manifest) -> list[tuple[str, str]]:
     source = manifest.source
     items = [("imported from", source.format)] if source is not None and source.format else []
@@ -73,6 +112,9 @@ def environment_blocks(manifest: Manifest) -> tuple[Block, ...]:
     blocks: list[Block] = [KeyValues(tuple(host_items(manifest)))]
     engines = engine_table(manifest)
     blocks.append(engines if engines else Para("No engine description recorded."))
+    identities = identity_items(manifest)
+    if identities:
+        blocks.append(KeyValues(tuple(identities)))
     imported = import_items(manifest)
     if imported:
         blocks.append(KeyValues(tuple(imported)))

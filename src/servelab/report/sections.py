@@ -5,7 +5,8 @@ Owns the report's content (docs/report.md): ``report_sections`` turns a ``Summar
 blocks (paragraphs, key/value lists, tables, replies, plot slots); markdown.py and html.py render
 the same sections, so both reports always say the same thing. The section views beside it own
 the comparisons and verdicts (comparison_view.py), quality and gates (quality_view.py), theory
-(theory_view.py), the environment (environment_view.py) and sample replies (replies_view.py).
+(theory_view.py), speculative decoding and the prefix cache (spec_decode_view.py), the
+environment (environment_view.py) and sample replies (replies_view.py).
 Pure: no I/O and no plotting. An imported run has no host or engine description, an arm may
 have no successful request.
 """
@@ -24,6 +25,7 @@ from servelab.report.comparison_view import ci_label, finite, num, verdict_block
 from servelab.report.environment_view import environment_blocks
 from servelab.report.quality_view import gates_blocks, quality_blocks
 from servelab.report.replies_view import replies
+from servelab.report.spec_decode_view import prefix_cache_blocks, spec_decode_blocks
 from servelab.report.theory_view import theory_blocks
 from servelab.stats.capacity import CAPACITY_STATISTIC
 from servelab.store import Manifest
@@ -80,6 +82,24 @@ def confound_items(summary: Summary, manifest: Manifest) -> list[tuple[str, str]
         per_arm = ", ".join(f"{arm} = {value_text(v)}" for arm, v in values.items())
         out.append((field, per_arm or "values not recorded"))
     return out
+
+
+# What two engines cannot share, whatever the configuration: shown when the arms' engine kinds
+# differ (the spec had to declare each of these; docs/vllm.md "Comparing engines").
+ENGINE_BOUND = ("engine.kind", "engine.build", "model.format", "model.weights",
+                "model.chat_template_sha256", "sampling.engine_defaults")  # fmt: skip
+
+
+def unequal_items(manifest: Manifest) -> list[tuple[str, str]]:
+    """One (field, its value in every arm) per engine-bound difference of a cross-engine run;
+    empty when every arm ran on the same engine kind."""
+    diff = manifest.config_diff
+    if "engine.kind" not in diff:
+        return []
+    return [
+        (f, ", ".join(f"{arm} = {value_text(v)}" for arm, v in diff[f].items()))
+        for f in ENGINE_BOUND if f in diff
+    ]  # fmt: skip
 
 
 def _counts(x: Mapping[str, int]) -> str:
@@ -246,6 +266,13 @@ def report_sections(
                 "than from the change under test.")  # fmt: skip
         sections.append(Section("confounds", "Confounded comparison",
                                 (Para(lead), KeyValues(tuple(confounds))), alert=True))  # fmt: skip
+    unequal = unequal_items(manifest)
+    if unequal:
+        lead = ("The arms run on different engines. The spec declared these differences, which "
+                "no setting can remove, so every comparison below includes them, not only the "
+                "engine's own speed.")  # fmt: skip
+        sections.append(Section("unequal", "What the arms could not equalise",
+                                (Para(lead), KeyValues(tuple(unequal)))))  # fmt: skip
     gate_blocks = gates_blocks(summary)
     if gate_blocks:
         sections.append(Section("gates", "Gates", gate_blocks))
@@ -270,6 +297,10 @@ def report_sections(
         Section("sweep", "Concurrency", _sweep_blocks(summary)),
         *((Section("capacity", "Capacity and goodput", capacity_blocks(summary.capacity)),)
           if summary.capacity is not None else ()),
+        *((Section("spec_decode", "Speculative decoding", spec_decode_blocks(summary.spec_decode)),)
+          if summary.spec_decode is not None else ()),
+        *((Section("prefix_cache", "Prefix cache", prefix_cache_blocks(summary.prefix_cache)),)
+          if summary.prefix_cache is not None else ()),
         Section("theory", "Theory beside measurement", theory_blocks(summary.theory)),
         Section("config", "Configuration differences", _config_blocks(summary, manifest)),
         Section("stopping", "Stopping record", _kv_or(stopping_items(summary, manifest),

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from servelab.analysis import bench_summary
+from servelab.analysis.engine_facts import counter_names, identity_engine
 from servelab.engines.base import Engine
 from servelab.engines.prom import MetricsSnapshot, counter_deltas
 from servelab.engines.registry import engine_class
@@ -55,7 +56,11 @@ from servelab.store import (
     write_manifest,
 )
 from servelab.store.jsonl import JsonlWriter, read_jsonl, write_json_atomic
-from servelab.store.metrics_files import write_counter_deltas, write_counter_snapshot
+from servelab.store.metrics_files import (
+    read_block_caches,
+    write_counter_deltas,
+    write_counter_snapshot,
+)
 from servelab.store.rundir import RunDir, create_run_dir, plan_run_dir
 from servelab.store.summary import BenchSummary
 from servelab.workloads import Workload, load_trace, load_workload
@@ -202,7 +207,12 @@ class _Bench:
 
     def summarize(self, deltas: dict[str, float] | None) -> BenchSummary:
         rows = read_jsonl(self.run.requests).rows if self.run.requests.exists() else []
-        summary = bench_summary(rows, deltas, self.cls.counter_names, self.config.slos)
+        describe = self.manifest.arms[ARM].describe if ARM in self.manifest.arms else None
+        names = counter_names(self.cls.kind, identity_engine([describe] if describe else []))
+        summary = bench_summary(
+            rows, deltas, names, self.config.slos,
+            caching=self.engine_config.prefix_cache, caches=read_block_caches(self.run),
+        )  # fmt: skip
         write_json_atomic(self.run.summary, summary.to_json())
         return summary
 

@@ -129,7 +129,8 @@ class ExperimentInputs:
         """On resume: every arm must resolve to the configuration it started with."""
         for name, eff in self.effective.items():
             before = started.get(name, {})
-            changed = [k for k in sorted(set(eff) | set(before)) if eff.get(k) != before.get(k)]
+            # A key the run did not record is one this servelab added since: not a change.
+            changed = [k for k in sorted(before) if eff.get(k) != before.get(k)]
             if changed:
                 k = changed[0]
                 raise UsageError(

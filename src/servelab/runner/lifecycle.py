@@ -13,9 +13,11 @@ Owns, for both commands:
 - the one error mapping (``failure_status``, ``failure_error``): interrupt, crash, engine
   error and store error -> the manifest status and the one-line message, with the resume hint
   where the command can resume;
-- the block executor (``BlockExecutor``): (re)start an arm's engine, warm up, send the block's
-  requests with its concurrency, write and flush each row as it completes, scrape the engine's
-  counters around the block, stop on a crash after recording everything already sent.
+- the block executor (``BlockExecutor``): (re)start an arm's engine, warm up, empty its prefix
+  cache (the engine's reset, else a restart when the arm caches prompts; recorded per block in
+  ``metrics/cache/``), send the block's requests with its concurrency, write and flush each row
+  as it completes, scrape the engine's counters around the block, stop on a crash after
+  recording everything already sent.
 
 It must not read the spec or the workload (callers pass typed objects), nor analyse results.
 """
@@ -57,7 +59,7 @@ from servelab.spec.engine import EngineConfig
 from servelab.spec.slo import Slo, request_meets
 from servelab.store import RowContext, RunStatus, build_row
 from servelab.store.jsonl import JsonlWriter
-from servelab.store.metrics_files import write_client_load
+from servelab.store.metrics_files import write_block_cache, write_client_load
 from servelab.store.rundir import RunDir
 from servelab.workloads import Workload
 
@@ -288,10 +290,16 @@ class EngineStarted:
 
 @dataclass(frozen=True, slots=True)
 class BlockCounters:
-    """The engine's counters around a block's measured requests (None: it has none)."""
+    """The engine's counters around a block's measured requests (None: it has none), and how
+    its prefix cache was emptied before them (``CACHE_*`` or the engine's reset)."""
 
     before: MetricsSnapshot | None
     after: MetricsSnapshot | None
+    emptied: str = ""
+
+
+CACHE_RESTART = "restart"  # a fresh engine (its warm-up requests ran after the start)
+CACHE_OFF = "caching off"  # reused engine, no reset, and the arm does not cache prompts
 
 
 class BlockExecutor:
@@ -384,19 +392,32 @@ class BlockExecutor:
         if not todo:
             return None
         running = self.engine is not None and self.engine_arm == block.arm.name
-        if running and not block.restart:
-            assert self.engine is not None
-            live = self.engine
-            self.source = self.make_source(block, live)
+        reused = self.reuse(block) if running and not block.restart else None
+        if reused is not None:
+            live, emptied = reused
         else:
-            live = self.start(block, writer, engine)
+            live = self.start(block, writer, engine)  # a caching arm: reset its warm-up away
+            reset = live.reset_prefix_cache() if block.arm.engine.prefix_cache else None
+            emptied = reset or CACHE_RESTART
+        write_block_cache(self.run, block.arm.name, block.block, block.level,
+                          restarted=reused is None, emptied=emptied)  # fmt: skip
         before = live.scrape_metrics()
         self.lifecycle.enter(Stage.MEASURE)
         label = block.label or f"block {block.block + 1} · {block.arm.name}"
         self.reporter.phase(label, len(todo))
         self.send(live, block, todo, writer, block.schedule(keep))
         self.lifecycle.enter(Stage.SCRAPE)
-        return BlockCounters(before, live.scrape_metrics())
+        return BlockCounters(before, live.scrape_metrics(), emptied)
+
+    def reuse(self, block: Block) -> tuple[Engine, str] | None:
+        """The running engine with its prefix cache emptied, and how; None when only a restart
+        can empty it (the engine has no reset and the arm caches prompts)."""
+        assert self.engine is not None
+        how = self.engine.reset_prefix_cache()
+        if how is None and block.arm.engine.prefix_cache:
+            return None
+        self.source = self.make_source(block, self.engine)
+        return self.engine, how or CACHE_OFF
 
     def send(
         self,

@@ -16,6 +16,7 @@ from pathlib import Path
 from servelab.engines.base import EffectiveValue
 from servelab.engines.registry import engine_class
 from servelab.spec.experiment import ArmConfig, ExperimentSpec
+from servelab.spec.settings import SETTINGS
 from servelab.workloads import Workload
 
 __all__ = ["canonical_names", "effective_config"]
@@ -55,9 +56,12 @@ def effective_config(
 def canonical_names(names: tuple[str, ...], arms: Mapping[str, ArmConfig]) -> tuple[str, ...]:
     """``declare`` / ``--allow-confound`` names with each engine's aliases made canonical
     (for llama.cpp, ``-lv`` and ``log-verbosity`` both mean ``llama.verbosity``)."""
+    given = names
+    names = tuple(n for n in names if n not in SETTINGS)  # a setting's fields are known already
     by_kind: dict[str, list[ArmConfig]] = {}
     for arm in arms.values():
         by_kind.setdefault(arm.engine.kind, []).append(arm)
     for kind, kind_arms in sorted(by_kind.items()):
         names = engine_class(kind).canonical_names(names, [a.engine for a in kind_arms])
-    return names
+    canonical = iter(names)
+    return tuple(n if n in SETTINGS else next(canonical) for n in given)

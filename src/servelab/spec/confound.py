@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from servelab.errors import UsageError
-from servelab.spec.experiment import declared_fields
+from servelab.spec.settings import declared_fields, field_matches
 
 V = TypeVar("V")  # one flat configuration value (the effective config's values)
 
@@ -43,6 +43,8 @@ def _short(value: object, limit: int = 60) -> str:
 
 def user_name(field: str) -> str:
     """How a user writes a field in ``declare`` / ``--allow-confound``."""
+    if field.startswith("vllm."):
+        return "--" + field.removeprefix("vllm.").replace("_", "-")
     return field.removeprefix("llama.")
 
 
@@ -53,35 +55,46 @@ def check_confounds(
     declare: tuple[str, ...] = (),
     allow: tuple[str, ...] = (),
 ) -> list[dict[str, object]]:
-    """Refuse undeclared differences; return the allowed confounds, ``[{field, values}]``."""
+    """Refuse undeclared differences; return the allowed confounds, ``[{field, values}]``.
+
+    The refusal names the first undeclared field with both values, and lists every other
+    undeclared field, so a comparison of two engines is declared in one pass."""
     spec_declared = {f for name in declare for f in declared_fields(name)}
     allowed_fields = {f for name in allow for f in declared_fields(name)}
     allowed: list[dict[str, object]] = []
     allowed_names: set[str] = set()
+    refused: list[tuple[str, str, object, object]] = []  # field, arm, baseline value, value
     for field, values in config_diff(effective).items():
         base_value = values.get(baseline)
         for arm, value in values.items():
             if arm == baseline or _key(value) == _key(base_value):
                 continue
             ok = (
-                field in spec_declared
-                or field in declared.get(arm, ())
-                or field in declared.get(baseline, ())
+                field_matches(field, spec_declared)
+                or field_matches(field, declared.get(arm, ()))
+                or field_matches(field, declared.get(baseline, ()))
             )
             if ok:
                 continue
-            if field in allowed_fields:
+            if field_matches(field, allowed_fields):
                 allowed.append({"field": field, "values": values})
                 allowed_names.add(field)
                 break
-            name = user_name(field)
-            raise ConfoundError(
-                f"arms {baseline!r} and {arm!r} differ in {field} ({baseline}: "
-                f"{_short(base_value)}, {arm}: {_short(value)}), which the spec does not "
-                f"declare; make it a named setting or add it to `declare:`, or run anyway with "
-                f"--allow-confound {name}"
-            )
-    unknown = [n for n in allow if not any(f in declared_fields(n) for f in allowed_names)]
+            refused.append((field, arm, base_value, value))
+            break
+    if refused:
+        field, arm, base_value, value = refused[0]
+        name = user_name(field)
+        more = [user_name(f) for f, *_ in refused[1:]]
+        also = f"; they also differ undeclared in {', '.join(more)}" if more else ""
+        raise ConfoundError(
+            f"arms {baseline!r} and {arm!r} differ in {field} ({baseline}: "
+            f"{_short(base_value)}, {arm}: {_short(value)}), which the spec does not "
+            f"declare{also}; make it a named setting or add it to `declare:`, or run anyway "
+            f"with --allow-confound {name}"
+        )
+    unknown = [n for n in allow if not any(field_matches(f, declared_fields(n))
+                                           for f in allowed_names)]  # fmt: skip
     if unknown:
         raise UsageError(
             f"--allow-confound {unknown[0]}: the arms do not differ undeclared in that field; "

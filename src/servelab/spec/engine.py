@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-EngineKind = Literal["llamacpp", "openai", "replay"]
+EngineKind = Literal["llamacpp", "openai", "replay", "vllm"]
 """The engine kinds a spec may name: the one list outside ``engines/`` (whose registry maps each
 kind to its class). ``replay`` serves recorded streams, for tests of the run loop."""
 ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
@@ -33,9 +33,9 @@ LOOPBACK = "127.0.0.1"
 
 # What servelab owns of an engine's listening socket, and the one setting that says it.
 OWNED_OPTIONS = {
-    "--host": "servelab owns llama-server's --host; to listen on another address use "
+    "--host": "servelab owns the engine's --host; to listen on another address use "
     "--bind ADDRESS (spec: engine.bind), which warns and is recorded",
-    "--port": "servelab owns llama-server's --port; use --port PORT (spec: engine.port), "
+    "--port": "servelab owns the engine's --port; use --port PORT (spec: engine.port), "
     "or leave it out to get a free port",
 }
 _OWNED_ENV = {"LLAMA_ARG_HOST": "--host", "LLAMA_ARG_PORT": "--port"}
@@ -98,15 +98,15 @@ def connect_address(bind: str) -> str:
 
 
 class EngineConfig(BaseModel):
-    """One engine. ``llamacpp`` is launched and managed; ``openai`` is an existing endpoint;
-    ``replay`` serves recorded SSE streams in process (tests)."""
+    """One engine. ``llamacpp`` and ``vllm`` are launched and managed; ``openai`` is an
+    existing endpoint; ``replay`` serves recorded SSE streams in process (tests)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: EngineKind = "llamacpp"
     model: str = Field(
-        description="model name or GGUF path (llamacpp), served name (openai), "
-        "directory of recorded streams (replay)"
+        description="model name or GGUF path (llamacpp), model name or HF directory (vllm), "
+        "served name (openai), directory of recorded streams (replay)"
     )
     flags: EngineFlags = Field(default=(), description="extra engine arguments, one per item")
     env: EngineEnv = Field(default_factory=dict)
@@ -116,10 +116,15 @@ class EngineConfig(BaseModel):
         "from other machines, so servelab warns and records it",
     )
     port: int | None = Field(default=None, ge=1, le=65535, description="None: pick a free port")
-    binary: str | None = Field(default=None, description="path to a llama-server to use")
+    binary: str | None = Field(
+        default=None,
+        description="llamacpp: path to a llama-server; vllm: the Python of a vLLM install",
+    )
     endpoint: str | None = Field(default=None, description="base URL of an openai endpoint")
     api_key_env: str | None = Field(default=None, description="env var holding the API key")
-    parallel: int = Field(default=1, ge=1, description="server slots (-np)")
+    parallel: int = Field(
+        default=1, ge=1, description="server slots (llamacpp -np; vllm --max-num-seqs)"
+    )
     ctx_per_slot: int = Field(default=DEFAULT_CTX_PER_SLOT, ge=256)
     prefix_cache: bool = Field(default=False, description="let the engine reuse cached prompts")
     unique_prefix: bool = Field(
@@ -179,8 +184,8 @@ class EngineConfig(BaseModel):
     def _kind_fields(self) -> EngineConfig:
         if self.kind == "openai" and not self.endpoint:
             raise ValueError("engine kind 'openai' needs an endpoint (--endpoint URL)")
-        if self.kind == "llamacpp" and self.endpoint:
-            raise ValueError("engine kind 'llamacpp' is launched by servelab; drop --endpoint")
+        if self.kind in ("llamacpp", "vllm") and self.endpoint:
+            raise ValueError(f"engine kind {self.kind!r} is launched by servelab; drop --endpoint")
         if self.kind == "openai" and self.bind != LOOPBACK:
             raise ValueError("engine kind 'openai' is not launched by servelab; drop --bind")
         return self

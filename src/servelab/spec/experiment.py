@@ -1,8 +1,8 @@
 """The experiment spec: a base configuration, arms or factors, and how to run and decide.
 
 Owns the YAML input of ``servelab run`` (validated with pydantic; an unknown key is an error that
-names its path), the named settings arms and factors may change, the expansion of ``factors``
-into arms with stable ids, and each arm's resolved engine configuration. Pure.
+names its path), the expansion of ``factors`` into arms with stable ids, and each arm's
+resolved engine configuration (the named settings themselves are in ``spec/settings.py``). Pure.
 
 A named setting (``threads: 1``, ``spec_type: ngram-simple``, ``kv: q8_0``) *declares* what it
 changes; raw ``flags`` and ``env`` in an arm do not, so whatever they change must be listed in
@@ -13,6 +13,7 @@ difference the user meant from one copied in by accident.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -20,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from servelab.metrics import decision_statistics
-from servelab.spec.engine import EngineConfig, EngineEnv, EngineFlags
+from servelab.spec.engine import EngineConfig, EngineEnv, EngineFlags, EngineKind
 from servelab.spec.gates import GatesSpec
 from servelab.spec.limits import (
     DEFAULT_MAX_FAILURE_RATE,
@@ -29,67 +30,17 @@ from servelab.spec.limits import (
     context_problem,
 )
 from servelab.spec.load import LoadSpec
+from servelab.spec.settings import (
+    ENGINE_CONFIG_FIELDS,
+    SETTINGS,
+    Scalar,
+    level_text,
+    vllm_flag,
+)
 from servelab.spec.slo import Slo, SloTexts, parse_slos
 
 DEFAULT_DECISION_METRICS = ("decode_tps", "ttft_s", "e2e_s")
 _ARM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    """One named setting: the engine flags it writes (llamacpp) or the field it sets."""
-
-    flags: tuple[str, ...] = ()  # flags written, each followed by the value
-    aliases: tuple[str, ...] = ()  # spellings of those flags removed from base flags first
-    field: str | None = None  # an EngineConfig or base field set instead of flags
-    fields: tuple[str, ...] = ()  # effective-configuration fields this setting declares
-
-
-def _flag(long: str, *short: str) -> Setting:
-    name = long.lstrip("-")
-    return Setting(flags=(long,), aliases=(long, *short), fields=(f"llama.{name}",))
-
-
-SETTINGS: dict[str, Setting] = {
-    "spec_type": _flag("--spec-type"),
-    "draft_n_max": _flag("--spec-draft-n-max"),
-    "draft_n_min": _flag("--spec-draft-n-min"),
-    "draft_model": _flag("--spec-draft-model", "-md", "--model-draft"),
-    "kv": Setting(
-        flags=("--cache-type-k", "--cache-type-v"),
-        aliases=("--cache-type-k", "-ctk", "--cache-type-v", "-ctv"),
-        fields=("llama.cache-type-k", "llama.cache-type-v"),
-    ),
-    "kv_k": _flag("--cache-type-k", "-ctk"),
-    "kv_v": _flag("--cache-type-v", "-ctv"),
-    "flash_attn": _flag("--flash-attn", "-fa"),
-    "threads": _flag("--threads", "-t"),
-    "threads_batch": _flag("--threads-batch", "-tb"),
-    "batch": _flag("--batch-size", "-b"),
-    "ubatch": _flag("--ubatch-size", "-ub"),
-    "cache_ram": _flag("--cache-ram", "-cram"),
-    "n_gpu_layers": _flag("--gpu-layers", "-ngl", "--n-gpu-layers"),
-    "model": Setting(field="model", fields=("model.path", "model.sha256", "llama.model")),
-    "binary": Setting(
-        field="binary", fields=("engine.binary", "engine.binary_sha256", "engine.build")
-    ),
-    "prefix_cache": Setting(field="prefix_cache", fields=("prefix_cache",)),
-    "max_tokens": Setting(field="max_tokens", fields=("max_tokens",)),
-    "temperature": Setting(field="temperature", fields=("sampling.temperature",)),
-}
-_ENGINE_FIELDS = {"model", "binary", "prefix_cache"}
-
-
-def declared_fields(name: str) -> tuple[str, ...]:
-    """The effective-configuration fields a name in ``declare`` or ``--allow-confound`` means:
-    a setting name, a llama.cpp option (``cache-ram``, ``--cache-ram``) or a field itself."""
-    if name in SETTINGS:
-        return SETTINGS[name].fields
-    if name.startswith("-"):
-        return (f"llama.{name.lstrip('-')}",)
-    if "." in name:
-        return (name,)
-    return (name, f"llama.{name}", f"llama.{name.replace('_', '-')}")
 
 
 class Override(BaseModel):
@@ -116,16 +67,37 @@ class Override(BaseModel):
     prefix_cache: bool | None = None
     max_tokens: MaxTokens | None = None
     temperature: float | None = Field(default=None, ge=0.0)
+    engine: EngineKind | None = Field(
+        default=None, description="run this arm on another engine kind (cross-engine A/B)"
+    )
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0.0, le=1.0)
+    enforce_eager: bool | None = None
+    max_model_len: int | None = Field(default=None, ge=16)
+    dtype: str | None = None
+    tensor_parallel_size: int | None = Field(default=None, ge=1)
+    speculative_config: str | None = Field(
+        default=None, description="vLLM --speculative-config: a mapping or its JSON text"
+    )
+    quantization: str | None = None
     flags: EngineFlags = Field(
         default=(), description="raw engine flags appended after base flags (not a declaration)"
     )
     env: EngineEnv = Field(default_factory=dict, description="raw engine env (not declared)")
 
+    @field_validator("speculative_config", mode="before")
+    @classmethod
+    def _json_text(cls, v: object) -> object:
+        """A mapping becomes the compact JSON text vLLM's --speculative-config reads."""
+        if isinstance(v, dict):
+            return json.dumps(v, sort_keys=True, separators=(",", ":"))
+        return v
+
     @field_validator("flash_attn", mode="before")
     @classmethod
     def _on_off(cls, v: object) -> object:
         """YAML's true/false mean on/off here, as ``flash_attn: on`` does."""
-        return _level_text(v) if isinstance(v, bool) else v
+        return level_text(v) if isinstance(v, bool) else v
 
     def settings(self) -> dict[str, Scalar]:
         return {k: v for k in SETTINGS if (v := getattr(self, k)) is not None}
@@ -178,7 +150,6 @@ class StopSpec(BaseModel):
     )
 
 
-Scalar = str | int | float | bool
 MetricsChoice = tuple[str, ...] | dict[str, str | tuple[str, ...]]
 
 
@@ -283,13 +254,14 @@ class ExperimentSpec(BaseModel):
         for arm in arms:
             if not _ARM_ID.match(arm.name):
                 raise ValueError(f"arm name {arm.name!r}: use letters, digits and . _ = , + -")
-            if self.base.engine.kind != "llamacpp" and any(
-                SETTINGS[s].flags for s in arm.override.settings()
-            ):
-                raise ValueError(
-                    f"arm {arm.name!r} sets llama.cpp flags but the engine kind is "
-                    f"{self.base.engine.kind!r}"
-                )
+            kind = arm.override.engine or self.base.engine.kind
+            for name in arm.override.settings():
+                if not SETTINGS[name].applies_to(kind):
+                    owner = "a vLLM option" if SETTINGS[name].vllm else "a llama.cpp option"
+                    raise ValueError(
+                        f"arm {arm.name!r} sets {name}, {owner}, but its engine kind is "
+                        f"{kind!r}; drop it, or give the arm `engine:` of the right kind"
+                    )
             _check_context(self, arm)
         return self
 
@@ -346,7 +318,7 @@ def _check_context(spec: ExperimentSpec, arm: Arm) -> None:
 
 
 def _declared(o: Override) -> tuple[str, ...]:
-    return tuple(sorted({f for s in o.settings() for f in SETTINGS[s].fields}))
+    return tuple(sorted({f for s in o.settings() for f in SETTINGS[s].all_fields}))
 
 
 def _factor_levels(
@@ -368,14 +340,8 @@ def _factor_levels(
     result = []
     for level in levels:
         o = Override.model_validate({factor: level})
-        result.append((f"{factor}={_level_text(level)}", o, SETTINGS[factor].fields))
+        result.append((f"{factor}={level_text(level)}", o, SETTINGS[factor].all_fields))
     return result
-
-
-def _level_text(level: Scalar) -> str:
-    if isinstance(level, bool):
-        return "on" if level else "off"
-    return str(level)
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,17 +385,23 @@ def resolve_arm(spec: ExperimentSpec, arm: Arm) -> ArmConfig:
     their flags in the base flags; raw flags are appended last."""
     base = spec.base
     o = arm.override
-    flags = base.engine.flags
-    engine_updates: dict[str, Scalar] = {}
+    kind = o.engine or base.engine.kind
+    # Another engine kind does not inherit the base engine's own flags or binary.
+    same_kind = kind == base.engine.kind
+    flags = base.engine.flags if same_kind else ()
+    engine_updates: dict[str, Scalar | None] = {} if same_kind else {"binary": None}
     for name, value in o.settings().items():
         setting = SETTINGS[name]
-        if setting.flags:
+        if setting.field in ENGINE_CONFIG_FIELDS:
+            engine_updates[setting.field] = value
+        elif kind == "vllm" and setting.vllm:
+            flags = (*_strip_flags(flags, (setting.vllm, f"--no-{setting.vllm[2:]}")),
+                     *vllm_flag(setting.vllm, value))  # fmt: skip
+        elif setting.flags:
             flags = _strip_flags(flags, setting.aliases)
-            text = _level_text(value) if isinstance(value, bool) else str(value)
+            text = level_text(value) if isinstance(value, bool) else str(value)
             for flag in setting.flags:
                 flags = (*flags, flag, text)
-        elif setting.field in _ENGINE_FIELDS:
-            engine_updates[setting.field] = value
     parallel = max(base.engine.parallel, *spec.concurrency_levels)
     engine = base.engine.model_copy(
         update={

@@ -40,6 +40,14 @@ Format changes (readers accept every older version):
   (bench included) may have ``metrics/client/<arm>-b<block>-<level>.json``
   (``store.metrics_files``): what driving it cost the client (CPU, event-loop lag). A bench
   ``summary.json`` of an open loop has ``open_loop`` (rates and lag).
+- 2026-11-30, summary 1 (additive): ``summary.json`` (experiment and bench) may hold
+  ``spec_decode`` (per arm that drafted tokens: ``store.engine_records.SpecDecodeRecord``) and
+  ``prefix_cache`` (per arm that caches prompts or shows hits: ``PrefixCacheRecord``), each
+  left out when empty. Every block may have ``metrics/cache/<arm>-b<block>-<level>.json``
+  (``arm``, ``block``, ``level``, ``restarted``, ``emptied``: how its prefix cache was emptied);
+  runs without it read as not recorded. Effective configurations gain ``model.format``,
+  ``model.weights``, ``model.chat_template_sha256`` and ``sampling.engine_defaults`` (llama.cpp
+  and vLLM), and ``vllm.*`` for vLLM arms; resume ignores keys the run did not record.
 """
 
 from servelab.store.manifest import (

@@ -3,7 +3,8 @@
 Owns the frozen records ``servelab.analysis`` produces and ``servelab.report`` renders:
 ``Summary`` (an experiment, import or compare run, as ``servelab report`` writes it) with its
 ``ArmSummary``, ``MetricSummary``, ``RateCI``, ``Comparison``, ``Proportion``, ``SweepRow``,
-``Stopping``, ``Warning``, ``GateResult``, theory and quality sections; and ``BenchSummary``
+``Stopping``, ``Warning``, ``GateResult``, theory and quality sections, the spec-decode and
+prefix-cache records (``store.engine_records``); and ``BenchSummary``
 (what ``servelab bench`` writes: arms, engine counter figures and open-loop figures).
 
 ``to_json()`` gives exactly the layout of docs/summary-json.md, keys in the order they have
@@ -28,6 +29,7 @@ from servelab.stats.capacity import CapacitySection, GoodputLevel
 from servelab.stats.prompt_effects import PromptEffect
 from servelab.stats.proportions import Rate as RateCI
 from servelab.stats.summary import Summary as MetricSummary
+from servelab.store.engine_records import PrefixCacheRecord, SpecDecodeRecord
 from servelab.store.perplexity import PerplexityDoc
 from servelab.theory.hardware import Hardware
 
@@ -348,7 +350,7 @@ class Summary(_Record):
 
     OMIT_NONE: ClassVar[frozenset[str]] = frozenset(
         {"theory", "quality", "gates", "gates_required", "gates_failed", "references", "prompts",
-         "capacity"}
+         "capacity", "spec_decode", "prefix_cache"}
     )  # fmt: skip
 
     schema_version: int
@@ -376,6 +378,8 @@ class Summary(_Record):
     references: dict[str, str] | None = None  # candidate -> its reference, when not baseline
     prompts: str | None = None  # "sampled" when the verdicts sample prompts (default fixed)
     capacity: CapacitySection | None = None  # with SLOs: goodput per level, capacity per arm
+    spec_decode: dict[str, SpecDecodeRecord] | None = None  # arms that speculated
+    prefix_cache: dict[str, PrefixCacheRecord] | None = None  # arms caching or with hits
 
     def arm_order(self) -> list[str]:
         """Arms, baseline first."""
@@ -424,16 +428,20 @@ class OpenLoopFigures(_Record):
 @dataclass(frozen=True, slots=True)
 class BenchSummary(_Record):
     """``summary.json`` of ``servelab bench``: its arm(s), the engine counter figures, for an
-    open loop its rates and lag (``open_loop``), with SLOs the goodput (each left out when
-    None)."""
+    open loop its rates and lag (``open_loop``), with SLOs the goodput, its spec-decode and
+    prefix-cache records (each left out when None)."""
 
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"open_loop", "goodput"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset(
+        {"open_loop", "goodput", "spec_decode", "prefix_cache"}
+    )
 
     schema_version: int
     arms: dict[str, ArmSummary]
     engine_counters: EngineCounterFigures | dict[str, float] = field(default_factory=dict)
     open_loop: OpenLoopFigures | None = None
     goodput: GoodputLevel | None = None  # with --slo: requests meeting every SLO per second
+    spec_decode: dict[str, SpecDecodeRecord] | None = None
+    prefix_cache: dict[str, PrefixCacheRecord] | None = None
 
 
 _ADAPTERS: dict[type, TypeAdapter[object]] = {}
@@ -466,12 +474,14 @@ __all__ = [
     "MetricSummary",
     "Number",
     "OpenLoopFigures",
+    "PrefixCacheRecord",
     "Proportion",
     "QualityArm",
     "QualityMetricInfo",
     "QualitySection",
     "RateCI",
     "RateComparison",
+    "SpecDecodeRecord",
     "SpecPrediction",
     "Stopping",
     "Summary",
