@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from servelab.client import admin
-from servelab.client.transport import Transport
 from servelab.engines.base import CounterNames, EffectiveEngineConfig, token_ids
 from servelab.engines.llamacpp_config import (
     binary_text,
@@ -29,18 +28,17 @@ from servelab.engines.llamacpp_config import (
     engine_env,
     server_argv,
     server_binary,
-    with_port,
 )
+from servelab.engines.local_server import LocalServer
 from servelab.engines.process import (
     ManagedProcess,
-    check_port_free,
     free_port,
     wait_process_healthy,
 )
 from servelab.engines.prom import MetricsSnapshot, parse_metrics
-from servelab.errors import EngineCrashedError, EngineError
+from servelab.errors import EngineError
 from servelab.models import file_sha256, resolve_model
-from servelab.spec.engine import EngineConfig, connect_address
+from servelab.spec.engine import EngineConfig
 from servelab.theory.kvreport import MeasuredKv, measured_kv_from_log
 
 __all__ = ["LlamaCppEngine", "binary_text", "build_from_version", "split_build_info"]
@@ -67,7 +65,7 @@ def split_build_info(build_info: str) -> tuple[str, str]:
     return version, commit
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(LocalServer):
     """llama.cpp's ``llama-server``, launched and managed by servelab."""
 
     kind: ClassVar[str] = "llamacpp"
@@ -101,11 +99,6 @@ class LlamaCppEngine:
         return canonical_llama_names(names, configs)
 
     @classmethod
-    def launch_command(cls, argv: Sequence[str], port: int) -> list[str]:
-        """The recorded argv with the masked port made concrete (the bind address kept)."""
-        return with_port(argv, str(port))
-
-    @classmethod
     def kv_probe_config(cls, config: EngineConfig) -> EngineConfig:
         return config.model_copy(update={"flags": (*config.flags, *KV_PROBE_FLAGS)})
 
@@ -114,26 +107,10 @@ class LlamaCppEngine:
         return measured_kv_from_log(log_text)
 
     @classmethod
-    def config_for_concurrency(cls, config: EngineConfig, concurrency: int) -> EngineConfig:
-        """Enough slots (``--parallel``) for ``concurrency`` requests at once."""
-        if config.parallel < concurrency:
-            return config.model_copy(update={"parallel": concurrency})
-        return config
-
-    @classmethod
     def model_bytes(cls, config: EngineConfig) -> int:
         return resolve_model(config.model).size_bytes
 
     # -- instance ---------------------------------------------------------------------------
-    @property
-    def base_url(self) -> str:
-        return f"http://{connect_address(self.config.bind)}:{self.port}"
-
-    def launch(self) -> None:
-        check_port_free(self.config.bind, self.port)
-        self._proc = ManagedProcess(self.argv, self.log_path, env=self.env)
-        self._proc.start()
-
     def _exit_message(self, code: int, when: str) -> str:
         tail = self._proc.log_tail(8) if self._proc else ""
         last = " | ".join(line.strip() for line in tail.splitlines()[-3:] if line.strip())
@@ -147,13 +124,6 @@ class LlamaCppEngine:
             exit_message=self._exit_message, advice="raise startup_timeout_s if the model is large",
         )  # fmt: skip
         self._props = admin.get_json(self.base_url + "/props")
-
-    def check_alive(self, grace_s: float = 0.0) -> None:
-        """Raise if the process has exited; wait up to ``grace_s`` for an exit under way (a
-        killed server refuses connections a moment before it can be reaped)."""
-        code = self._proc.poll(grace_s) if self._proc else None
-        if code is not None:
-            raise EngineCrashedError(self._exit_message(code, "while requests were running"))
 
     def describe(self) -> dict[str, object]:
         props = self._props
@@ -190,10 +160,6 @@ class LlamaCppEngine:
         except admin.AdminHttpError:
             return None
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-
     def reset_prefix_cache(self) -> str | None:
         return None
 
@@ -202,18 +168,6 @@ class LlamaCppEngine:
         if self.config.chunk_timings:
             extras["timings_per_token"] = True
         return extras
-
-    def request_headers(self) -> dict[str, str]:
-        return {}
-
-    def chat_url(self) -> str:
-        return self.base_url + "/v1/chat/completions"
-
-    def completions_url(self) -> str:
-        return self.base_url + "/v1/completions"
-
-    def transport(self) -> Transport | None:
-        return None
 
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
         """``POST /tokenize``: the model's own tokenizer, as the server counts a prompt."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from servelab.engines.base import EffectiveEngineConfig, EffectiveValue
 from servelab.engines.installed import find_llama_binary
+from servelab.engines.process import MASKED_PORT, with_port
 from servelab.errors import EngineStartError, UsageError
 from servelab.models import file_sha256, resolve_model
 from servelab.models.gguf_info import GgufInfo, read_gguf_info
@@ -28,7 +29,6 @@ from servelab.spec.llamaargs import OptionTable, canonicalize, parse_help
 # llama-server reads LLAMA_ARG_* variables as flags; inheriting them would change a
 # configuration behind the user's back, so only the ones declared in the config pass.
 ENGINE_ENV_PREFIX = "LLAMA_ARG_"
-MASKED_PORT = "<free port>"  # what a recorded argv holds instead of the port
 _NOT_COMPARED = ("port",)  # chosen afresh at every start
 _OWNED = ("host", "port")  # servelab's: `bind` and `port` in the engine config
 # The sampler options a request leaves to the server (servelab sends temperature and seed).
@@ -96,14 +96,6 @@ def engine_env(
 def mask_port(argv: Sequence[str]) -> list[str]:
     """``argv`` with the value after ``--port`` replaced by ``MASKED_PORT``."""
     return with_port(argv, MASKED_PORT)
-
-
-def with_port(argv: Sequence[str], port: str) -> list[str]:
-    """``argv`` with the value after ``--port`` replaced by ``port``."""
-    out = list(argv)
-    if "--port" in out:
-        out[out.index("--port") + 1] = port
-    return out
 
 
 def refuse_owned_options(arm: str, flags: tuple[str, ...], table: OptionTable) -> None:

@@ -55,6 +55,18 @@ def check_port_free(host: str, port: int) -> None:
             ) from exc
 
 
+MASKED_PORT = "<free port>"  # what a recorded argv holds instead of the port
+
+
+def with_port(argv: Sequence[str], port: str) -> list[str]:
+    """``argv`` with the value after ``--port`` replaced by ``port`` (``MASKED_PORT`` in what is
+    recorded, a real port when a recorded command is run again)."""
+    out = list(argv)
+    if "--port" in out:
+        out[out.index("--port") + 1] = port
+    return out
+
+
 class ManagedProcess:
     """One child process with its output going to ``log_path``."""
 

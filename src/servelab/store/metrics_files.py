@@ -96,15 +96,20 @@ class BlockClientLoad:
     load: ClientLoad
 
 
-def write_client_load(run: RunDir, arm: str, block: int, load: ClientLoad, level: str = "") -> Path:
-    """What driving one block cost the client (``records.ClientLoad``)."""
-    tag = f"-{level}" if level else ""
-    folder = run.metrics_dir / CLIENT_DIR
+def _block_file(run: RunDir, subdir: str, arm: str, block: int, level: str) -> Path:
+    """``metrics/<subdir>/<arm>-b<block>[-<level>].json``, its folder created."""
+    folder = run.metrics_dir / subdir
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
-    path = folder / f"{arm_stem(arm)}-b{block}{tag}.json"
+    tag = f"-{level}" if level else ""
+    return folder / f"{arm_stem(arm)}-b{block}{tag}.json"
+
+
+def write_client_load(run: RunDir, arm: str, block: int, load: ClientLoad, level: str = "") -> Path:
+    """What driving one block cost the client (``records.ClientLoad``)."""
+    path = _block_file(run, CLIENT_DIR, arm, block, level)
     write_json_atomic(path, {
         "schema_version": SCHEMA_VERSION, "arm": arm, "block": block, "level": level,
         "client": load.to_json(),
@@ -199,12 +204,7 @@ def write_block_cache(
     run: RunDir, arm: str, block: int, level: str, *, restarted: bool, emptied: str
 ) -> Path:
     """How the block's prefix cache was emptied (``runner.lifecycle.BlockExecutor``)."""
-    folder = run.metrics_dir / CACHE_DIR
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
-    path = folder / f"{arm_stem(arm)}-b{block}-{level}.json"
+    path = _block_file(run, CACHE_DIR, arm, block, level)
     write_json_atomic(path, {
         "schema_version": SCHEMA_VERSION, "arm": arm, "block": block, "level": level,
         "restarted": restarted, "emptied": emptied,
