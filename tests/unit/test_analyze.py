@@ -314,3 +314,21 @@ def test_blocks_that_shared_an_engine_start_are_flagged() -> None:
                                                               ("ngram", "2 of 4")]  # fmt: skip
     assert "restart: every_block" in flagged[0]["advice"]
     assert "shared_engine_starts" not in kinds(analyze(manifest(), rows(blocks=4)))  # import
+
+
+def test_an_arm_on_a_synthetic_model_is_flagged() -> None:
+    m = manifest(arms={"none": {"effective": {"model.synthetic": "llama3-8b"}}, "ngram": {}})
+    flagged = [w for w in analyze(m, rows(), n_resamples=200)["warnings"]
+               if w["kind"] == "synthetic_model"]  # fmt: skip
+    assert [w["arm"] for w in flagged] == ["none"]
+    assert "llama3-8b" in flagged[0]["detail"] and "not text" in flagged[0]["detail"]
+    assert "synthetic_model" not in kinds(analyze(manifest(), rows(), n_resamples=200))
+    both = {"effective": {"model.synthetic": "qwen3-30b-a3b"}}
+    shared = [
+        w
+        for w in analyze(manifest(arms={"none": both, "ngram": both}), rows(), n_resamples=200)[
+            "warnings"
+        ]
+        if w["kind"] == "synthetic_model"
+    ]
+    assert len(shared) == 1 and "arm" not in shared[0] and "none, ngram" in shared[0]["detail"]

@@ -12,7 +12,7 @@ from servelab.errors import UsageError
 from servelab.runner.experiment import load_spec
 from servelab.spec.confound import ConfoundError, check_confounds, config_diff
 from servelab.spec.engine import ENGINE_KINDS, EngineConfig
-from servelab.spec.experiment import ExperimentSpec, resolve_arm
+from servelab.spec.experiment import ExperimentSpec, Override, resolve_arm
 from servelab.spec.llamaargs import canonicalize, parse_help
 from servelab.spec.schedule import plan_blocks, prompt_index, request_id
 
@@ -123,10 +123,36 @@ def test_unknown_key_error_names_its_path(tmp_path: Path) -> None:
         load_spec(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("name", ["demo", "aa", "threads", "confound"])
+@pytest.mark.parametrize(
+    "name", ["demo", "aa", "threads", "confound", "gpu/spec-dense", "gpu/spec-moe", "gpu/kv-dense"]
+)
 def test_examples_are_valid_specs(name: str) -> None:
     s, _ = load_spec(EXAMPLES / f"{name}.yaml")
     assert len(s.expand()) >= 2
+
+
+def test_synthetic_rates_are_checked_as_llama_cpp_checks_them() -> None:
+    assert Override(spec_synth_rates=[0.8, 0.64]).spec_synth_rates == "0.8,0.64"
+    assert Override(spec_synth_rates="1, 1,1").spec_synth_rates == "1,1,1"
+    for bad, why in (("0.5,0.8", "must not increase"), ("1.2", "within 0..1"),
+                     ("a,b", "not a list of numbers")):  # fmt: skip
+        with pytest.raises(ValueError, match=why):
+            Override(spec_synth_rates=bad)
+    with pytest.raises(ValueError, match="3 rates for draft_n_max 2"):
+        Override(draft_n_max=2, spec_synth_rates="1,1,1")
+
+
+def test_gpu_spec_examples_fix_acceptance_per_token() -> None:
+    """The synthetic rates of each draft arm are a, a^2, ..., a^K for its K and a."""
+    for name in ("spec-dense", "spec-moe"):
+        s, _ = load_spec(EXAMPLES / "gpu" / f"{name}.yaml")
+        for arm, settings in s.arms.items():
+            if arm == "none":
+                continue
+            k, a = int(arm[1]), int(arm.split("-a")[1]) / 100
+            rates = [float(r) for r in str(settings.spec_synth_rates).split(",")]
+            assert settings.draft_n_max == settings.draft_n_min == k
+            assert rates == pytest.approx([a**i for i in range(1, k + 1)]), (name, arm)
 
 
 def test_confound_guard_names_the_field_and_both_values() -> None:

@@ -6,12 +6,10 @@ files and real install directories in a temporary cache.
 
 from __future__ import annotations
 
-import io
 import json
 import platform
 import re
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -25,10 +23,10 @@ from servelab.engines.install import (
     USER_BINARY_ENV,
     InstalledEngine,
     choose_backend,
+    cmake_flags,
     cpu_flags,
     cpu_key,
     engine_dir,
-    extract_llama_cpp,
     find_build_tools,
     find_llama_binary,
     install_llamacpp,
@@ -36,6 +34,7 @@ from servelab.engines.install import (
     parse_ninja_progress,
     run_logged,
 )
+from servelab.engines.installed import CUDA_ARCH_ENV, cuda_arch, cuda_arch_from_caps
 from servelab.errors import BuildError, EngineNotInstalledError, EnvironmentProblem, UsageError
 
 VERSION_LINE = "version: 0.5.0-dev (build 0, commit 0c1e57098)"  # as the real binary prints it
@@ -50,10 +49,14 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def fake_install(
-    backend: str = "cpu", key: str | None = None, built_at: str = "2026-01-01"
+    backend: str = "cpu",
+    key: str | None = None,
+    built_at: str = "2026-01-01",
+    arch: str | None = None,
 ) -> Path:
-    """A complete install directory whose binaries are tiny scripts."""
-    dest = engine_dir(backend, key)
+    """A complete install directory whose binaries are tiny scripts (install.json as schema 1
+    wrote it, plus ``cuda_arch`` for a CUDA one)."""
+    dest = engine_dir(backend, key, arch)
     (dest / "bin").mkdir(parents=True)
     for tool in TOOLS:
         binary = dest / "bin" / tool
@@ -61,7 +64,7 @@ def fake_install(
         binary.chmod(0o755)
     meta = {
         "kind": "llamacpp", "version": "0.3.36", "commit": "0c1e57098", "backend": backend,
-        "cpu_key": key or cpu_key(), "built_at": built_at,
+        "cpu_key": key or cpu_key(), "built_at": built_at, **({"cuda_arch": arch} if arch else {}),
     }  # fmt: skip
     (dest / "install.json").write_text(json.dumps(meta))
     return dest
@@ -120,6 +123,49 @@ def test_cmake_flags_are_the_documented_ones() -> None:
         "-DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_NUMBER=0 -DLLAMA_BUILD_COMMIT=0c1e57098"
     )
     assert tuple(documented.split()) == CMAKE_FLAGS
+    assert cmake_flags(None) == list(CMAKE_FLAGS)
+    cuda = ["-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=90a"]
+    assert cmake_flags("90a") == [*CMAKE_FLAGS, *cuda]
+
+
+# --- CUDA architecture -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("caps", "arch"),
+    [(["9.0"], "90a"), (["8.6"], "86"), (["8.9", "8.6", "8.6"], "86;89"), (["12.0"], "120"),
+     (["7.5", "10.0"], "75;100")],
+)  # fmt: skip
+def test_cuda_arch_from_nvidia_smi_compute_caps(caps: list[str], arch: str) -> None:
+    assert cuda_arch_from_caps(caps) == arch
+
+
+def test_cuda_arch_refuses_an_unreadable_compute_cap() -> None:
+    with pytest.raises(EnvironmentProblem, match="SERVELAB_CUDA_ARCH"):
+        cuda_arch_from_caps(["[N/A]"])
+
+
+def test_cuda_arch_from_the_local_gpu_or_the_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv(CUDA_ARCH_ENV, raising=False)
+    with pytest.raises(EnvironmentProblem, match="nvidia-smi lists no GPU; set SERVELAB_CUDA_AR"):
+        cuda_arch()
+    _fake_tool(bin_dir, "nvidia-smi", "echo 9.0; echo 9.0")
+    assert cuda_arch() == "90a"
+    monkeypatch.setenv(CUDA_ARCH_ENV, "80, 86")
+    assert cuda_arch() == "80;86"
+    monkeypatch.setenv(CUDA_ARCH_ENV, "sm_90")
+    with pytest.raises(UsageError, match="not a CUDA architecture list"):
+        cuda_arch()
+
+
+def test_install_keys_keep_the_cpu_name_and_add_the_cuda_arch(cache: Path) -> None:
+    assert engine_dir("cpu").name == f"0c1e57098-cpu-{cpu_key()}"
+    assert engine_dir("cuda", arch="90a").name == f"0c1e57098-cuda-sm90a-{cpu_key()}"
+    assert engine_dir("cuda", arch="80;86").name == f"0c1e57098-cuda-sm80-86-{cpu_key()}"
 
 
 def test_parse_ninja_progress() -> None:
@@ -160,21 +206,6 @@ def test_missing_compiler_is_an_environment_problem(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("CC", "no-such-cc-servelab")
     with pytest.raises(EnvironmentProblem, match="no-such-cc-servelab"):
         find_build_tools("cpu")
-
-
-def test_extract_takes_only_vendor_llama_cpp(tmp_path: Path) -> None:
-    sdist = tmp_path / "llama_cpp_python-0.3.36.tar.gz"
-    with tarfile.open(sdist, "w:gz") as archive:
-        for name in ("vendor/llama.cpp/CMakeLists.txt", "vendor/llama.cpp/src/a.c", "setup.py"):
-            data = name.encode()
-            info = tarfile.TarInfo(f"llama_cpp_python-0.3.36/{name}")
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    extract_llama_cpp(sdist, tmp_path / "src")
-    files = sorted(
-        p.relative_to(tmp_path / "src").as_posix() for p in (tmp_path / "src").rglob("*")
-    )
-    assert files == ["CMakeLists.txt", "src", "src/a.c"]
 
 
 # --- installs and lookup ---------------------------------------------------------------------
@@ -240,3 +271,26 @@ def test_engines_list_marks_active_and_user(cache: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv(USER_BINARY_ENV, str(dest / "bin" / "llama-server"))
     result = CliRunner().invoke(engines_app, ["list"], env=wide)
     assert "user" in result.output and "b0-0c1e57098" in result.output
+
+
+def test_engines_list_shows_the_cuda_arch(cache: Path) -> None:
+    cuda = fake_install("cuda", arch="90a", built_at="2027-01-01")
+    result = CliRunner().invoke(engines_app, ["list"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if cuda.name in line)
+    assert "cuda sm90a" in row
+
+
+def test_preferred_cuda_install_matches_the_local_gpu(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cpu = fake_install(built_at="2026-01-01")
+    fake_install("cuda", arch="86", built_at="2027-01-01")
+    bin_dir = tmp_path / "bin"
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert find_llama_binary() == cpu / "bin" / "llama-server"  # no GPU: never CUDA
+    gpu_list, cap = "echo 'GPU 0: NVIDIA H200 (UUID: GPU-1)'", "echo 9.0"
+    _fake_tool(bin_dir, "nvidia-smi", f'case "$1" in -L) {gpu_list};; *) {cap};; esac')
+    assert find_llama_binary() == cpu / "bin" / "llama-server"  # sm86 cannot run on sm90
+    h200 = fake_install("cuda", arch="90a", built_at="2026-06-01")
+    assert find_llama_binary() == h200 / "bin" / "llama-server"

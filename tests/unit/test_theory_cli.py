@@ -21,7 +21,8 @@ ARCH = {
     "moe": {"experts": 16, "active": 2, "expert_ffn": 128}, "weight_bits": 4,
 }  # fmt: skip
 JSON_KEYS = {
-    "schema_version", "model", "settings", "hardware", "kv", "decode", "prefill", "batch", "spec"
+    "schema_version", "model", "settings", "hardware", "kv", "decode", "prefill", "batch", "spec",
+    "profile",
 }  # fmt: skip
 
 

@@ -9,6 +9,13 @@ arm's spec-decode record (``analysis.spec_decode``: counter deltas for vLLM, per
 for llama.cpp), so every engine that speculates gets the same line. Pure: the caller reads the
 model's architecture, the counter deltas and the engine log, and passes them in as
 ``TheoryInputs``; an arm without them gets a note instead. Nothing here can fail a report.
+
+With a hardware profile (``servelab calibrate``, recorded in the manifest at run start) the
+ceiling is 1 / (fixed + bytes / effective bandwidth), r comes from the profile's batch-cost fit
+of the arm's model (else from its fixed cost and bandwidth) and c, for a draft-model arm, is the
+draft's measured step over the target's (both found by the sha256 in the effective
+configuration: ``model.sha256``, ``model.draft_sha256``); each arm then names the profile.
+Without one nothing changes: datasheet bandwidth, no fixed cost, c = 0.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ from servelab.store.summary import (
     TheorySection,
 )
 from servelab.theory.arch import Architecture
+from servelab.theory.calibration import HardwareProfile
 from servelab.theory.kvreport import report_matches
+from servelab.theory.predict import ArmPrediction as ArmPredictionTheory
 from servelab.theory.predict import predict_arm
 from servelab.theory.specdec import expected_tokens
 
@@ -39,6 +48,12 @@ ASSUMES = (
     "steps (drafts / decode calls) carries a draft and yields the measured tokens per verify "
     "step t"
 )
+ASSUMES_PROFILE = (
+    "verify cost r and the ceiling from the hardware profile (step = fixed + bytes / bandwidth, "
+    "batch cost fitted by servelab calibrate); draft cost c = draft step / target step when the "
+    "profile timed both, else 0 (n-gram lookup); a fraction f of decode steps (drafts / decode "
+    "calls) carries a draft and yields the measured tokens per verify step t"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +61,15 @@ class TheoryInputs:
     """What the caller read from disk for one arm: its architecture (or why there is none),
     its spec-decode record (None: it did not speculate), its engine's decode calls over its
     blocks (None: no such counter; every decode step then counts as a draft step) and the KV
-    MiB its engine log reported (None: not in the log)."""
+    MiB its engine log reported (None: not in the log). ``draft_sha256``: the sha256 of the
+    arm's draft model file (default: the effective configuration's ``model.draft_sha256``)."""
 
     architecture: Architecture | None
     note: str | None = None
     spec: SpecDecodeRecord | None = None
     log_kv_mib: float | None = None
     decode_calls: float | None = None
+    draft_sha256: str | None = None
 
 
 def spec_type_of(effective: Mapping[str, object]) -> str:
@@ -76,7 +93,7 @@ def _median_of(rows: Sequence[Row], key: str) -> float | None:
 
 
 def _spec(
-    spec_type: str, k: int, accept: float, spec_speedup: float, d: SpecDecodeRecord,
+    spec_type: str, k: int, accept: float, p: ArmPredictionTheory, d: SpecDecodeRecord,
     decode_calls: float | None, decode: float | None, baseline_decode: float | None,
 ) -> SpecPrediction:  # fmt: skip
     # n-gram drafters draft only when they find a match: a fraction f of decode steps
@@ -84,23 +101,28 @@ def _spec(
     # r from the model: t_iid / speedup with c = 0. t itself is measured (accepted tokens
     # per draft + 1): n-gram drafts are mostly all right or all wrong, far from the
     # i.i.d.-per-token acceptance the closed form assumes (kept as t_iid for contrast).
+    # With a profile, r and c are its own (c: a draft model's measured step cost).
     t_iid = expected_tokens(accept, k)
-    r = t_iid / spec_speedup
+    per_draft_step = p.spec_speedup or 1.0  # the caller passes arms with a speedup
+    calibrated = p.profile is not None and p.verify_cost is not None
+    r = p.verify_cost if calibrated and p.verify_cost is not None else t_iid / per_draft_step
+    c = (p.draft_cost or 0.0) if calibrated else 0.0
     t = d.tokens_per_step if d.tokens_per_step is not None else t_iid
     f = min(1.0, d.drafts / decode_calls) if d.drafts and decode_calls else 1.0
     return SpecPrediction(
         spec_type=spec_type, mean_draft_length=k, acceptance=accept, draft_step_fraction=f,
         verify_cost=r, tokens_per_verify_step=t, tokens_per_verify_step_iid=t_iid,
-        predicted_speedup_per_draft_step=spec_speedup,
-        predicted_speedup=(f * t + (1 - f)) / (f * r + (1 - f)),
+        predicted_speedup_per_draft_step=per_draft_step,
+        predicted_speedup=(f * t + (1 - f)) / (f * (r + k * c) + (1 - f)),
         measured_speedup=decode / baseline_decode if decode and baseline_decode else None,
-        assumes=ASSUMES,
+        assumes=ASSUMES_PROFILE if calibrated else ASSUMES,
+        draft_cost=c if calibrated else None,
     )  # fmt: skip
 
 
 def arm_theory(
     facts: RunFacts, rows: Sequence[Row], arm: str, inputs: TheoryInputs | None,
-    baseline_decode: float | None,
+    baseline_decode: float | None, profile: HardwareProfile | None = None,
 ) -> ArmPrediction | TheoryNote:  # fmt: skip
     eff = facts.arm(arm).effective
     if inputs is None or not eff.get("model.path"):
@@ -121,6 +143,8 @@ def arm_theory(
             ctx_per_slot=int(eff.get("ctx_per_slot") or 4096),
             parallel=int(eff.get("parallel") or 1),
             kv_k=kv_k, kv_v=kv_v, position=position, spec_k=k, accept=accept, draft_cost=0.0,
+            profile=profile, model_sha256=_str_or_none(eff.get("model.sha256")),
+            draft_sha256=inputs.draft_sha256 or _str_or_none(eff.get("model.draft_sha256")),
         )  # fmt: skip
     except ServelabError as exc:
         return TheoryNote(f"no prediction: {exc}")
@@ -128,8 +152,8 @@ def arm_theory(
     kv_mib = reported if reported is not None else inputs.log_kv_mib
     spec = None
     if d is not None and k is not None and accept is not None and p.spec_speedup:
-        spec = _spec(spec_type_of(eff), k, accept, p.spec_speedup, d, inputs.decode_calls,
-                     decode, baseline_decode)  # fmt: skip
+        spec = _spec(spec_type_of(eff), k, accept, p, d, inputs.decode_calls, decode,
+                     baseline_decode)  # fmt: skip
     return ArmPrediction(
         hardware=p.hardware, position=position, bytes_per_token=p.bytes_per_token,
         decode_ceiling_tps=p.decode_ceiling_tps, measured_decode_tps=decode,
@@ -137,18 +161,24 @@ def arm_theory(
         else None,
         kv_bytes_predicted=p.kv_bytes, kv_mib_reported=kv_mib,
         kv_matches=report_matches(p.kv_bytes, kv_mib) if kv_mib is not None else None,
-        spec=spec,
+        spec=spec, profile=p.profile,
     )  # fmt: skip
+
+
+def _str_or_none(value: object) -> str | None:
+    return str(value) if value else None
 
 
 def theory_section(
     facts: RunFacts, rows: Sequence[Row], baseline: str | None,
-    inputs: Mapping[str, TheoryInputs],
+    inputs: Mapping[str, TheoryInputs], profile: HardwareProfile | None = None,
 ) -> TheorySection:  # fmt: skip
-    """Per arm of the manifest its prediction beside its measurements (or a note)."""
+    """Per arm of the manifest its prediction beside its measurements (or a note).
+    ``profile``: the hardware profile recorded at run start (None: datasheet bandwidth)."""
     base_ok = ok_trials(rows, baseline) if baseline else []
     base_decode = _median_of(base_ok, "decode_tps")
     return TheorySection(
         hardware=facts.hardware,
-        arms={a: arm_theory(facts, rows, a, inputs.get(a), base_decode) for a in facts.arms},
-    )
+        arms={a: arm_theory(facts, rows, a, inputs.get(a), base_decode, profile)
+              for a in facts.arms},
+    )  # fmt: skip

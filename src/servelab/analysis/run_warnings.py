@@ -56,6 +56,9 @@ ADVICE = {
     "noisy_machine": "stop other work on the machine, or raise `blocks` / `stop.max_blocks` so "
     "the interleaved rounds can average the drift out",
     "build_changed": "do not rebuild or upgrade the engine during a run; rerun the experiment",
+    "synthetic_model": "quality figures (tool calls, script, coherence, perplexity) of a random-"
+    "weight model mean nothing: read its speed and memory only, and judge quality on the real "
+    "model",
     "shared_engine_starts": "set `restart: every_block` (the default), so each block's engine "
     "start is its own",
     "failed_requests": "read `error` in requests.jsonl and engine-<arm>.log; for timeouts raise "
@@ -152,6 +155,21 @@ def _build_warnings(facts: RunFacts) -> list[Warning]:
             if len(distinct) > 1:
                 detail = f"the engine's {what} changed between blocks: {', '.join(distinct)}"
                 out.append(_warning("build_changed", detail, arm))
+    return out
+
+
+def _synthetic_warnings(facts: RunFacts) -> list[Warning]:
+    """One warning per synthetic shape: for its arm, or naming the arms that share it."""
+    by_like: dict[str, list[str]] = {}
+    for arm, info in facts.arms.items():
+        if like := info.effective.get("model.synthetic"):
+            by_like.setdefault(str(like), []).append(arm)
+    out = []
+    for like, arms in by_like.items():
+        who = "the model is" if len(arms) == 1 else f"arms {', '.join(arms)} run a model that is"
+        detail = (f"{who} synthetic (random weights shaped like {like}, from `servelab models "
+                  "synth`): its replies are not text")  # fmt: skip
+        out.append(_warning("synthetic_model", detail, arms[0] if len(arms) == 1 else None))
     return out
 
 
@@ -271,6 +289,7 @@ def warnings(cfg: Settings, facts: RunFacts, rows: Sequence[Row]) -> list[Warnin
         *_bind_warnings(facts),
         *_noisy_warnings(cfg, rows),
         *_build_warnings(facts),
+        *_synthetic_warnings(facts),
         *_shared_start_warnings(cfg, facts, grouped),
         *_row_warnings(cfg, grouped),
         *_length_warnings(cfg, grouped),

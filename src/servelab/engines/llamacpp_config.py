@@ -138,12 +138,27 @@ def effective_llama_config(config: EngineConfig, arm_name: str) -> EffectiveEngi
         ),
         "engine.ignored_env": ",".join(ignored_env),
     }
+    if gguf is not None and gguf.synthetic:  # only then: released runs' configurations stay
+        values["model.synthetic"] = gguf.synthetic_like or "yes"
+    if (draft := _draft_sha256(canon.values.get("spec-draft-model"))) is not None:
+        values["model.draft_sha256"] = draft  # what a calibrated draft cost is looked up by
     values.update(
         {f"llama.{k}": v for k, v in sorted(canon.values.items()) if k not in _NOT_COMPARED}
     )
     if canon.unknown:
         values["llama.unknown_arguments"] = " ".join(canon.unknown)
     return EffectiveEngineConfig(values=values, argv=tuple(argv))
+
+
+def _draft_sha256(value: object) -> str | None:
+    """The sha256 of the draft model file an arm names (None: none, or not a readable file)."""
+    if not isinstance(value, str) or value in ("", "(default)", "none"):
+        return None
+    path = Path(value).expanduser()
+    try:
+        return file_sha256(path) if path.is_file() else None
+    except OSError:
+        return None
 
 
 def _first(value: object) -> str:

@@ -65,7 +65,9 @@ class _MetadataReader(GGUFReader):
 @dataclass(frozen=True, slots=True)
 class GgufInfo:
     """``quantisation`` is the file type from ``general.file_type`` (e.g. ``Q4_1``), else the
-    tensor type holding the most parameters. ``context_length`` is the trained context."""
+    tensor type holding the most parameters. ``context_length`` is the trained context.
+    ``synthetic`` marks random-weight files written by ``servelab models synth``: their quality
+    figures mean nothing."""
 
     name: str | None
     architecture: str | None
@@ -75,6 +77,8 @@ class GgufInfo:
     has_chat_template: bool
     tensor_count: int
     chat_template_sha256: str | None = None  # of tokenizer.chat_template's text
+    synthetic: bool = False  # servelab.synthetic: random weights (servelab models synth)
+    synthetic_like: str | None = None  # servelab.synthetic.like: the shape it copies
 
 
 def _string(reader: GGUFReader, key: str) -> str | None:
@@ -124,7 +128,16 @@ def _info(reader: GGUFReader) -> GgufInfo:
         has_chat_template=reader.get_field("tokenizer.chat_template") is not None,
         tensor_count=len(reader.tensors),
         chat_template_sha256=_sha256_of(_string(reader, "tokenizer.chat_template")),
+        synthetic=_flag(reader, "servelab.synthetic"),
+        synthetic_like=_string(reader, "servelab.synthetic.like"),
     )
+
+
+def _flag(reader: GGUFReader, key: str) -> bool:
+    field = reader.get_field(key)
+    if field is None or not field.types or field.types[0] != GGUFValueType.BOOL:
+        return False
+    return bool(field.parts[field.data[0]][0])
 
 
 def _sha256_of(text: str | None) -> str | None:

@@ -79,7 +79,9 @@ def summarize_run(
     spec_decode = spec_decode_section(rows, counters)
     prefix_cache = prefix_cache_section(rows, counters)
     theory_inputs = read_theory_inputs(run, facts, spec_decode or {})
-    theory = theory_section(facts, rows, summary.baseline, theory_inputs)
+    theory = theory_section(
+        facts, rows, summary.baseline, theory_inputs, profile=manifest.hardware_profile
+    )
     scored = score_run(facts, rows, run.root, summary.baseline, workload)
     quality = quality_section(scored.tallies, summary.baseline, scored.notes, scored.ppl)
     gates, required, failed = None, list[str](), list[str]()

@@ -253,6 +253,17 @@ def report_title(summary: Summary, manifest: Manifest) -> str:
     return f"servelab report: {summary.run_id or manifest.run_id or 'run'}"
 
 
+def _synthetic_blocks(summary: Summary) -> tuple[Block, ...]:
+    """A warning above the quality figures when an arm ran a random-weight model."""
+    found = [w for w in summary.warnings if w.kind == "synthetic_model"]
+    if not found:
+        return ()
+    who = ", ".join(w.arm for w in found if w.arm) if all(w.arm for w in found) else ""
+    return (Para(f"These figures mean nothing for {who or 'the arms named in the warnings'}: a "
+                 "synthetic model has random weights of a real shape, so its replies are not "
+                 "text. Its speed and memory are real."),)  # fmt: skip
+
+
 def report_sections(
     summary: Summary, manifest: Manifest, rows: Sequence[Row] | None = None
 ) -> list[Section]:
@@ -287,7 +298,8 @@ def report_sections(
         Section("proportions", "Error and truncation rates", tuple(
             b for b in (rate_table(summary, ci), proportion_table(summary)) if b is not None
         )),
-        Section("quality", "Quality", quality_blocks(summary.quality)),
+        Section("quality", "Quality", (*_synthetic_blocks(summary),
+                                       *quality_blocks(summary.quality))),
         Section("distributions", "Distributions", (Figures(
             "distributions", "the distribution of each decision metric per arm"),)),
         Section("drift", "Per-block drift", (Para(

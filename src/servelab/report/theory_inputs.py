@@ -66,7 +66,8 @@ def _arm_inputs(
         return TheoryInputs(None, f"no prediction: {exc}")
     kv = log_kv_mib(run, arm) if info.kv_mib_reported is None else None
     steps = decode_steps(run, arm, info) if spec is not None else None
-    return TheoryInputs(arch, None, spec, kv, steps)
+    draft = info.effective.get("model.draft_sha256")
+    return TheoryInputs(arch, None, spec, kv, steps, str(draft) if draft else None)
 
 
 def read_theory_inputs(

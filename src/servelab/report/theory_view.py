@@ -19,6 +19,13 @@ SPEC_TEXT = (
     "(f t + 1 - f) / (f r + 1 - f), draft cost 0 (n-gram lookup), beside the measured decode "
     "ratio to the baseline."
 )
+SPEC_TEXT_PROFILE = (
+    "Speculative decoding: a share f of decode steps carried a draft (mean length K, "
+    "per-token acceptance a) and produced t tokens (measured); the verify cost r (K + 1 tokens "
+    "vs one plain step) and the draft cost c (one draft token vs one target step; 0 for "
+    "n-gram lookup) come from the hardware profile. Predicted speedup = "
+    "(f t + 1 - f) / (f (r + K c) + 1 - f), beside the measured decode ratio to the baseline."
+)
 
 
 def _n(x: object, fmt: str) -> str:
@@ -35,24 +42,38 @@ def _row(arm: str, t: ArmPrediction) -> tuple[str, ...]:
     )  # fmt: skip
 
 
-def _spec_row(arm: str, spec: SpecPrediction) -> tuple[str, ...]:
+def _spec_row(arm: str, spec: SpecPrediction, calibrated: bool) -> tuple[str, ...]:
     return (
         arm, spec.spec_type, _n(spec.mean_draft_length, "d"), _n(spec.acceptance, ".2f"),
         _n(spec.draft_step_fraction, ".3f"), _n(spec.tokens_per_verify_step, ".1f"),
-        _n(spec.verify_cost, ".1f"), _n(spec.predicted_speedup, ".2f"),
+        _n(spec.verify_cost, ".2f" if calibrated else ".1f"),
+        *((_n(spec.draft_cost, ".3f"),) if calibrated else ()),
+        _n(spec.predicted_speedup, ".2f"),
         _n(spec.measured_speedup, ".2f"),
     )  # fmt: skip
+
+
+def _profile_text(theory: TheorySection) -> str:
+    names = sorted({t.profile for t in theory.arms.values()
+                    if isinstance(t, ArmPrediction) and t.profile})  # fmt: skip
+    if not names:
+        return " Profile: none (datasheet bandwidth; run `servelab calibrate` for a ceiling "\
+            "with the fixed per-step cost)."  # fmt: skip
+    return (f" Profile: {', '.join(names)}: the ceiling is 1 / (fixed per-step cost + bytes / "
+            "effective bandwidth), both measured by `servelab calibrate`.")  # fmt: skip
 
 
 def theory_blocks(theory: TheorySection | None) -> tuple[Block, ...]:
     if theory is None or not theory.arms:
         return (Para("No predictions for this run."),)
     hw = theory.hardware
+    calibrated = any(isinstance(t, ArmPrediction) and t.profile for t in theory.arms.values())
     if hw is not None:
         lead = (f"Hardware: {hw.name} ({_n(hw.bandwidth_gbs, '.1f')} GB/s, "
                 f"{_n(hw.fp16_tflops, '.3g')} TFLOPS; {hw.source or 'catalog'}). "
                 "The ceiling is memory bandwidth / bytes read per token (weights, output head "
-                "and KV at the arm's median position); see docs/theory.md.")  # fmt: skip
+                "and KV at the arm's median position); see docs/theory.md."
+                + _profile_text(theory))  # fmt: skip
     else:
         lead = ("No hardware recorded, so no ceilings (set `hardware:` in the spec); KV memory "
                 "is still predicted.")  # fmt: skip
@@ -63,7 +84,7 @@ def theory_blocks(theory: TheorySection | None) -> tuple[Block, ...]:
             continue
         rows.append(_row(arm, t))
         if t.spec is not None:
-            spec_rows.append(_spec_row(arm, t.spec))
+            spec_rows.append(_spec_row(arm, t.spec, calibrated))
     blocks: list[Block] = [Para(lead)]
     if rows:
         blocks.append(Table(
@@ -71,9 +92,10 @@ def theory_blocks(theory: TheorySection | None) -> tuple[Block, ...]:
              "KV MiB predicted", "KV MiB reported", "KV"), tuple(rows),
         ))  # fmt: skip
     if spec_rows:
-        blocks.append(Para(SPEC_TEXT))
-        blocks.append(Table(("arm", "spec type", "K", "a", "f", "t", "r", "predicted x",
-                             "measured x"),
+        blocks.append(Para(SPEC_TEXT_PROFILE if calibrated else SPEC_TEXT))
+        c_col = ("c",) if calibrated else ()
+        blocks.append(Table(("arm", "spec type", "K", "a", "f", "t", "r", *c_col,
+                             "predicted x", "measured x"),
                             tuple(spec_rows)))  # fmt: skip
     blocks.extend(Para(n) for n in notes)
     return tuple(blocks)

@@ -28,6 +28,7 @@ from servelab.runner.block_jobs import BlockWork, trace_work, workload_work
 from servelab.runner.drive import RequestParams
 from servelab.runner.experiment_inputs import ExperimentInputs, load_spec, validation_message
 from servelab.runner.experiment_manifest import ManifestState, new_manifest, resume_entry
+from servelab.runner.hardware import profile_for
 from servelab.runner.lifecycle import (
     EXPERIMENT_RECORDS,
     ArmRun,
@@ -236,7 +237,9 @@ def run_experiment(
         create_run_dir(run)
         # Only now, past every check that can refuse the run: an error must be the first line.
         reporter.note(f"{len(inputs.arms)} arms; results in {run.root}")
-        manifest = new_manifest(inputs, run, allowed, findings, force, hardware)
+        manifest = new_manifest(inputs, run, allowed, findings, force, hardware).with_profile(
+            profile_for(hardware)
+        )
         state = ManifestState(run, manifest, lifecycle)
         state.save()
         return _execute(inputs, run, state, reporter, seam, lifecycle)

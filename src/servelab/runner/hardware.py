@@ -2,13 +2,15 @@
 
 Owns resolving ``--hw`` / the spec's ``hardware:`` key. ``auto`` is the first local NVIDIA GPU
 the catalog knows; for a run (``measure_cpu``) with no such GPU it is this machine's CPU,
-measured on the spot (runner/hostbench.py); ``none`` is no hardware (no ceilings).
+measured on the spot (runner/hostbench.py); ``none`` is no hardware (no ceilings). Also
+finds the hardware profile ``servelab calibrate`` stored for the resolved hardware.
 """
 
 from __future__ import annotations
 
 from servelab.models.arch_files import read_user_hardware
 from servelab.runner.host import gpus
+from servelab.theory.calibration import HardwareProfile
 from servelab.theory.hardware import Hardware, find_hardware, match_gpu, parse_memory_mib
 
 
@@ -27,3 +29,13 @@ def resolve_hardware(name: str, *, measure_cpu: bool = False) -> Hardware | None
 
         return measure_host()
     return None
+
+
+def profile_for(hardware: Hardware | None) -> HardwareProfile | None:
+    """The newest calibration of ``hardware`` (``runner.calibrate.load_profile``); None for no
+    hardware or a machine never calibrated. For the manifest at run start."""
+    if hardware is None:
+        return None
+    from servelab.runner.calibrate import load_profile
+
+    return load_profile(hardware.name)

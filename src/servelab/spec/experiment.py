@@ -52,6 +52,16 @@ class Override(BaseModel):
     draft_n_max: int | None = Field(default=None, ge=0)
     draft_n_min: int | None = Field(default=None, ge=0)
     draft_model: str | None = None
+    draft_p_min: float | None = Field(default=None, ge=0.0, le=1.0)
+    draft_gpu_layers: int | Literal["auto", "all"] | None = None
+    spec_synth_len: float | None = Field(
+        default=None, ge=1.0, description="llama.cpp synthetic mean acceptance length (+1)"
+    )
+    spec_synth_rates: str | None = Field(
+        default=None,
+        description="llama.cpp synthetic per-position acceptance: K non-increasing values in "
+        "0..1, a list or comma-separated text",
+    )
     kv: str | None = None
     kv_k: str | None = None
     kv_v: str | None = None
@@ -92,6 +102,32 @@ class Override(BaseModel):
         if isinstance(v, dict):
             return json.dumps(v, sort_keys=True, separators=(",", ":"))
         return v
+
+    @model_validator(mode="after")
+    def _rates_per_draft(self) -> Override:
+        if self.spec_synth_rates is not None and self.draft_n_max is not None:
+            n = self.spec_synth_rates.count(",") + 1
+            if n != self.draft_n_max:
+                raise ValueError(f"{n} rates for draft_n_max {self.draft_n_max}: llama.cpp "
+                                 "wants one synthetic rate per draft position")  # fmt: skip
+        return self
+
+    @field_validator("spec_synth_rates", mode="before")
+    @classmethod
+    def _rates(cls, v: object) -> object:
+        """A list or "0.8,0.64" text, checked as llama.cpp checks it, as comma-separated text."""
+        if v is None:
+            return v
+        items = v if isinstance(v, list) else str(v).split(",")
+        try:
+            rates = [float(x) for x in items]
+        except (TypeError, ValueError):
+            raise ValueError(f"{v!r} is not a list of numbers such as 0.8,0.64,0.512") from None
+        if not rates or any(not 0.0 <= r <= 1.0 for r in rates):
+            raise ValueError("each synthetic acceptance rate must be within 0..1")
+        if any(b > a for a, b in itertools.pairwise(rates)):
+            raise ValueError("synthetic acceptance rates must not increase (P(accepted >= i))")
+        return ",".join(f"{r:g}" for r in rates)
 
     @field_validator("flash_attn", mode="before")
     @classmethod

@@ -64,12 +64,26 @@ ENGINE_FIELDS = (
 
 _MODEL_FIELDS = (
     "model.path", "model.sha256", "llama.model", "model.weights", "model.chat_template_sha256",
+    "model.synthetic", "model.draft_sha256",
 )  # fmt: skip
 SETTINGS: dict[str, Setting] = {
     "spec_type": _flag("--spec-type"),
     "draft_n_max": _flag("--spec-draft-n-max"),
     "draft_n_min": _flag("--spec-draft-n-min"),
-    "draft_model": _flag("--spec-draft-model", "-md", "--model-draft"),
+    "draft_model": Setting(
+        flags=("--spec-draft-model",),
+        aliases=("--spec-draft-model", "-md", "--model-draft"),
+        fields=("llama.spec-draft-model", "model.draft_sha256"),
+    ),
+    "draft_p_min": _flag("--spec-draft-p-min", "--draft-p-min"),
+    "draft_gpu_layers": _flag(
+        "--spec-draft-ngl", "-ngld", "--gpu-layers-draft", "--n-gpu-layers-draft"
+    ),
+    # llama.cpp's synthetic acceptance (benchmarking only; needs a real drafter underneath):
+    # a mean acceptance length including the target token, or K comma-separated unconditional
+    # per-position rates, non-increasing ("0.8,0.64,0.512" is a per-token acceptance of 0.8).
+    "spec_synth_len": _flag("--spec-synth-len"),
+    "spec_synth_rates": _flag("--spec-synth-rates"),
     "kv": Setting(
         flags=("--cache-type-k", "--cache-type-v"),
         aliases=("--cache-type-k", "-ctk", "--cache-type-v", "-ctv"),

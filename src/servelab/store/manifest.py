@@ -24,13 +24,14 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from servelab import __version__
-from servelab.errors import StoreError
+from servelab.errors import StoreError, UsageError
 from servelab.metrics import decision_statistics
 from servelab.store.manifest_records import (
     AllowedConfound,
@@ -54,6 +55,7 @@ from servelab.store.manifest_records import (
     StoredStop,
     WorkloadRef,
 )
+from servelab.theory.calibration import HardwareProfile
 
 MANIFEST_SCHEMA_VERSION = 2
 """The ``manifest.json`` format this servelab writes; ``Manifest.from_json`` reads 1 and 2."""
@@ -198,6 +200,9 @@ class Manifest(Record):
     host: Host | None = None
     hosts: dict[str, Host | None] | None = None  # compare: each side's machine
     hardware: HardwareRecord | None = None
+    # JSON boundary: the hardware profile (theory.calibration, its own schema_version) in use
+    # at run start; absent when the machine was never calibrated
+    profile: dict[str, JsonValue] | None = None
     preflight: tuple[PreflightFinding, ...] = ()
     forced: bool = False
     notes: tuple[str, ...] = ()
@@ -398,6 +403,24 @@ class Manifest(Record):
 
     def with_hardware(self, hardware: HardwareRecord | None) -> Manifest:
         return self.model_copy(update={"hardware": hardware})
+
+    def with_profile(self, profile: HardwareProfile | None) -> Manifest:
+        """Record the hardware profile the run's theory uses (None: leave the key out)."""
+        if profile is None:
+            return self
+        data = TypeAdapter(dict[str, JsonValue]).validate_python(profile.to_json())
+        return self.model_copy(update={"profile": data})
+
+    @property
+    def hardware_profile(self) -> HardwareProfile | None:
+        """The recorded hardware profile, or None (none recorded, or one this servelab cannot
+        read: the theory then falls back to datasheet bandwidth)."""
+        if self.profile is None:
+            return None
+        try:
+            return HardwareProfile.from_json(self.profile, "manifest.json: profile")
+        except UsageError:
+            return None
 
     def with_arm(self, name: str, entry: ArmEntry) -> Manifest:
         """The manifest with arm ``name`` replaced (or added at the end)."""

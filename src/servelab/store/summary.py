@@ -248,7 +248,10 @@ HardwareRecord = Hardware  # the hardware recorded at run start (one definition,
 
 @dataclass(frozen=True, slots=True)
 class SpecPrediction(_Record):
-    """Speculative decoding: predicted speedup beside the measured one."""
+    """Speculative decoding: predicted speedup beside the measured one. ``draft_cost`` (c,
+    one draft token vs one target step) is written only when a hardware profile gave it."""
+
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"draft_cost"})
 
     spec_type: str
     mean_draft_length: int
@@ -261,13 +264,16 @@ class SpecPrediction(_Record):
     predicted_speedup: float
     measured_speedup: float | None
     assumes: str
+    draft_cost: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ArmPrediction(_Record):
-    """The roofline ceiling and KV memory of one arm beside what it measured."""
+    """The roofline ceiling and KV memory of one arm beside what it measured. ``profile``:
+    the hardware profile (``servelab calibrate``) behind the ceiling, written only when there
+    was one (without, the ceiling is datasheet bandwidth / bytes)."""
 
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"spec"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"spec", "profile"})
 
     hardware: str | None
     position: int | None
@@ -279,6 +285,7 @@ class ArmPrediction(_Record):
     kv_mib_reported: float | None
     kv_matches: bool | None
     spec: SpecPrediction | None = None
+    profile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ sequences gets its own stream of ``pad256(n_ctx / n_seq)`` cells; sliding-window
 ``pad256(min(cells, window * (n_seq if unified else 1) + n_ubatch))`` cells (the micro-batch
 margin); layers that reuse another layer's KV store nothing; recurrent layers hold f32 states
 per sequence. ``kv_read_bytes`` is the ideal: the K/V a decode step at a given position reads.
-Pure.
+``KvSettings`` are llama_context's inputs; how llama-server's flags and start-up rules (``-np``
+auto, ``--fit`` sizing an unset ``-c``) arrive at them is ``theory.server_flags``. Pure.
 """
 
 from __future__ import annotations

@@ -11,12 +11,16 @@ costs c per token relative to one target step. Speedup = t / (r + K c). Pure.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from servelab.errors import UsageError
 from servelab.theory.arch import Architecture
 from servelab.theory.hardware import Hardware
 from servelab.theory.kvtypes import CacheType
 from servelab.theory.roofline import distinct_experts, flops_per_token, step_bytes
+
+if TYPE_CHECKING:
+    from servelab.theory.calibration import HardwareProfile
 
 MAX_DRAFT = 256  # llama.cpp n-gram drafters propose up to 64+ tokens at once
 
@@ -38,14 +42,23 @@ def _check(accept: float, k: int) -> None:
 
 def verify_cost(
     arch: Architecture, *, k: int, position: int, type_k: CacheType, type_v: CacheType,
-    hw: Hardware | None = None,
+    hw: Hardware | None = None, profile: HardwareProfile | None = None,
+    model_sha256: str | None = None, draft_sha256: str | None = None,
 ) -> float:  # fmt: skip
     """r: time to verify K + 1 tokens of one sequence / time of one plain decode step. Memory
-    time is bytes / bandwidth; with ``hw`` compute time (FLOPs / peak) counts when larger."""
+    time is bytes / bandwidth; with ``hw`` compute time (FLOPs / peak) counts when larger.
+    With a calibrated ``profile``: the model's measured batch-cost fit when the profile has
+    ``model_sha256``, else (fixed + bytes(K + 1) / bw) / (fixed + bytes(1) / bw)."""
+    if profile is not None and model_sha256 is not None:
+        measured = profile.verify_cost(model_sha256, k, draft_sha256)
+        if measured is not None:
+            return measured
     one = step_bytes(arch, batch=1, position=position, type_k=type_k, type_v=type_v)
     many = step_bytes(arch, batch=k + 1, position=position, type_k=type_k, type_v=type_v)
     # the K + 1 tokens share one sequence's KV: read once, not K + 1 times
     many_bytes = many.total_bytes - many.kv_bytes + one.kv_bytes
+    if profile is not None:
+        return profile.verify_cost_from_bytes(one.total_bytes, many_bytes, model_sha256)
     if hw is None:
         return many_bytes / one.total_bytes
     flops = flops_per_token(arch, position)
@@ -90,13 +103,19 @@ class SpecPrediction:
 def predict_spec(
     arch: Architecture, *, k: int, accept: float, draft_cost: float, position: int,
     type_k: CacheType, type_v: CacheType, hw: Hardware | None = None, k_max: int = 16,
+    profile: HardwareProfile | None = None, model_sha256: str | None = None,
+    draft_sha256: str | None = None,
 ) -> SpecPrediction:  # fmt: skip
-    """Speedup at (K, a, c), break-even acceptance at K, and the best K in 1..k_max at a."""
+    """Speedup at (K, a, c), break-even acceptance at K, and the best K in 1..k_max at a.
+    ``profile`` (with ``model_sha256``): r from the calibration (``verify_cost``)."""
     if draft_cost < 0:
         raise UsageError(f"draft cost {draft_cost} must be >= 0; fix --draft-cost")
 
     def cost(n: int) -> float:
-        return verify_cost(arch, k=n, position=position, type_k=type_k, type_v=type_v, hw=hw)
+        return verify_cost(
+            arch, k=n, position=position, type_k=type_k, type_v=type_v, hw=hw,
+            profile=profile, model_sha256=model_sha256, draft_sha256=draft_sha256,
+        )  # fmt: skip
 
     costs = {n: cost(n) for n in sorted({k, *range(1, k_max + 1)})}
     gains = {n: speedup(accept, n, costs[n], draft_cost) for n in costs if n >= 1}
