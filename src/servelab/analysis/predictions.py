@@ -12,9 +12,10 @@ model's architecture, the counter deltas and the engine log, and passes them in 
 
 With a hardware profile (``servelab calibrate``, recorded in the manifest at run start) the
 ceiling is 1 / (fixed + bytes / effective bandwidth), r comes from the profile's batch-cost fit
-of the arm's model (else from its fixed cost and bandwidth) and c, for a draft-model arm, is the
-draft's measured step over the target's (both found by the sha256 in the effective
-configuration: ``model.sha256``, ``model.draft_sha256``); each arm then names the profile.
+of the arm's model (else from its fixed cost and bandwidth) and c, for a draft-model arm, is
+the calibrated llama-server cost of one drafted token over the server's step (else the draft's
+llama-bench step over the target's); both are found by the sha256 in the effective
+configuration (``model.sha256``, ``model.draft_sha256``), and each arm names the profile.
 Without one nothing changes: datasheet bandwidth, no fixed cost, c = 0.
 """
 
@@ -50,9 +51,11 @@ ASSUMES = (
 )
 ASSUMES_PROFILE = (
     "verify cost r and the ceiling from the hardware profile (step = fixed + bytes / bandwidth, "
-    "batch cost fitted by servelab calibrate); draft cost c = draft step / target step when the "
-    "profile timed both, else 0 (n-gram lookup); a fraction f of decode steps (drafts / decode "
-    "calls) carries a draft and yields the measured tokens per verify step t"
+    "batch cost fitted by servelab calibrate); with a timed llama-server pair for this target "
+    "and draft, r = (verify(K + 1) + cycle overhead) / server step and c = per-draft-token cost "
+    "/ server step, else c = draft step / target step when the profile timed both, else 0 "
+    "(n-gram lookup); a fraction f of decode steps (drafts / decode calls) carries a draft and "
+    "yields the measured tokens per verify step t"
 )
 
 
