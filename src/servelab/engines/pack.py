@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from servelab.engines.installed import KIND, LLAMA_CPP_COMMIT, VOCAB_FILES
 from servelab.errors import BuildError, DownloadError, EnvironmentProblem, UsageError
 from servelab.models.pull import pip_download, sha256_file
-from servelab.paths import cache_dir
+from servelab.paths import atomic_path, cache_dir
 
 SDIST_REQUIREMENT = "llama-cpp-python==0.3.36"
 SDIST_VERSION = "0.3.36"
@@ -177,11 +178,7 @@ def pack_llamacpp(sdist: Path, sdist_version: str, out: Path, *, progress: bool 
     out = out.expanduser().absolute()
     if not out.name.endswith(".tar.xz"):
         raise UsageError(f"pack file {out} must end in .tar.xz; choose e.g. {out.name}.tar.xz")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with atomic_path(out) as tmp:
         with _progress(progress, Console(stderr=True)) as bar:
             _write_pack(sdist, sdist_version, tmp, bar)
         size = tmp.stat().st_size
@@ -190,10 +187,6 @@ def pack_llamacpp(sdist: Path, sdist_version: str, out: Path, *, progress: bool 
                 f"the pack of {sdist.name} is {size:,} bytes, over the {PACK_LIMIT_BYTES:,} limit; "
                 "the sdist holds more than servelab's filter expects: report it"
             )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return read_pack(out)
 
 
@@ -270,13 +263,8 @@ def _copy_member(archive_path: Path, member_name: str, dest: Path) -> bool:
             return False
         if handle is None:
             return False
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        with os.fdopen(fd, "wb") as out:
-            while chunk := handle.read(1 << 20):
-                out.write(chunk)
-        os.chmod(name, 0o644)
-        os.replace(name, dest)
+        with atomic_path(dest) as tmp, tmp.open("wb") as out:
+            shutil.copyfileobj(handle, out, 1 << 20)
     return True
 
 

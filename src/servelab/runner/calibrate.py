@@ -1,8 +1,8 @@
 """``servelab calibrate``: measure this machine with llama-bench and store a hardware profile.
 
 Owns running the installed engine's ``llama-bench`` (``-o json``, all layers on the GPU), the
-same-shape quantisation variants the bandwidth fit needs (``models.synth.synthesize``, else
-``llama-quantize --allow-requantize``), the profile's place on disk
+same-shape quantisation variants the bandwidth fit needs (``models.synth.synthesize``), the
+profile's place on disk
 (``cache_dir()/profiles/<hardware>--<engine>.json``) and finding the profile of a machine
 (``load_profile``). The arithmetic (fits, r, c) is ``theory.calibration``'s; the CLI command
 only parses options and prints.
@@ -168,28 +168,12 @@ class _Session:
 
 
 def make_variant(source: Path, out: Path, quant: str) -> Path:
-    """A same-shape copy of ``source`` at ``quant``: synthesized (random weights) when
-    ``servelab.models.synth`` is there, else requantized with the engine's llama-quantize."""
+    """A same-shape copy of ``source`` at ``quant`` with random weights (``models.synth``)."""
     if quant.upper() not in QUANTS:
         raise UsageError(f"unknown variant {quant!r}; use one of {', '.join(QUANTS)}")
-    try:
-        from servelab.models.synth import synthesize  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return _requantize(source, out, quant.upper())
-    result: Path = synthesize(str(source), out, quant=quant.upper(), progress=False)
-    return result
+    from servelab.models.synth import synthesize
 
-
-def _requantize(source: Path, out: Path, quant: str) -> Path:
-    from servelab.engines.installed import find_llama_binary
-
-    exe = find_llama_binary("llama-quantize")
-    argv = [str(exe), "--allow-requantize", str(source), str(out), quant]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT_S, check=False)
-    if done.returncode != 0 or not out.is_file():
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise EngineError(f"llama-quantize to {quant} failed: {tail}; try other --variants")
-    return out
+    return synthesize(str(source), out, quant=quant.upper(), progress=False)
 
 
 def _target(s: _Session, model: ResolvedModel, k_max: int) -> tuple[ModelCalibration, StepPoint]:
