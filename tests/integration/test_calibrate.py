@@ -68,7 +68,9 @@ def test_calibrate_writes_a_plausible_profile_that_predict_uses(cache: Path) -> 
 
     used = predict(MODEL, profile="auto")  # no GPU here: the host-cpu profile
     assert used.profile == p
-    assert used.decode_ceiling_tps == pytest.approx(p.ceiling_tps(used.single.total_bytes))
+    assert used.decode_ceiling_tps == pytest.approx(
+        p.ceiling_tps(used.single.total_bytes, target.sha256)  # the model's own fixed cost
+    )
     shown = run_cli("predict", MODEL, "--profile", "auto")
     assert shown.returncode == 0, shown.stderr
     assert f"profile: {p.name}" in shown.stdout
