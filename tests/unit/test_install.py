@@ -6,6 +6,7 @@ files and real install directories in a temporary cache.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import re
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 from servelab.cli.engines_cmd import engines_app
 from servelab.engines.install import (
     CMAKE_FLAGS,
+    NO_AMX_FLAGS,
     TOOLS,
     USER_BINARY_ENV,
     InstalledEngine,
@@ -123,9 +125,28 @@ def test_cmake_flags_are_the_documented_ones() -> None:
         "-DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_NUMBER=0 -DLLAMA_BUILD_COMMIT=0c1e57098"
     )
     assert tuple(documented.split()) == CMAKE_FLAGS
-    assert cmake_flags(None) == list(CMAKE_FLAGS)
+    plain = ("avx2", "fma", "avx512f")
+    assert cmake_flags(None, plain) == list(CMAKE_FLAGS)
     cuda = ["-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=90a"]
-    assert cmake_flags("90a") == [*CMAKE_FLAGS, *cuda]
+    assert cmake_flags("90a", plain) == [*CMAKE_FLAGS, *cuda]
+
+
+def test_a_cpu_with_amx_builds_without_its_kernels_under_its_own_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    amx = ("avx2", "avx512f", "amx_tile", "amx_int8", "amx_bf16")
+    no_amx = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    assert (f"-DCMAKE_C_FLAGS={no_amx}", f"-DCMAKE_CXX_FLAGS={no_amx}") == NO_AMX_FLAGS
+    assert cmake_flags(None, amx) == [*CMAKE_FLAGS, *NO_AMX_FLAGS]
+    assert cmake_flags("90a", amx)[-2:] == ["-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=90a"]
+    # the key differs from what the same flags gave before AMX was left out
+    before = hashlib.sha256(" ".join(sorted(amx)).encode()).hexdigest()[:10]
+    assert cpu_key(amx).startswith("x86_64-") and cpu_key(amx) != f"x86_64-{before}"
+    plain = ("avx2", "avx512f")
+    assert cpu_key(plain) == "x86_64-" + hashlib.sha256(b"avx2 avx512f").hexdigest()[:10]
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert cmake_flags(None, ("asimd", "amx_tile")) == list(CMAKE_FLAGS)
 
 
 # --- CUDA architecture -----------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from servelab.engines.replay import ReplayLab
 from servelab.runner.experiment import run_experiment
+from servelab.runner.preflight import MachineLock
 from servelab.runner.promote import list_roles, promote, verify
 from tests.unit.replay_harness import make_seam, write_spec
 
@@ -28,8 +29,9 @@ def test_a_promoted_replay_arm_verifies_against_its_evidence(tmp_path: Path) -> 
     assert record["evidence"]["role_rules"]["decode_tps >= 0.001"]["passed"] is True
     assert done.command is None  # servelab launches nothing for a replay engine
     assert [r.holder.arm if r.holder else None for r in list_roles(registry)] == ["b"]
+    lock = MachineLock(tmp_path / "machine.lock")  # not this machine's: nothing else waits
     checked = verify(registry, "quick", requests=4, warmup=1, out=tmp_path / "verify",
-                     seam=make_seam(ReplayLab()))  # fmt: skip
+                     seam=make_seam(ReplayLab()), lock=lock)  # fmt: skip
     compare = json.loads((checked.compare_dir / "manifest.json").read_text(encoding="utf-8"))
     assert compare["kind"] == "compare" and compare["baseline"] == "b@run"
     assert [s["label"] for s in compare["sources"]] == ["b@run", "bench@bench"]

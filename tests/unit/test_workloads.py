@@ -23,7 +23,7 @@ from servelab.workloads import (
     parse_workload,
 )
 
-BUILTINS = ["agent-loop", "chat-tools", "long-prefill", "structured"]
+BUILTINS = ["agent-loop", "chat-tools", "long-prefill", "structured", "voice-agent"]
 
 MINIMAL_YAML = """\
 # a comment that must not matter
@@ -147,6 +147,10 @@ BUILTIN_HASHES = {
     "structured": (
         "1.0",
         "sha256:b975ab3cba7e0361d13380629707a2a269a0fff0115de4c80d4a32e66b66fdc2",
+    ),
+    "voice-agent": (
+        "1.0",
+        "sha256:1ce6045d71feba97e8425b553326d054aec9347be8c5b54b4ab979a559216c21",
     ),
 }
 
@@ -441,7 +445,7 @@ def test_unknown_builtin_name_lists_builtins_and_mentions_paths() -> None:
         load_workload("chat-toolz")
     assert str(info.value) == (
         "unknown workload 'chat-toolz'; built-ins: agent-loop, chat-tools, long-prefill, "
-        "structured; a path to a .yaml, .yml, .json or .jsonl file also works"
+        "structured, voice-agent; a path to a .yaml, .yml, .json or .jsonl file also works"
     )
 
 

@@ -4,8 +4,9 @@ Owns the one conversion from a run's manifest to what ``servelab.analysis`` work
 ``settings(manifest, rows)`` gives the arms (baseline first), decision metrics, confidence,
 smallest effect, stopping rule and seed (the defaults docs/statistics.md names), and
 ``run_facts(manifest)`` the recorded facts the warnings, theory, quality and gates need (engine
-starts, bind addresses, preflight findings, looks, hardware, effective configurations). Nothing
-else in ``analysis/`` reads the manifest. Pure.
+starts, bind addresses, preflight findings, looks, hardware, effective configurations, and the
+gates of an experiment's spec or of an import's source). Nothing else in ``analysis/`` reads
+the manifest. Pure.
 """
 
 from __future__ import annotations
@@ -218,10 +219,20 @@ def _strings(value: object) -> tuple[str, ...]:
     return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
 
 
+def _gates(m: Manifest) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The gate rules and the arms that must pass them besides the baseline: an experiment's
+    ``spec.gates``, else an import's ``source.gates`` (``servelab import --gate``)."""
+    gates = (m.spec or {}).get("gates")
+    if isinstance(gates, Mapping):
+        return _strings(gates.get("rules")), _strings(gates.get("require"))
+    if m.source is not None:
+        return m.source.gates, m.source.gates_require
+    return (), ()
+
+
 def run_facts(manifest: ManifestLike) -> RunFacts:
     m = as_manifest(manifest)
-    gates = (m.spec or {}).get("gates")
-    gates = gates if isinstance(gates, Mapping) else {}
+    rules, require = _gates(m)
     return RunFacts(
         arms={name: _arm_facts(entry) for name, entry in m.arms.items()},
         findings=tuple(Finding(f.detail or f.kind, f.advice or None) for f in m.preflight),
@@ -231,8 +242,8 @@ def run_facts(manifest: ManifestLike) -> RunFacts:
         last_look_reason=m.looks[-1].reason if m.looks else None,
         status=m.status,
         hardware=_hardware(m),
-        gate_rules=_strings(gates.get("rules")),
-        gate_require=_strings(gates.get("require")),
+        gate_rules=rules,
+        gate_require=require,
         workload_name=m.workload.name if m.workload else None,
         workload_hash=m.workload.content_hash if m.workload else None,
         max_tokens=m.max_tokens,

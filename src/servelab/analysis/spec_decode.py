@@ -4,7 +4,9 @@ Owns the summary's ``spec_decode`` and ``prefix_cache`` (``store.engine_records`
 
 - spec decoding: from an arm's trial rows when they carry ``draft_n`` / ``draft_accepted``
   (llama.cpp's per-request ``timings``; source ``requests``), with the draft count and the
-  per-position acceptance taken from the engine's counters when the run stored them; else from
+  per-position acceptance taken from the engine's counters when the run stored them, and the
+  acceptance of each request (accepted / drafted) as a distribution over the requests with
+  the first ones listed (``request_acceptance``); else from
   the per-block counter deltas alone (vLLM, whose replies carry no timings; source
   ``metrics``). An arm with no draft token has no record;
 - the prefix cache: per block, prompt tokens looked up and found, from the engine's counters
@@ -22,12 +24,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from servelab.analysis.row_selection import Row, block_of, load_level, trials
 from servelab.engines.base import CounterNames
 from servelab.store.engine_records import (
+    REQUESTS_LISTED,
     FigureSource,
     PrefixCacheBlock,
     PrefixCacheRecord,
+    RequestAcceptance,
+    RequestDrafts,
     SpecDecodeRecord,
 )
 from servelab.store.metrics_files import BlockCache, BlockDeltas
@@ -37,6 +44,7 @@ __all__ = [
     "caching_of",
     "prefix_cache_record",
     "prefix_cache_section",
+    "request_acceptance",
     "spec_decode_record",
     "spec_decode_section",
 ]
@@ -95,9 +103,49 @@ def _per_position(
     return tuple(summed.get(i, 0.0) / drafts for i in range(max(summed) + 1))
 
 
+def _drafts_of(row: Row) -> RequestDrafts:
+    drafted = round(_number(row.get("draft_n")) or 0.0)
+    accepted = round(_number(row.get("draft_accepted")) or 0.0)
+    return RequestDrafts(
+        block=block_of(row), prompt_id=str(row.get("prompt_id", "")), draft_tokens=drafted,
+        accepted_tokens=accepted, acceptance_rate=accepted / drafted if drafted > 0 else None,
+    )  # fmt: skip
+
+
+def _reports_drafting(row: Row) -> bool:
+    """The engine said what this request drafted: ``draft_n``, or a successful request's
+    timings without it (llama-server leaves ``draft_n`` out when a request drafted nothing)."""
+    if _number(row.get("draft_n")) is not None:
+        return True
+    return row.get("outcome") == "ok" and _number(row.get("server_decode_tps")) is not None
+
+
+def request_acceptance(rows: Sequence[Row]) -> RequestAcceptance | None:
+    """Acceptance per request over an arm's trial rows whose engine reported drafting (in
+    run order: block, then ``seq``); None when there is none. A request that drafted nothing
+    (timings without ``draft_n``) is counted in ``n_no_draft``, not in the quartiles: its
+    acceptance is undefined."""
+    reported = sorted(
+        (r for r in trials(rows) if _reports_drafting(r)),
+        key=lambda r: (block_of(r), _number(r.get("seq")) or 0.0),
+    )  # fmt: skip
+    if not reported:
+        return None
+    each = [_drafts_of(r) for r in reported]
+    rates = np.array([d.acceptance_rate for d in each if d.acceptance_rate is not None])
+    q = [float(x) for x in np.percentile(rates, [0, 25, 50, 75, 100])] if rates.size else []
+    n_no_draft = len(each) - int(rates.size)
+    return RequestAcceptance(
+        n_requests=len(each), n_no_draft=n_no_draft, no_draft_share=n_no_draft / len(each),
+        min=q[0] if q else None, q1=q[1] if q else None, median=q[2] if q else None,
+        q3=q[3] if q else None, max=q[4] if q else None, listed=tuple(each[:REQUESTS_LISTED]),
+    )  # fmt: skip
+
+
 def _record(
     source: FigureSource, drafts: float | None, drafted: float, accepted: float,
     per_position: tuple[float, ...], n_blocks: int, n_requests: int | None = None,
+    per_request: RequestAcceptance | None = None,
 ) -> SpecDecodeRecord:  # fmt: skip
     per_draft = accepted / drafts if drafts else None
     return SpecDecodeRecord(
@@ -106,6 +154,7 @@ def _record(
         mean_accepted_length=per_draft,
         tokens_per_step=per_draft + 1 if per_draft is not None else None,
         per_position=per_position, n_blocks=n_blocks, n_requests=n_requests,
+        per_request=per_request,
     )  # fmt: skip
 
 
@@ -120,7 +169,8 @@ def spec_decode_record(rows: Sequence[Row], counters: CounterInputs) -> SpecDeco
         accepted = sum(_number(r.get("draft_accepted")) or 0.0 for r in reported)
         n_blocks = len({(block_of(r), _level_tag(r)) for r in reported})
         return _record("requests", drafts, row_drafted, accepted,
-                       _per_position(blocks, names, drafts), n_blocks, len(reported))  # fmt: skip
+                       _per_position(blocks, names, drafts), n_blocks, len(reported),
+                       request_acceptance(rows))  # fmt: skip
     drafted = _total(blocks, names, names.draft_tokens)
     if not drafted:
         return None

@@ -20,7 +20,11 @@ def import_cmd(
         None, "--preset", help=f"a known layout: {', '.join(PRESETS)}"
     ),
     maps: list[str] = typer.Option(
-        [], "--map", help="SRC=TARGET[:UNIT], e.g. ttft_ms=ttft_s:ms (repeatable; SRC?= optional)"
+        [],
+        "--map",
+        help="SRC=TARGET[:UNIT], e.g. ttft_ms=ttft_s:ms (repeatable; SRC?= optional); targets "
+        "expected_tool (empty/null = no tool), prompt_text and lang give each prompt's "
+        "expectation (needs a column mapped to prompt_id)",
     ),
     arm_column: str | None = typer.Option(None, "--arm-column", help="column naming the arm"),
     arm_from: str | None = typer.Option(
@@ -42,13 +46,32 @@ def import_cmd(
     declare: list[str] = typer.Option(
         [], "--declare", help="a source column compared arms may differ in (repeatable)"
     ),
+    workload: str | None = typer.Option(
+        None,
+        "--workload",
+        help="built-in name or workload FILE: the tool schemas (and prompts' argument checks, "
+        "matched by prompt id or text) replies are scored against",
+    ),
+    lang: str | None = typer.Option(
+        None, "--lang", help="language the prompts ask for (zh-TW): Chinese script is scored"
+    ),
+    gate: list[str] = typer.Option(
+        [],
+        "--gate",
+        help="a threshold every arm is held to in the report, as an experiment's gates.rules "
+        "(repeatable), e.g. 'false_fire_rate <= 25%' or 'ttft_s.p90 <= 300ms'",
+    ),
+    require: list[str] = typer.Option(
+        [], "--require", help="an arm that must pass the gates besides the baseline (repeatable)"
+    ),
     name: str | None = typer.Option(None, "--name", help="run name (directory prefix)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="run directory to create"),
 ) -> None:
     options = ImportOptions(
         format=fmt, preset=preset, maps=tuple(maps), arm_column=arm_column, arm_from=arm_from,
         rows_key=rows_key, baseline=baseline, warmup_first=warmup_first, references=references,
-        declare=tuple(declare),
+        declare=tuple(declare), workload=workload, lang=lang, gates=tuple(gate),
+        require=tuple(require),
     )  # fmt: skip
     result = import_results(files, options, name=name, out=out)
     found = result.references_file

@@ -24,6 +24,7 @@ from servelab.cli.models_cmd import models_app
 from servelab.cli.predict_cmd import predict
 from servelab.cli.promote_cmd import promote, roles, verify
 from servelab.cli.quality_cmd import quality_app
+from servelab.cli.ready_cmd import ready
 from servelab.cli.run_cmd import compare, report, resume, run
 from servelab.cli.selftest_cmd import selftest
 from servelab.cli.signals import sigterm_as_interrupt
@@ -51,6 +52,8 @@ app.command(help="Promote an arm that passed its gates to a role, with runnable 
 )
 app.command(help="List the roles of the registry and what holds each.")(roles)
 app.command(help="Re-run a role's promoted configuration and check it for a regression.")(verify)
+app.command(help="Check that a role's promoted configuration can start here now: port, "
+            "engines, lock, GPU memory, files.")(ready)  # fmt: skip
 app.command(help="Predict KV memory, ceilings and spec-decode speedup before measuring.")(predict)
 app.command(help="Measure this machine with llama-bench: a hardware profile for the theory.")(
     calibrate

@@ -50,9 +50,17 @@ def verify(
     registry: Path | None = typer.Option(None, "--registry", help=REGISTRY_HELP),
     requests: int = typer.Option(12, "--requests", "-n", help="measured requests"),
     out: Path | None = typer.Option(None, "--out", "-o", help="directory for the new runs"),
+    force: bool = typer.Option(
+        False, "--force", help="verify even when a readiness finding blocks (it is recorded)"
+    ),
 ) -> None:
-    result = do_verify(registry_path(registry), role, requests=requests, out=out)
+    from servelab.cli.ready_cmd import not_ready_lines
+
+    result = do_verify(registry_path(registry), role, requests=requests, out=out, force=force)
     console = Console()
+    if result.readiness is not None:
+        for line in not_ready_lines(result.readiness):
+            console.print(f"forced past: {line}", markup=False, soft_wrap=True)
     for c in result.summary.comparisons:
         console.print(f"{c.metric} ({c.statistic}): {c.summary or c.verdict}", markup=False)
     for note in result.notes:

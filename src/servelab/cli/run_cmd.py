@@ -16,6 +16,7 @@ from servelab.cli.bench_cmd import warn_bind
 from servelab.errors import GatesFailed
 from servelab.report.build import Report, build_report
 from servelab.report.capacity_view import arm_capacity_words
+from servelab.report.quality_view import arm_quality_words
 from servelab.runner.compare import compare_runs
 from servelab.runner.experiment import ExperimentResult, resume_experiment, run_experiment
 from servelab.runner.experiment_inputs import ExperimentInputs
@@ -62,6 +63,9 @@ def print_verdicts(report: Report, console: Console | None = None) -> None:
             words = arm_capacity_words(arm, a, cap.confidence)
             if words:
                 console.print(words, markup=False, highlight=False)
+    for arm, q in (summary.quality.arms or {}).items() if summary.quality else ():
+        if words := arm_quality_words(arm, q):
+            console.print(words, markup=False, highlight=False)
     for arm, rules in (summary.gates or {}).items():
         bad = [r for r, res in rules.items() if not res.passed]
         status = "pass" if not bad else "FAIL " + "; ".join(bad)

@@ -19,7 +19,10 @@ architecture (``nvidia-smi --query-gpu=compute_cap``), or ``$SERVELAB_CUDA_ARCH`
 another machine's GPU: one architecture compiles several times faster than CMake's default list.
 
 ``GGML_NATIVE=ON`` binaries use every instruction the build CPU has, so installs are keyed by a
-hash of the CPU flags and only an install with this machine's key is picked to run.
+hash of the CPU flags and only an install with this machine's key is picked to run. The one
+exception is AMX: on a CPU that lists it, ``NO_AMX_FLAGS`` leave ggml's AMX kernels out (on a
+VM that lists amx_tile, llama-server died with SIGSEGV in ``ggml_backend_amx_mul_mat`` on its
+first batch, while the AVX-512 paths run), and the CPU key says so (``installed.cpu_key``).
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ from servelab.engines.installed import (
     engines_root,
     find_llama_binary,
     gpu_present,
+    has_amx,
     list_installed,
     load_installed,
     preferred_engine,
@@ -90,7 +94,8 @@ from servelab.paths import file_lock, move_into_place, remove_stale, write_json_
 
 # The finders live in installed.py; they are re-exported here for callers of the old home.
 __all__ = [
-    "CMAKE_FLAGS", "CUDA_ARCH_FLAG", "CUDA_FLAG", "KIND", "LLAMA_CPP_COMMIT", "SCHEMA_VERSION",
+    "CMAKE_FLAGS", "CUDA_ARCH_FLAG", "CUDA_FLAG", "KIND", "LLAMA_CPP_COMMIT", "NO_AMX_FLAGS",
+    "SCHEMA_VERSION",
     "SDIST_FILENAME", "SDIST_REQUIREMENT", "SDIST_SHA256", "SDIST_VERSION", "TOOLS",
     "USER_BINARY_ENV", "BuildTools", "InstalledEngine", "choose_backend", "cmake_flags",
     "cpu_flags", "cpu_key", "engine_dir", "engines_root", "fetch_sdist", "find_build_tools",
@@ -108,6 +113,10 @@ CMAKE_FLAGS = (
     "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_NUMBER=0", f"-DLLAMA_BUILD_COMMIT={LLAMA_CPP_COMMIT}",
 )  # fmt: skip
 CUDA_FLAG = "-DGGML_CUDA=ON"
+# GCC and Clang honour an explicit -mno-X over -march=native's X whatever their order, so these
+# remove the AMX macros (and ggml's AMX buffer type) from a GGML_NATIVE build.
+_NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+NO_AMX_FLAGS = (f"-DCMAKE_C_FLAGS={_NO_AMX}", f"-DCMAKE_CXX_FLAGS={_NO_AMX}")
 CUDA_ARCH_FLAG = "-DCMAKE_CUDA_ARCHITECTURES"
 _SUMMARY_FLAGS = (
     "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl",
@@ -251,9 +260,11 @@ def _progress(enabled: bool, console: Console) -> Progress:
     return Progress(*columns, TimeElapsedColumn(), console=console, disable=not enabled)
 
 
-def cmake_flags(arch: str | None) -> list[str]:
-    """The configure flags: CMAKE_FLAGS, plus the CUDA backend for ``arch`` when given."""
-    return [*CMAKE_FLAGS, *([CUDA_FLAG, f"{CUDA_ARCH_FLAG}={arch}"] if arch else [])]
+def cmake_flags(arch: str | None, flags: Sequence[str] | None = None) -> list[str]:
+    """The configure flags: CMAKE_FLAGS, NO_AMX_FLAGS on a CPU with AMX (``flags``: the CPU's,
+    this machine's by default), plus the CUDA backend for ``arch`` when given."""
+    no_amx = NO_AMX_FLAGS if has_amx(cpu_flags() if flags is None else flags) else ()
+    return [*CMAKE_FLAGS, *no_amx, *([CUDA_FLAG, f"{CUDA_ARCH_FLAG}={arch}"] if arch else [])]
 
 
 def _compile(

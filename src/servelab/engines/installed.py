@@ -108,11 +108,20 @@ def cpu_flags() -> tuple[str, ...]:
     return ()
 
 
+def has_amx(flags: Sequence[str]) -> bool:
+    """Whether an x86 CPU lists AMX, whose kernels servelab's builds leave out
+    (``install.NO_AMX_FLAGS``)."""
+    return platform.machine().lower() in ("x86_64", "amd64") and "amx_tile" in flags
+
+
 def cpu_key(flags: Sequence[str] | None = None) -> str:
     """``<machine>-<first 10 hex of sha256 of the sorted CPU flags>``; without flags (not Linux)
-    the hash is of ``platform.processor()``."""
+    the hash is of ``platform.processor()``. On a CPU with AMX the hash also covers the words
+    "build: no amx", so no build made with AMX kernels (before they were left out) matches."""
     flags = cpu_flags() if flags is None else flags
     basis = " ".join(sorted(set(flags))) if flags else platform.processor()
+    if has_amx(flags):
+        basis += " build: no amx"
     return f"{platform.machine()}-{hashlib.sha256(basis.encode()).hexdigest()[:10]}"
 
 

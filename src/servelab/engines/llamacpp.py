@@ -24,6 +24,7 @@ from servelab.engines.llamacpp_config import (
     binary_text,
     build_from_version,
     canonical_llama_names,
+    draft_model_paths,
     effective_llama_config,
     engine_env,
     server_argv,
@@ -82,7 +83,8 @@ class LlamaCppEngine(LocalServer):
         self.binary = server_binary(config)
         self.model = resolve_model(config.model)
         self.port = config.port or free_port(config.bind)
-        self.argv = server_argv(config, self.binary, self.model.path, str(self.port))
+        self.argv = server_argv(config, self.binary, self.model.path, str(self.port),
+                                draft_model_paths(config.flags))  # fmt: skip
         self.env, self.stripped_env = engine_env(config, os.environ)
         self._proc: ManagedProcess | None = None
         self._props: dict[str, Any] = {}  # JSON boundary: llama-server's /props body

@@ -21,7 +21,7 @@ from servelab.engines.base import EffectiveEngineConfig, EffectiveValue
 from servelab.engines.installed import find_llama_binary
 from servelab.engines.process import MASKED_PORT, with_port
 from servelab.errors import EngineStartError, UsageError
-from servelab.models import file_sha256, resolve_model
+from servelab.models import file_sha256, known_model_names, resolve_model
 from servelab.models.gguf_info import GgufInfo, read_gguf_info
 from servelab.spec.engine import EngineConfig
 from servelab.spec.llamaargs import OptionTable, canonicalize, parse_help
@@ -67,8 +67,34 @@ def server_binary(config: EngineConfig) -> Path:
     return find_llama_binary("llama-server", explicit=config.binary)
 
 
-def server_argv(config: EngineConfig, binary: Path, model_path: Path, port: str) -> list[str]:
-    """llama-server's argument list for ``config`` listening on ``port`` (pure)."""
+# llama-server's spellings of the draft model option (a file path is all it reads).
+DRAFT_MODEL_FLAGS = ("--spec-draft-model", "-md", "--model-draft")
+
+
+def draft_model_paths(flags: Sequence[str]) -> tuple[str, ...]:
+    """``flags`` with a draft model given by registry name (``draft_model:
+    qwen2.5-coder-0.5b-instruct``) replaced by the path of its pulled GGUF, as the target's
+    ``model`` is; a path stays as written. A name not pulled raises ``ModelNotFoundError``
+    naming ``servelab models pull``."""
+    names = set(known_model_names())
+    out = list(flags)
+    for i, token in enumerate(out):
+        flag, eq, value = token.partition("=")
+        if flag not in DRAFT_MODEL_FLAGS:
+            continue
+        if eq and value in names:
+            out[i] = f"{flag}={resolve_model(value).path}"
+        elif not eq and i + 1 < len(out) and out[i + 1] in names:
+            out[i + 1] = str(resolve_model(out[i + 1]).path)
+    return tuple(out)
+
+
+def server_argv(
+    config: EngineConfig, binary: Path, model_path: Path, port: str,
+    flags: Sequence[str] | None = None,
+) -> list[str]:  # fmt: skip
+    """llama-server's argument list for ``config`` listening on ``port`` (pure); ``flags``:
+    the config's flags as resolved (``draft_model_paths``), by default as written."""
     c = config
     return [
         str(binary),
@@ -78,7 +104,7 @@ def server_argv(config: EngineConfig, binary: Path, model_path: Path, port: str)
         "--metrics",
         "--parallel", str(c.parallel),
         "--ctx-size", str(c.ctx_per_slot * c.parallel),
-        *c.flags,
+        *(c.flags if flags is None else flags),
     ]  # fmt: skip
 
 
@@ -117,7 +143,8 @@ def effective_llama_config(config: EngineConfig, arm_name: str) -> EffectiveEngi
     model = resolve_model(config.model)
     table = option_table(binary)
     refuse_owned_options(arm_name, config.flags, table)
-    argv = server_argv(config, binary_path, model.path, MASKED_PORT)
+    argv = server_argv(config, binary_path, model.path, MASKED_PORT,
+                       draft_model_paths(config.flags))  # fmt: skip
     canon = canonicalize(argv[1:], table)
     _, ignored_env = engine_env(config, os.environ)
     try:

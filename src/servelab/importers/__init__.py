@@ -4,8 +4,10 @@ Owns ``import_results``: pick the format (llama-bench, vllm bench serve, or gene
 mapping or a preset), read the files, finish every row as a servelab row, detect the quirks
 worth a note, pair each arm with its reference (``importers.pairing``: the source's own, else
 the baseline), refuse compared arms that differ undeclared, and write ``manifest.json`` (``kind:
-"import"``) and ``requests.jsonl`` into a new run directory. An effects layer: reads and writes
-files through ``servelab.store``; it must not import the runner, the report or the CLI.
+"import"``) and ``requests.jsonl`` into a new run directory, plus ``inputs/workload.json`` when
+the rows name what each prompt expected (``importers.expectations``). An effects layer: reads
+and writes files through ``servelab.store``; it must not import the runner, the report or the
+CLI.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from servelab.errors import UsageError
 from servelab.importers.checks import CONTEXT_SETTINGS, RowChecks, config_diff, config_notes
 from servelab.importers.common import (
@@ -28,6 +32,13 @@ from servelab.importers.common import (
     check_values,
     parse_map,
     sha256_file,
+)
+from servelab.importers.expectations import (
+    ExpectationSources,
+    RowExpectations,
+    check_lang,
+    derive_workload,
+    write_run_workload,
 )
 from servelab.importers.imported_row import ImportedRow, finish_row
 from servelab.importers.llamabench import is_llama_bench, read_llama_bench
@@ -42,10 +53,19 @@ from servelab.importers.pairing import (
 from servelab.importers.presets import PRESETS, get_preset, merge_maps
 from servelab.importers.table import TableOptions, read_table
 from servelab.importers.vllm_bench import is_vllm_result, read_vllm
-from servelab.store import ArmEntry, ImportFile, ImportSource, Manifest, write_manifest
+from servelab.spec.gates import GatesSpec
+from servelab.store import (
+    ArmEntry,
+    ImportFile,
+    ImportSource,
+    Manifest,
+    WorkloadRef,
+    write_manifest,
+)
 from servelab.store.jsonl import JsonlWriter
 from servelab.store.manifest_records import ReferencesFile, Scalar
 from servelab.store.rundir import RunDir, create_run_dir, plan_run_dir
+from servelab.workloads import Workload, load_workload
 
 FORMATS = ("auto", "llama-bench", "vllm-bench-serve", "table")
 
@@ -70,6 +90,14 @@ class ImportOptions:
     # preset's companion file
     references: str | None = None
     declare: tuple[str, ...] = ()  # source columns compared arms may differ in
+    # the tools (and prompts' argument checks) to score replies against: a built-in name or a
+    # workload file; and the language the prompts ask for (zh-TW); both replace a preset's
+    workload: str | None = None
+    lang: str | None = None
+    # thresholds each arm is held to in the report (spec/gates.py rules, as an experiment's
+    # ``gates.rules``), and the arms besides the baseline that must pass them
+    gates: tuple[str, ...] = ()
+    require: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +109,7 @@ class ImportResult:
     notes: list[dict[str, str]] = field(default_factory=list)
     references: dict[str, str] = field(default_factory=dict)  # candidate -> its reference arm
     references_file: ReferencesFile | None = None  # where they came from
+    workload: WorkloadRef | None = None  # the workload derived from the rows, when any
 
 
 def detect_format(path: Path) -> str:
@@ -197,6 +226,7 @@ def _manifest(
     run: RunDir, result: Imported, specs: list[SourceSpec], opts: ImportOptions,
     checks: RowChecks | None, diff: dict[str, dict[str, Scalar]] | None = None,
     pairing: Pairing | None = None, references: ReferencesSpec | None = None,
+    workload: WorkloadRef | None = None,
 ) -> Manifest:  # fmt: skip
     """The manifest; without ``checks`` the one written while the rows are (status importing)."""
     arms = list(checks.arms) if checks else []
@@ -208,6 +238,10 @@ def _manifest(
         said["references"] = references.record()
     if pairing and pairing.declared:
         said["declared"] = pairing.declared
+    if opts.gates:
+        said["gates"] = opts.gates
+    if opts.require:
+        said["gates_require"] = opts.require
     source = ImportSource(format=result.format, preset=result.preset, files=files,
                           mapping=result.mapping, skipped=result.skipped.as_record())  # fmt: skip
     manifest = Manifest(
@@ -225,6 +259,8 @@ def _manifest(
     if diff is None:
         return manifest
     update: dict[str, object] = {"config_diff": diff}
+    if workload is not None:  # left out otherwise: runs without one read as before
+        update["workload"] = workload
     if pairing and pairing.references:
         update["references"] = pairing.references
     # model_copy does not validate: read back what will be written, as a reader would
@@ -232,10 +268,12 @@ def _manifest(
 
 
 def _write_rows(
-    run: RunDir, partials: Iterable[Partial], warmup_first: int, checks: RowChecks
-) -> tuple[RowChecks, set[str]]:
-    """Finish each partial row, append it to requests.jsonl and feed the checks: one row in
-    memory at a time. Returns the checks and the names of the metrics derived."""
+    run: RunDir, partials: Iterable[Partial], warmup_first: int, checks: RowChecks,
+    expectations: RowExpectations,
+) -> tuple[RowChecks, set[str]]:  # fmt: skip
+    """Finish each partial row, append it to requests.jsonl and feed the checks and the
+    expectations: one row in memory at a time. Returns the checks and the names of the
+    metrics derived."""
     derived: set[str] = set()
     position: Counter[str] = Counter()
     with JsonlWriter(run.requests) as writer:
@@ -245,6 +283,7 @@ def _write_rows(
                 partial = {**partial, "phase": "warmup"}
             position[arm] += 1
             checks.add_source(partial)
+            expectations.add(partial)
             row, filled = finish_row(partial, run.run_id, seq)
             derived.update(filled)
             checks.add(row)
@@ -254,15 +293,16 @@ def _write_rows(
 
 def _import(
     run: RunDir, result: Imported, partials: Iterable[Partial], specs: list[SourceSpec],
-    options: ImportOptions, source: Source | None,
+    options: ImportOptions, source: Source | None, base: Workload | None,
 ) -> ImportResult:  # fmt: skip
     create_run_dir(run)
     write_manifest(run, _manifest(run, result, specs, options, None))
     context = {
         m.source: m.target for m in result.mapping.maps or () if m.target in CONTEXT_SETTINGS
     }
+    expectations = RowExpectations()
     checks, derived = _write_rows(
-        run, partials, options.warmup_first, RowChecks(context_maps=context)
+        run, partials, options.warmup_first, RowChecks(context_maps=context), expectations
     )
     if not checks.arms:
         skipped = (
@@ -273,17 +313,66 @@ def _import(
             "see docs/import.md for what a row needs"
         )
     arms = {arm: state.n_rows for arm, state in checks.arms.items()}
-    if options.baseline and options.baseline not in arms:
-        raise UsageError(f"--baseline {options.baseline!r}: no such arm; arms: {', '.join(arms)}")
+    named = [("--baseline", options.baseline), *(("--require", a) for a in options.require)]
+    for flag, arm in named:
+        if arm and arm not in arms:
+            raise UsageError(f"{flag} {arm!r}: no such arm; arms: {', '.join(arms)}")
     result.map_with(derived=tuple(sorted(derived)), warmup_first=options.warmup_first)
     diff, pairing = _pair(result, checks, options, options.baseline or next(iter(arms)), source)
     _detect(result, checks, diff, pairing)
+    workload = _store_workload(run, result, expectations, options, base)
     spec = source[0] if source else None
-    write_manifest(run, _manifest(run, result, specs, options, checks, diff, pairing, spec))
+    write_manifest(
+        run, _manifest(run, result, specs, options, checks, diff, pairing, spec, workload)
+    )
     return ImportResult(
         run, arms, sum(arms.values()), result.skipped.count, result.notes, pairing.references,
-        spec.record() if spec else None,
+        spec.record() if spec else None, workload,
     )  # fmt: skip
+
+
+def _store_workload(
+    run: RunDir, result: Imported, rows: RowExpectations, options: ImportOptions,
+    base: Workload | None,
+) -> WorkloadRef | None:  # fmt: skip
+    """Derive the workload the rows name, store it in the run directory and note where its
+    parts came from; None when nothing asked for one."""
+    preset = get_preset(options.preset) if options.preset else None
+    sources = ExpectationSources(
+        base=base, lang=options.lang, preset_lang=preset.lang if preset else None,
+        preset=options.preset, columns={m.target: m.source for m in result.mapping.maps or ()},
+    )  # fmt: skip
+    derived = derive_workload(rows, sources)
+    if derived is None:
+        return None
+    stored = write_run_workload(run, derived.workload)
+    where = run.workload.relative_to(run.root).as_posix()
+    result.add_note("expectations", derived.note(stored, where))
+    return WorkloadRef(
+        name=stored.name, version=stored.version, content_hash=stored.content_hash,
+        prompts=len(stored.prompts),
+    )  # fmt: skip
+
+
+def _base_workload(options: ImportOptions) -> Workload | None:
+    """The workload whose tools (and prompts' argument checks) replies are scored against:
+    ``--workload``, else the preset's; checked before any row is read."""
+    check_lang(options.lang, "--lang")
+    preset = get_preset(options.preset) if options.preset else None
+    name = options.workload or (preset.workload if preset else None)
+    return load_workload(name) if name else None
+
+
+def _check_gates(options: ImportOptions) -> None:
+    """``--gate`` rules read as an experiment's ``gates.rules`` are (spec/gates.py), checked
+    before any row is read; ``--require`` names arms that must pass them."""
+    if options.require and not options.gates:
+        raise UsageError("--require ARM: give the rules it must pass with --gate RULE")
+    try:
+        GatesSpec(rules=options.gates, require=options.require)
+    except ValidationError as exc:
+        msg = str(exc.errors()[0]["msg"]).removeprefix("Value error, ").removeprefix("gate ")
+        raise UsageError(f"--gate {msg}") from exc
 
 
 def _discard(run: RunDir, existed: bool) -> None:
@@ -291,10 +380,12 @@ def _discard(run: RunDir, existed: bool) -> None:
     if not existed:
         shutil.rmtree(run.root, ignore_errors=True)
         return
-    for path in (run.requests, run.manifest, run.root / f".{run.manifest.name}.tmp"):
+    stored = run.workload
+    for path in (run.requests, run.manifest, run.root / f".{run.manifest.name}.tmp", stored):
         path.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        run.metrics_dir.rmdir()
+    for folder in (run.metrics_dir, stored.parent):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def import_results(
@@ -316,6 +407,8 @@ def import_results(
         raise UsageError("--warmup-first must be 0 or more")
     if out is not None and out.is_dir() and any(out.iterdir()):
         raise UsageError(f"{out} is not empty; choose a new --out directory")
+    _check_gates(options)
+    base = _base_workload(options)
     with _source_errors(specs):
         result, partials = _read(specs, options)  # checks every mapped column first
     references = _references(options, specs)
@@ -323,7 +416,7 @@ def import_results(
     existed = run.root.exists()
     try:
         with _source_errors(specs):
-            return _import(run, result, partials, specs, options, references)
+            return _import(run, result, partials, specs, options, references, base)
     except BaseException:
         _discard(run, existed)
         raise

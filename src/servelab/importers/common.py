@@ -35,7 +35,10 @@ CONTEXT_NUMBERS = ("block", "concurrency", "t_send_unix_s", "http_status")
 CONTEXT_TEXT = ("prompt_id", "outcome", "error", "finish_reason", "text", "reasoning", "phase")
 # Checked in every imported row: never negative (but a wall-clock time), always finite.
 CHECKED = (*METRIC_NAMES, "chunk_t_s", "concurrency", "http_status", "t_send_unix_s")
-TARGETS = (*METRIC_NAMES, *CONTEXT_NUMBERS, *CONTEXT_TEXT, "tool_calls")
+# What a prompt asked and expected: not row fields, but the workload an import derives
+# (``importers.expectations``). ``expected_tool``: a tool name, empty/null = no tool expected.
+EXPECTATION_TARGETS = ("expected_tool", "prompt_text", "lang")
+TARGETS = (*METRIC_NAMES, *CONTEXT_NUMBERS, *CONTEXT_TEXT, "tool_calls", *EXPECTATION_TARGETS)
 # Divisors to servelab's units (seconds, ratios); dividing keeps 1644 ms -> 1.644 s exact.
 UNITS: dict[str, float] = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9, "%": 100.0, "1": 1.0}
 OUTCOMES = ("ok", "http_error", "timeout", "truncated_stream", "invalid_stream", "connection_error")
@@ -54,6 +57,7 @@ NOTE_KINDS = (
     "open_loop",  # requests sent at a rate, not at a fixed concurrency
     "arm_config_differs",  # arms differ in more than the arm (possible confound)
     "source_summary",  # something the source says about itself
+    "expectations",  # where the prompts' expected outcomes, tools and language came from
 )
 
 

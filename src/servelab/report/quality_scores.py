@@ -1,7 +1,9 @@
 """Scoring every successful trial reply and storing the scores, for ``servelab report``.
 
 Owns ``quality/scores.jsonl`` and the reads behind the summary's ``quality`` section: the
-run's workload is loaded again (and checked against the content hash the run recorded), each
+run's workload is loaded again (the copy the run stored, ``inputs/workload.json``, when it has
+one, as an import does; else by the name it recorded) and checked against the content hash the
+run recorded, each
 successful trial row is scored for tool calls, Chinese script and coherence (scoring/) one at a
 time into per-arm tallies and part files (so a million rows hold no scores), and
 ``quality/ppl.json`` is read when ``servelab quality ppl`` wrote it. The rates themselves are
@@ -26,6 +28,7 @@ from servelab.redact import redact_data
 from servelab.scoring.aggregate import ArmTally, counts_ok
 from servelab.scoring.score import score_row
 from servelab.store.perplexity import PerplexityDoc, read_perplexity
+from servelab.store.rundir import RunDir
 from servelab.workloads import Workload, load_workload
 
 
@@ -38,14 +41,21 @@ class ScoredRun:
     ppl: PerplexityDoc | None = None
 
 
-def _workload(facts: RunFacts, loaded: Workload | None) -> tuple[Workload | None, str | None]:
+def _workload(
+    facts: RunFacts, loaded: Workload | None, run_root: Path
+) -> tuple[Workload | None, str | None]:
     """The run's workload: the one the caller already loaded for the run (``servelab run``
-    reads its inputs once), else loaded by the name the run recorded."""
+    reads its inputs once), else the copy stored in the run directory, else loaded by the name
+    the run recorded (runs that stored none)."""
     name = facts.workload_name
     if not name:
         return None, "the run records no workload; replies are scored without expectations"
+    stored = RunDir(run_root).workload
     try:
-        workload = loaded if loaded is not None and loaded.name == name else load_workload(name)
+        if loaded is not None and loaded.name == name:
+            workload = loaded
+        else:
+            workload = load_workload(stored if stored.is_file() else name)
     except ServelabError as exc:
         return None, f"workload {name!r} cannot be loaded ({exc}); scored without expectations"
     recorded = facts.workload_hash
@@ -106,7 +116,7 @@ def score_run(facts: RunFacts, rows: Sequence[Row], run_root: Path, baseline: st
               workload: Workload | None = None) -> ScoredRun:  # fmt: skip
     """Score the run's replies, write quality/scores.jsonl (when the baseline has scores) and
     read quality/ppl.json."""
-    workload, note = _workload(facts, workload)
+    workload, note = _workload(facts, workload, run_root)
     qdir = run_root / "quality"
     qdir.mkdir(exist_ok=True)
     tallies, parts = _score_to_files(rows, workload, facts.max_tokens, qdir)

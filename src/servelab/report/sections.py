@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from servelab.analysis.row_selection import Row
 from servelab.metrics import METRIC_BY_NAME
+from servelab.report.batch_fit_view import batch_fit_blocks
 from servelab.report.bench_table import SHOWN, fmt_value
 from servelab.report.blocks import Block, Figures, KeyValues, Para, Section, Table
 from servelab.report.capacity_view import capacity_blocks
@@ -309,7 +310,8 @@ def report_sections(
         Section("sweep", "Concurrency", _sweep_blocks(summary)),
         *((Section("capacity", "Capacity and goodput", capacity_blocks(summary.capacity)),)
           if summary.capacity is not None else ()),
-        *((Section("spec_decode", "Speculative decoding", spec_decode_blocks(summary.spec_decode)),)
+        *((Section("spec_decode", "Speculative decoding",
+                   spec_decode_blocks(summary.spec_decode, summary)),)
           if summary.spec_decode is not None else ()),
         *((Section("prefix_cache", "Prefix cache", prefix_cache_blocks(summary.prefix_cache)),)
           if summary.prefix_cache is not None else ()),
@@ -337,7 +339,7 @@ def _sweep_blocks(summary: Summary) -> tuple[Block, ...]:
         lead: Block = Figures("sweep", "aggregate tok/s and scaling efficiency against ideal")
     else:
         lead = Para("One concurrency level: no scaling to plot.")
-    return (lead, table)
+    return (lead, table, *batch_fit_blocks(summary.batch_fit))
 
 
 def _config_blocks(summary: Summary, manifest: Manifest) -> tuple[Block, ...]:

@@ -3,7 +3,8 @@
 Owns the file reads behind ``analysis.predictions``: each arm's model architecture (from the
 model file its effective configuration names, when that file is still there), its engine's
 decode steps over its blocks (``metrics/``, read through its engine's counter names), its
-spec-decode record (``analysis.spec_decode``, given by the caller or built from the counters)
+spec-decode record (``analysis.spec_decode``, given by the caller or built from the counters),
+the architecture of its draft model when it speculated with one (``llama.spec-draft-model``)
 and the KV MiB its engine log reported at start-up (``-lv 4``). A file that cannot be read
 becomes a note or a missing figure, never an error.
 """
@@ -21,6 +22,7 @@ from servelab.models.arch_files import load_architecture
 from servelab.report.counter_inputs import counter_inputs
 from servelab.store.engine_records import SpecDecodeRecord
 from servelab.store.rundir import RunDir
+from servelab.theory.arch import Architecture
 from servelab.theory.kvreport import measured_kv_from_log
 
 
@@ -52,6 +54,18 @@ def log_kv_mib(run: RunDir, arm: str) -> float | None:
     return measured.kv_mib if measured else None
 
 
+def draft_architecture(info: ArmFacts) -> Architecture | None:
+    """The architecture of the draft model file the arm's effective configuration names
+    (llama.cpp's ``spec-draft-model``); None without one, or when it cannot be read."""
+    path = info.effective.get("llama.spec-draft-model")
+    if not isinstance(path, str) or path in ("", "(default)", "none") or not Path(path).is_file():
+        return None
+    try:
+        return load_architecture(path)
+    except ServelabError:
+        return None
+
+
 def _arm_inputs(
     run: RunDir, arm: str, info: ArmFacts, spec: SpecDecodeRecord | None
 ) -> TheoryInputs | None:
@@ -67,7 +81,8 @@ def _arm_inputs(
     kv = log_kv_mib(run, arm) if info.kv_mib_reported is None else None
     steps = decode_steps(run, arm, info) if spec is not None else None
     draft = info.effective.get("model.draft_sha256")
-    return TheoryInputs(arch, None, spec, kv, steps, str(draft) if draft else None)
+    drafter = draft_architecture(info) if spec is not None else None
+    return TheoryInputs(arch, None, spec, kv, steps, str(draft) if draft else None, drafter)
 
 
 def read_theory_inputs(

@@ -19,6 +19,15 @@ SPEC_TEXT = (
     "(f t + 1 - f) / (f r + 1 - f), draft cost 0 (n-gram lookup), beside the measured decode "
     "ratio to the baseline."
 )
+SPEC_TEXT_DRAFT = (
+    "Speculative decoding: a share f of decode steps carried a draft (mean length K, "
+    "per-token acceptance a) and produced t tokens (measured); the verify cost r (K + 1 tokens "
+    "vs one plain step) comes from the architecture and hardware, and a draft model's cost c "
+    "(one draft token vs one target step) from the same roofline of both models, without "
+    "fixed per-step costs (0 for n-gram lookup; `servelab calibrate` measures it). Predicted "
+    "speedup = (f t + 1 - f) / (f (r + K c) + 1 - f), beside the measured decode ratio to the "
+    "baseline."
+)
 SPEC_TEXT_PROFILE = (
     "Speculative decoding: a share f of decode steps carried a draft (mean length K, "
     "per-token acceptance a) and produced t tokens (measured); the verify cost r (K + 1 tokens "
@@ -42,12 +51,12 @@ def _row(arm: str, t: ArmPrediction) -> tuple[str, ...]:
     )  # fmt: skip
 
 
-def _spec_row(arm: str, spec: SpecPrediction, calibrated: bool) -> tuple[str, ...]:
+def _spec_row(arm: str, spec: SpecPrediction, calibrated: bool, costed: bool) -> tuple[str, ...]:
     return (
         arm, spec.spec_type, _n(spec.mean_draft_length, "d"), _n(spec.acceptance, ".2f"),
         _n(spec.draft_step_fraction, ".3f"), _n(spec.tokens_per_verify_step, ".1f"),
         _n(spec.verify_cost, ".2f" if calibrated else ".1f"),
-        *((_n(spec.draft_cost, ".3f"),) if calibrated else ()),
+        *((_n(spec.draft_cost, ".3f"),) if costed else ()),
         _n(spec.predicted_speedup, ".2f"),
         _n(spec.measured_speedup, ".2f"),
     )  # fmt: skip
@@ -78,13 +87,17 @@ def theory_blocks(theory: TheorySection | None) -> tuple[Block, ...]:
         lead = ("No hardware recorded, so no ceilings (set `hardware:` in the spec); KV memory "
                 "is still predicted.")  # fmt: skip
     rows, notes, spec_rows = [], [], []
+    costed = calibrated or any(
+        isinstance(t, ArmPrediction) and t.spec is not None and t.spec.draft_cost is not None
+        for t in theory.arms.values()
+    )  # fmt: skip
     for arm, t in theory.arms.items():
         if not isinstance(t, ArmPrediction):
             notes.append(f"{arm}: {t.note}")
             continue
         rows.append(_row(arm, t))
         if t.spec is not None:
-            spec_rows.append(_spec_row(arm, t.spec, calibrated))
+            spec_rows.append(_spec_row(arm, t.spec, calibrated, costed))
     blocks: list[Block] = [Para(lead)]
     if rows:
         blocks.append(Table(
@@ -92,8 +105,9 @@ def theory_blocks(theory: TheorySection | None) -> tuple[Block, ...]:
              "KV MiB predicted", "KV MiB reported", "KV"), tuple(rows),
         ))  # fmt: skip
     if spec_rows:
-        blocks.append(Para(SPEC_TEXT_PROFILE if calibrated else SPEC_TEXT))
-        c_col = ("c",) if calibrated else ()
+        text = SPEC_TEXT_PROFILE if calibrated else SPEC_TEXT_DRAFT if costed else SPEC_TEXT
+        blocks.append(Para(text))
+        c_col = ("c",) if costed else ()
         blocks.append(Table(("arm", "spec type", "K", "a", "f", "t", "r", *c_col,
                              "predicted x", "measured x"),
                             tuple(spec_rows)))  # fmt: skip

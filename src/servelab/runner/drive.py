@@ -1,11 +1,11 @@
 """Driving requests at an engine: one job -> one HTTP request -> one observation.
 
-Owns the request a workload prompt becomes (sampling, unique prefix, the engine's fairness
-extras), the ``RequestSource`` seam (``PromptSource``: today's single-turn prompts; the
-conversation and trace sources live in ``runner.request_source``) and ``run_jobs``, which sends a
-list of jobs closed-loop (a fixed number in flight) or open-loop (on a ``Schedule``), follows
-sessions turn by turn, and hands each observation with its ``Sent`` times to a callback the
-moment it completes. Shared by ``bench`` and experiments.
+Owns the request a workload prompt becomes (sampling, the arm's system prompt, unique prefix,
+the engine's fairness extras), the ``RequestSource`` seam (``PromptSource``: today's single-turn
+prompts; the conversation and trace sources live in ``runner.request_source``) and
+``run_jobs``, which sends a list of jobs closed-loop (a fixed number in flight) or open-loop
+(on a ``Schedule``), follows sessions turn by turn, and hands each observation with its
+``Sent`` times to a callback the moment it completes. Shared by ``bench`` and experiments.
 The engine decides how requests travel: its class's ``keep_alive``, and its ``transport()``
 (None: the real network) unless the caller injects one (the executor seam's ``transport``).
 """
@@ -38,10 +38,14 @@ J = TypeVar("J")
 
 @dataclass(frozen=True, slots=True)
 class RequestParams:
+    """What an arm sends with every request: sampling, output limit, and the system prompt
+    that replaces the workload's own (its ``system_prompt`` variant; None: the workload's)."""
+
     max_tokens: int
     temperature: float
     seed: int
     ignore_eos: bool
+    system: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,7 @@ class PromptSource:
 def build_request(
     workload: Workload, prompt_index: int, engine: Engine, params: RequestParams
 ) -> HttpRequest:
+    workload = workload.with_system(params.system)
     item = workload.prompts[prompt_index]
     prefix = f"[{uuid.uuid4().hex[:12]}] " if engine.config.unique_prefix else None
     if item.prompt is not None:

@@ -1,9 +1,10 @@
 """An experiment's inputs, each read once per run: the spec, its workload and its arms.
 
 Owns loading the spec file, loading the workload (and a ``load.trace``) once, resolving every
-arm once (its engine configuration, request parameters and effective configuration) and the
-checks made on them before anything runs: the confound guard, what preflight must look at,
-and on resume that each arm still resolves to the configuration it started with. The typed
+arm once (its engine configuration, request parameters with its system prompt, and effective
+configuration) and the checks made on them before anything runs: each arm's
+``system_prompt`` is one of the workload's variants, the confound guard, what preflight must
+look at, and on resume that each arm still resolves to the configuration it started with. The typed
 ``ExperimentInputs`` is passed on to the manifest, the run loop and the KV probe; nothing
 re-reads or re-resolves.
 """
@@ -62,6 +63,27 @@ def load_spec(path: Path) -> tuple[ExperimentSpec, Mapping[str, object]]:
         raise validation_message(exc, str(path)) from exc
 
 
+def _check_system_prompts(
+    spec: ExperimentSpec, arms: Mapping[str, ArmConfig], workload: Workload,
+    spec_path: Path | None,
+) -> None:  # fmt: skip
+    """Every arm's ``system_prompt`` names one of the workload's variants, and rides on the
+    workload's prompts (a trace sends its own)."""
+    source = str(spec_path) if spec_path is not None else "spec"
+    for name, arm in arms.items():
+        if arm.system_prompt is None:
+            continue
+        if spec.load is not None and spec.load.trace is not None:
+            raise UsageError(
+                f"{source}: arm {name!r}: system_prompt applies to a workload's prompts, but "
+                "this run replays a trace (load.trace); drop system_prompt"
+            )
+        try:
+            workload.system_for(arm.system_prompt)
+        except ValueError as exc:
+            raise UsageError(f"{source}: arm {name!r}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class ExperimentInputs:
     """Everything a run needs from its inputs, read and resolved once."""
@@ -89,6 +111,7 @@ class ExperimentInputs:
         workload = load_workload(spec.base.workload)
         expanded = tuple(spec.expand())
         arms = {a.name: resolve_arm(spec, a) for a in expanded}
+        _check_system_prompts(spec, arms, workload, spec_path)
         effective: dict[str, Effective] = {}
         argvs: dict[str, list[str]] = {}
         for name, arm in arms.items():
@@ -99,8 +122,10 @@ class ExperimentInputs:
         return cls(spec, raw, spec_path, workload, expanded, arms, effective, argvs, trace)
 
     def params(self, arm: str) -> RequestParams:
+        """What the arm sends: sampling, output limit, and its system prompt variant's text."""
         a = self.arms[arm]
-        return RequestParams(a.max_tokens, a.temperature, a.seed, a.ignore_eos)
+        system = self.workload.system_for(a.system_prompt) if a.system_prompt else None
+        return RequestParams(a.max_tokens, a.temperature, a.seed, a.ignore_eos, system)
 
     def check_confounds(self, allow: tuple[str, ...]) -> list[dict[str, object]]:
         """Refuse arms that differ undeclared; the allowed confounds otherwise."""

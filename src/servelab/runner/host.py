@@ -66,10 +66,22 @@ def foreign_engines(own_pids: set[int] | None = None) -> list[ForeignProcess]:
         if own_pids and proc.info["pid"] in own_pids:
             continue
         name = proc.info["name"] or ""
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if any(n in name or n in cmd.split(" ", 1)[0] for n in ENGINE_PROCESS_NAMES):
+        argv = list(proc.info["cmdline"] or [])
+        if is_engine_process(name, argv):
+            cmd = " ".join(argv)
             found.append(ForeignProcess(pid=proc.info["pid"], name=name, cmdline=cmd[:200]))
     return found
+
+
+def is_engine_process(name: str, argv: list[str]) -> bool:
+    """Whether a process is an engine: its name or program (argv[0]'s file name) names one, or
+    it runs an engine's module (``python -m vllm.entrypoints...``). A program that merely lives
+    under an engine's folder (``.../engines/vllm/venv/bin/python -m pip install``) is not."""
+    program = os.path.basename(argv[0]) if argv else ""
+    if any(n in name or n in program for n in ENGINE_PROCESS_NAMES):
+        return True
+    module = next((argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "-m"), "")
+    return any(module == n or module.startswith(n + ".") for n in ENGINE_PROCESS_NAMES)
 
 
 def host_facts() -> Host:

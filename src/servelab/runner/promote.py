@@ -21,6 +21,9 @@ The rule, on the statistics the summary decides on (docs/promotion.md):
 - ``verify`` calls it a regression when any comparison of the re-run against the evidence says
   ``worse``: any decision metric and any of its decision statistics (pooled, mean, p90, ...),
   not only the first.
+- ``verify`` first checks the role's readiness (``runner/readiness.py``, the same checks as
+  ``servelab ready``) and refuses when a finding blocks, unless forced; it holds the machine
+  lock while it runs, so no experiment measures beside it.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 from servelab.analysis.gate_outcomes import evaluate_gates
 from servelab.analysis.settings import settings
 from servelab.engines.registry import find_engine_class
-from servelab.errors import GatesFailed, StoreError, UsageError
+from servelab.errors import EnvironmentProblem, GatesFailed, StoreError, UsageError
 from servelab.report.build import build_report
 from servelab.runner.experiment import validation_message
 from servelab.spec.roles import Registry
@@ -57,6 +60,8 @@ from servelab.userfiles import read_yaml
 
 if TYPE_CHECKING:
     from servelab.runner.lifecycle import Seam
+    from servelab.runner.preflight import MachineLock
+    from servelab.runner.readiness import Readiness
 
 DEFAULT_PORT = 8080
 
@@ -303,6 +308,7 @@ class Verification:
     summary: Summary
     regressions: list[str]
     notes: list[str]
+    readiness: Readiness | None = None  # what the machine looked like before the re-run
 
 
 def _number(value: EffectiveValue) -> float | None:
@@ -310,15 +316,50 @@ def _number(value: EffectiveValue) -> float | None:
 
 
 def verify(registry: Path, role: str, *, requests: int = 12, warmup: int = 2,
-           out: Path | None = None, seam: Seam | None = None) -> Verification:  # fmt: skip
+           out: Path | None = None, seam: Seam | None = None, force: bool = False,
+           lock: MachineLock | None = None) -> Verification:  # fmt: skip
     """Run the promoted configuration briefly and compare it with the promoted evidence
-    (``seam``: the bench's engine factory, clock and preflight; tests pass the replay one)."""
+    (``seam``: the bench's engine factory, clock and preflight; tests pass the replay one).
+
+    Checks readiness first and raises ``EnvironmentProblem`` when a finding blocks, unless
+    ``force`` (the findings are then recorded in the bench run's preflight); holds the machine
+    ``lock`` (default: the cache's) until it returns."""
+    from servelab.runner.preflight import MachineLock
+    from servelab.runner.readiness import check_readiness
+
+    record = load_promotion(registry, role)
+    machine = lock or MachineLock()
+    holder = out.absolute() if out else Path(f"servelab verify {role}")
+    try:
+        readiness = check_readiness(record, lock=machine, hold=True, holder=holder)
+        if not readiness.ready and not force:
+            raise EnvironmentProblem(_not_ready(role, readiness))
+        return _verify(record, role, requests=requests, warmup=warmup, out=out, seam=seam,
+                       readiness=readiness)  # fmt: skip
+    finally:
+        machine.release()
+
+
+def _not_ready(role: str, readiness: Readiness) -> str:
+    first, more = readiness.blocking[0], len(readiness.blocking) - 1
+    also = f" (and {more} more blocking finding(s))" if more else ""
+    return (
+        f"role {role!r} is not ready to verify: {first.detail}{also}; {first.advice}; "
+        f"`servelab ready {role}` lists every finding, or verify anyway with --force"
+    )
+
+
+def _verify(record: PromotionRecord, role: str, *, requests: int, warmup: int,
+            out: Path | None, seam: Seam | None, readiness: Readiness) -> Verification:  # fmt: skip
+    from dataclasses import replace
+
     from servelab.runner.bench import run_bench
     from servelab.runner.compare import compare_runs
+    from servelab.runner.lifecycle import Seam
+    from servelab.runner.readiness import WithReadiness
     from servelab.spec.bench import BenchConfig
     from servelab.spec.engine import EngineConfig
 
-    record = load_promotion(registry, role)
     source = Path(record.run_dir)
     if not (source / "requests.jsonl").exists():
         raise UsageError(
@@ -342,6 +383,9 @@ def verify(registry: Path, role: str, *, requests: int = 12, warmup: int = 2,
         )  # fmt: skip
     except ValidationError as exc:
         raise validation_message(exc, f"promoted configuration of {role!r}") from exc
+    if readiness.blocking:  # forced past them: the bench run records them as its preflight
+        base = seam or Seam()
+        seam = replace(base, preflight=WithReadiness(base.preflight, readiness.blocking))
     bench = run_bench(config, out=out / "bench" if out else None, seam=seam)
     compare_dir = compare_runs(source, bench.run_dir.root, arm_a=record.arm, arm_b="bench",
                                out=out / "compare" if out else None)  # fmt: skip
@@ -354,7 +398,7 @@ def verify(registry: Path, role: str, *, requests: int = 12, warmup: int = 2,
         if promoted and describe.get(key) != promoted:
             notes.append(f"{key} changed since the promotion: {promoted} -> {describe.get(key)}")
     return Verification(role, bench.run_dir.root, compare_dir.root, report.summary,
-                        regressions_of(report.summary), notes)  # fmt: skip
+                        regressions_of(report.summary), notes, readiness)  # fmt: skip
 
 
 def regressions_of(summary: Summary) -> list[str]:

@@ -68,7 +68,7 @@ class ConversationSource:
     ) -> None:
         if not workload.sessions:
             raise ValueError(f"workload {workload.name} has no sessions")
-        self.workload = workload
+        self.workload = workload.with_system(params.system)  # the arm's system prompt
         self.engine = engine
         self.params = params
         self.seed = seed

@@ -1,8 +1,9 @@
 """Each arm's effective configuration, resolved before any request is sent.
 
 Owns the flat ``{field: value}`` the confound guard compares, in the order the manifest records
-it: the engine-neutral keys (engine kind, sampling, output limit, workload hash, cache settings,
-slots, the environment passed to the engine), then what the engine class says about itself
+it: the engine-neutral keys (engine kind, sampling, output limit, workload hash and the system
+prompt variant the arm sends, ``<variant> sha256:<hex>``, cache settings, slots, the
+environment passed to the engine), then what the engine class says about itself
 (``Engine.effective_config``: for llama.cpp, the full argument list with every option made
 explicit, the binary, its sha256 and build, the model file and its sha256). Nothing is started
 and no port is chosen; this module never names a concrete engine.
@@ -38,6 +39,7 @@ def effective_config(
         "ignore_eos": arm.ignore_eos,
         "workload.name": workload.name,
         "workload.hash": workload.content_hash,
+        "workload.system": workload.system_label(arm.system_prompt),
         "prefix_cache": c.prefix_cache,
         "unique_prefix": c.unique_prefix,
         "chunk_timings": c.chunk_timings,

@@ -77,6 +77,11 @@ class Override(BaseModel):
     prefix_cache: bool | None = None
     max_tokens: MaxTokens | None = None
     temperature: float | None = Field(default=None, ge=0.0)
+    system_prompt: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="one of the workload's named system prompts (its systems, or default)",
+    )
     engine: EngineKind | None = Field(
         default=None, description="run this arm on another engine kind (cross-engine A/B)"
     )
@@ -398,6 +403,7 @@ class ArmConfig:
     seed: int
     ignore_eos: bool
     declared: tuple[str, ...]
+    system_prompt: str | None = None  # the workload's system prompt variant (None: its own)
 
 
 def _strip_flags(flags: tuple[str, ...], aliases: tuple[str, ...]) -> tuple[str, ...]:
@@ -455,4 +461,5 @@ def resolve_arm(spec: ExperimentSpec, arm: Arm) -> ArmConfig:
         seed=base.sampling.seed,
         ignore_eos=base.length_matched,
         declared=arm.declared,
+        system_prompt=o.system_prompt,
     )

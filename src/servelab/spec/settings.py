@@ -62,10 +62,10 @@ ENGINE_FIELDS = (
 )  # fmt: skip
 
 
-_MODEL_FIELDS = (
-    "model.path", "model.sha256", "llama.model", "model.weights", "model.chat_template_sha256",
-    "model.synthetic", "model.draft_sha256",
-)  # fmt: skip
+# What the `model` setting declares: which file is loaded. What else differs between two models
+# (quantisation, chat template, a synthetic model's marker) is *not* declared by it: the guard
+# lists those fields so the user declares each one knowingly (examples/moe-vs-dense.yaml).
+_MODEL_FIELDS = ("model.path", "model.sha256", "llama.model", "model.draft_sha256")
 SETTINGS: dict[str, Setting] = {
     "spec_type": _flag("--spec-type"),
     "draft_n_max": _flag("--spec-draft-n-max"),
@@ -118,6 +118,9 @@ SETTINGS: dict[str, Setting] = {
     "quantization": _vllm("--quantization"),
     "max_tokens": Setting(field="max_tokens", fields=("max_tokens",)),
     "temperature": Setting(field="temperature", fields=("sampling.temperature",)),
+    # One of the workload's named system prompts (its `systems`, or `default`: its own
+    # `system`); every engine takes it, as it rides on the requests, not on the engine.
+    "system_prompt": Setting(field="system_prompt", fields=("workload.system",)),
 }
 ENGINE_CONFIG_FIELDS = {"model", "binary", "prefix_cache", "kind"}
 # vLLM options that are switches: written as --X or --no-X.

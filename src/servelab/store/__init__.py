@@ -48,6 +48,14 @@ Format changes (readers accept every older version):
   runs without it read as not recorded. Effective configurations gain ``model.format``,
   ``model.weights``, ``model.chat_template_sha256`` and ``sampling.engine_defaults`` (llama.cpp
   and vLLM), and ``vllm.*`` for vLLM arms; resume ignores keys the run did not record.
+- 2026-12-01, manifest 2 (additive): an import whose rows name what each prompt expected
+  records ``workload`` ({name, version, content_hash, prompts}, as experiments and benches do)
+  and stores the workload it derived as ``inputs/workload.json`` (``RunDir.workload``);
+  ``servelab report`` scores against a run's stored workload (when its hash is the recorded
+  one) before loading one by name. An import's ``source`` may hold ``gates`` (rules, as an
+  experiment's ``spec.gates.rules``) and ``gates_require`` (arms besides the baseline that must
+  pass them), given with ``servelab import --gate/--require``. Each is written only when it has
+  a value: runs without them read, and report, as before.
 """
 
 from servelab.store.manifest import (

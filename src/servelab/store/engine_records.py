@@ -2,11 +2,12 @@
 prefix cache (``summary.json``'s ``spec_decode`` and ``prefix_cache``, docs/summary-json.md).
 
 Owns ``SpecDecodeRecord`` (one per arm that speculated, the same fields whichever engine ran:
-counter deltas for vLLM, per-request ``draft_n`` / ``draft_accepted`` for llama.cpp) and
-``PrefixCacheRecord`` with its ``PrefixCacheBlock`` per block. Frozen dataclasses written by
-``store.summary.to_jsonable`` (fields in declaration order, ``OMIT_NONE`` keys left out when
-None) and read back through the summary's validators. Pure: no files; ``analysis.spec_decode``
-computes them.
+counter deltas for vLLM, per-request ``draft_n`` / ``draft_accepted`` for llama.cpp, then also
+the distribution of acceptance over requests, ``RequestAcceptance``, with the first requests
+listed as ``RequestDrafts``) and ``PrefixCacheRecord`` with its ``PrefixCacheBlock`` per
+block. Frozen dataclasses written by ``store.summary.to_jsonable`` (fields in declaration
+order, ``OMIT_NONE`` keys left out when None) and read back through the summary's validators.
+Pure: no files; ``analysis.spec_decode`` computes them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,44 @@ FigureSource = Literal["metrics", "requests"]  # counter deltas / per-request ro
 
 
 @dataclass(frozen=True, slots=True)
+class RequestDrafts:
+    """One trial request's drafting as the engine reported it (llama.cpp's ``timings``):
+    ``acceptance_rate`` = accepted / draft tokens, None when it drafted nothing."""
+
+    block: int
+    prompt_id: str
+    draft_tokens: int
+    accepted_tokens: int
+    acceptance_rate: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAcceptance:
+    """Acceptance per request over an arm's trial requests that reported drafts.
+
+    ``n_requests``: those requests; ``n_no_draft``: those that drafted nothing (their
+    acceptance is undefined, so they are counted, not averaged in) and ``no_draft_share`` =
+    n_no_draft / n_requests. ``min`` .. ``max``: quartiles (numpy's linear interpolation) of
+    accepted / draft tokens per request over the ``n_requests - n_no_draft`` that drafted (None
+    when none did). ``listed``: the first requests in run order (block, then send order), at
+    most ``REQUESTS_LISTED``; the rest are in the figures above and in requests.jsonl.
+    """
+
+    n_requests: int
+    n_no_draft: int
+    no_draft_share: float
+    min: float | None
+    q1: float | None
+    median: float | None
+    q3: float | None
+    max: float | None
+    listed: tuple[RequestDrafts, ...]
+
+
+REQUESTS_LISTED = 12  # per arm; a summary stays small however long the run
+
+
+@dataclass(frozen=True, slots=True)
 class SpecDecodeRecord:
     """One arm's speculative decoding over its trial blocks.
 
@@ -25,10 +64,11 @@ class SpecDecodeRecord:
     per draft, ``tokens_per_step`` = that + 1 (the verified step's own token);
     ``per_position[i]`` = drafts whose token at position i (0: the first draft token) was
     accepted / drafts. Without a draft count (llama.cpp rows with no counters) the figures per
-    draft are None and ``per_position`` is empty.
+    draft are None and ``per_position`` is empty. ``per_request`` (source "requests" only):
+    acceptance per request, its distribution and the first requests.
     """
 
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"n_requests"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"n_requests", "per_request"})
 
     source: FigureSource
     drafts: int | None
@@ -40,6 +80,7 @@ class SpecDecodeRecord:
     per_position: tuple[float, ...]
     n_blocks: int
     n_requests: int | None = None  # rows that reported drafts (source "requests")
+    per_request: RequestAcceptance | None = None  # source "requests"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,4 +111,12 @@ class PrefixCacheRecord:
     blocks: tuple[PrefixCacheBlock, ...]
 
 
-__all__ = ["FigureSource", "PrefixCacheBlock", "PrefixCacheRecord", "SpecDecodeRecord"]
+__all__ = [
+    "REQUESTS_LISTED",
+    "FigureSource",
+    "PrefixCacheBlock",
+    "PrefixCacheRecord",
+    "RequestAcceptance",
+    "RequestDrafts",
+    "SpecDecodeRecord",
+]

@@ -245,6 +245,10 @@ class ImportSource(Record):
     references: ReferencesFile | None = None
     # source columns the user declared as differing between compared arms (``--declare``)
     declared: tuple[str, ...] = ()
+    # the import's gates (``--gate`` rules, spec/gates.py) and the arms besides the baseline
+    # that must pass them (``--require``); an experiment keeps its own in ``spec.gates``
+    gates: tuple[str, ...] = ()
+    gates_require: tuple[str, ...] = ()
 
 
 class StopRule(Record):

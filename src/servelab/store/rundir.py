@@ -40,6 +40,11 @@ class RunDir:
     def summary(self) -> Path:
         return self.root / "summary.json"
 
+    @property
+    def workload(self) -> Path:
+        """The workload a run stored in its directory (an import's, derived from its rows)."""
+        return self.root / "inputs" / "workload.json"
+
     def engine_log(self, arm: str) -> Path:
         return self.root / f"engine-{arm_stem(arm)}.log"
 

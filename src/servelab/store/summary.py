@@ -22,6 +22,7 @@ from typing import ClassVar, Literal, Self, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
 
+from servelab.stats.batch_fit import BatchFit, BatchFitPoint
 from servelab.stats.capacity import CapacitySection, GoodputLevel
 
 # One definition each, in the pure core: k of n with its Wilson interval; one metric over the
@@ -357,7 +358,7 @@ class Summary(_Record):
 
     OMIT_NONE: ClassVar[frozenset[str]] = frozenset(
         {"theory", "quality", "gates", "gates_required", "gates_failed", "references", "prompts",
-         "capacity", "spec_decode", "prefix_cache"}
+         "capacity", "spec_decode", "prefix_cache", "batch_fit"}
     )  # fmt: skip
 
     schema_version: int
@@ -387,6 +388,7 @@ class Summary(_Record):
     capacity: CapacitySection | None = None  # with SLOs: goodput per level, capacity per arm
     spec_decode: dict[str, SpecDecodeRecord] | None = None  # arms that speculated
     prefix_cache: dict[str, PrefixCacheRecord] | None = None  # arms caching or with hits
+    batch_fit: dict[str, BatchFit] | None = None  # sweeps of 3+ levels: the batch cost fit
 
     def arm_order(self) -> list[str]:
         """Arms, baseline first."""
@@ -472,6 +474,8 @@ __all__ = [
     "SUMMARY_SCHEMA_VERSION",
     "ArmPrediction",
     "ArmSummary",
+    "BatchFit",
+    "BatchFitPoint",
     "BenchSummary",
     "Comparison",
     "Confound",

@@ -67,6 +67,27 @@ def verify_cost(
     return t_many / t_one
 
 
+def draft_step_cost(
+    target: Architecture, draft: Architecture, *, position: int, type_k: CacheType,
+    type_v: CacheType, hw: Hardware | None = None,
+) -> float:  # fmt: skip
+    """c without a calibration: one decode step of the ``draft`` model / one of the
+    ``target``, each timed by the roofline on one machine: its bytes (weights, output head and
+    KV at ``position``) over bandwidth, or with ``hw`` its FLOPs over peak when that is longer.
+    Fixed per-step costs are left out, so a small draft on a machine dominated by them costs
+    more than this says (``servelab calibrate`` measures c instead)."""
+
+    def step_time(arch: Architecture) -> float:
+        b = step_bytes(arch, batch=1, position=position, type_k=type_k, type_v=type_v)
+        if hw is None:
+            return b.total_bytes
+        return max(
+            b.total_bytes / hw.bandwidth_bytes_s, flops_per_token(arch, position) / hw.flops_s
+        )
+
+    return step_time(draft) / step_time(target)
+
+
 def speedup(accept: float, k: int, r: float, c: float) -> float:
     """t / (r + K c)."""
     return expected_tokens(accept, k) / (r + k * c)

@@ -10,6 +10,7 @@ The only I/O in this package is reading the one workload file asked for.
 
 from servelab.workloads.loader import list_builtin, load_trace, load_workload, parse_workload
 from servelab.workloads.schema import (
+    DEFAULT_SYSTEM,
     SCHEMA_VERSION,
     SCHEMA_VERSIONS,
     ArgExpectation,
@@ -26,6 +27,7 @@ from servelab.workloads.schema import (
 )
 
 __all__ = [
+    "DEFAULT_SYSTEM",
     "SCHEMA_VERSION",
     "SCHEMA_VERSIONS",
     "ArgExpectation",

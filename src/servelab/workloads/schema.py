@@ -4,8 +4,10 @@ Owns the pydantic models of a workload file (``Workload``, ``PromptItem``, ``Too
 ``Expectation``, ``ArgExpectation``, ``Message``, and from schema_version 2 the multi-turn
 ``Session`` with its ``Turn``s and scripted ``ToolResult``s), the rules between them (the
 helpers that read several models live in ``checks``), the canonical JSON form and its
-``sha256:`` content hash, and the views a client needs: the chat messages and the OpenAI tool
-dicts offered with one prompt or session. Building a session's next request from the model's
+``sha256:`` content hash, the named alternative system prompts (``systems``: the variants an
+arm's ``system_prompt`` setting picks, and the label each run records for its choice), and the
+views a client needs: the chat messages and the OpenAI tool dicts offered with one prompt or
+session. Building a session's next request from the model's
 replies is ``conversation``'s.
 
 Must not: read files (that is ``loader``), speak HTTP, score replies (that is ``scoring/``), or
@@ -42,6 +44,9 @@ _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 _TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _LANG_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 _VERSION_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+SYSTEM_VARIANT_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+DEFAULT_SYSTEM = "default"
+"""The variant name that means the workload's own ``system`` (reserved: not a ``systems`` key)."""
 
 
 class Message(BaseModel):
@@ -280,6 +285,7 @@ class Workload(BaseModel):
     description: str
     tools: list[Tool] = []
     system: str | None = None
+    systems: dict[str, str] = {}
     prompts: list[PromptItem] = []
     sessions: list[Session] = []
 
@@ -300,6 +306,21 @@ class Workload(BaseModel):
             raise ValueError(f'version must be a string; quote it: version: "{value}"')
         if isinstance(value, str) and re.fullmatch(_VERSION_PATTERN, value) is None:
             raise ValueError(f'version {value!r} must be dotted numbers like "1.0"')
+        return value
+
+    @field_validator("systems")
+    @classmethod
+    def _system_variants(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if name == DEFAULT_SYSTEM:
+                raise FieldProblem(
+                    (name,), f"'{DEFAULT_SYSTEM}' is reserved for the workload's own system; "
+                    "give it under system, or rename the variant",
+                )  # fmt: skip
+            if re.fullmatch(SYSTEM_VARIANT_PATTERN, name) is None:
+                raise FieldProblem((name,), "a variant name is lower case, digits, _ and -")
+            if not text.strip():
+                raise FieldProblem((name,), "the system prompt is empty; write its text")
         return value
 
     @model_validator(mode="after")
@@ -359,6 +380,42 @@ class Workload(BaseModel):
         instance dict, so a cached value would survive an update and go stale.
         """
         return "sha256:" + hashlib.sha256(self.canonical_json.encode("utf-8")).hexdigest()
+
+    @property
+    def system_variants(self) -> tuple[str, ...]:
+        """The names an arm's ``system_prompt`` may take: ``default`` (the workload's own
+        ``system``), then the ``systems`` in file order."""
+        return (DEFAULT_SYSTEM, *self.systems)
+
+    def system_for(self, variant: str | None) -> str | None:
+        """The system prompt text ``variant`` selects: a ``systems`` entry, or the workload's
+        own ``system`` for None or ``default``. Raises ``ValueError`` naming the variants."""
+        if variant is None or variant == DEFAULT_SYSTEM:
+            return self.system
+        if variant not in self.systems:
+            raise ValueError(
+                f"system_prompt '{variant}' is not a system prompt of workload {self.name} "
+                f"(it has: {', '.join(self.system_variants)}); use one of those, or add it "
+                "under the workload's systems"
+            )
+        return self.systems[variant]
+
+    def system_label(self, variant: str | None) -> str | None:
+        """What a run records for ``variant`` (``workload.system``): its name and the sha256
+        of its text, ``full sha256:<hex>``; None when it selects no system prompt at all."""
+        text = self.system_for(variant)
+        if text is None:
+            return None
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return f"{variant or DEFAULT_SYSTEM} sha256:{digest}"
+
+    def with_system(self, system: str | None) -> Workload:
+        """This workload with ``system`` as its system prompt (an arm's variant); itself when
+        ``system`` is None or already its own. Prompts and sessions with a system message of
+        their own keep it, as they do with the workload's ``system``."""
+        if system is None or system == self.system:
+            return self
+        return self.model_copy(update={"system": system})
 
     def chat_messages(self, item: PromptItem) -> list[dict[str, str]]:
         """The chat messages for ``item``: the workload system prompt, unless the item has its
