@@ -100,8 +100,13 @@ def test_each_k_has_a_verdict_and_theory_beside_it(run: Path) -> None:
     assert {arm for arm, _ in decode} == {"baseline-again", *KS}
     assert {stat for _, stat in decode} == {"median", "pooled"}  # the example's statistics
     assert all(c["baseline"] == "baseline" and c["verdict"] in VERDICTS for c in decode.values())
-    for stat in ("median", "pooled"):  # the A/A control
-        assert decode["baseline-again", stat]["verdict"] in ("no_difference", "inconclusive")
+    for stat in ("median", "pooled"):  # the A/A control: the same configuration twice
+        # its honest verdicts are no_difference or inconclusive, but a 95 % interval misses
+        # by design in about 1 run in 20 per statistic (more on a busy machine, whose stalls
+        # come in runs), so the test asks what no run of identical arms may break: a ratio
+        # near 1.
+        aa = decode["baseline-again", stat]
+        assert 1 / 1.15 <= aa["ratio"] <= 1.15, aa
     for arm, k in KS.items():
         spec = summary["theory"]["arms"][arm]["spec"]
         assert spec["spec_type"] == "draft-simple" and abs(spec["mean_draft_length"] - k) <= 1

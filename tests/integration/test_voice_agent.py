@@ -9,6 +9,7 @@ zh-TW commands and English commands (the workload interleaves them).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,12 @@ def test_the_arms_differ_only_in_the_declared_system_prompt(run: Path) -> None:
     labels = {arm: manifest["arms"][arm]["effective"]["workload.system"] for arm in ARMS}
     assert labels[ARMS[0]].startswith("stub sha256:")
     assert labels[ARMS[1]].startswith("full sha256:")
+    # the template served is the example's file, not the GGUF's own: its text is what is hashed
+    template = REPO / "examples" / "templates" / "qwen2.5-coder-tools-json.jinja"
+    digest = hashlib.sha256(template.read_bytes()).hexdigest()
+    assert {manifest["arms"][a]["effective"]["model.chat_template_sha256"] for a in ARMS} == {
+        digest
+    }
 
 
 def test_a_real_reply_is_scored_a_correct_tool_call(run: Path) -> None:

@@ -111,6 +111,54 @@ def test_an_engine_crash_ends_the_bench_crashed(tmp_path: Path) -> None:
     assert len(rows) == 4 and rows[-1]["outcome"] == "truncated_stream"
 
 
+def test_blocks_repeat_the_bench_on_fresh_engine_starts(tmp_path: Path) -> None:
+    """``blocks`` > 1: each block on its own start with its own warm-up, the prompts rotated
+    as an experiment's rounds rotate them, the counters summed over the starts."""
+    out = tmp_path / "b"
+    seen: list[Stage] = []
+    result = run_bench(config(requests=2, warmup=1, blocks=3), out,
+                       seam=make_seam(ReplayLab(), on_stage=seen.append))  # fmt: skip
+    rows = read_jsonl(out / "requests.jsonl").rows
+    assert [(r["phase"], r["block"]) for r in rows] == [
+        (phase, b) for b in range(3) for phase in ("warmup", "trial", "trial")
+    ]
+    trials = [r["prompt_id"] for r in rows if r["phase"] == "trial"]
+    assert len(set(trials)) == 6, trials  # blocks 1 and 2 ask the next prompts, not block 0's
+    assert seen.count(Stage.LAUNCH) == 3 and result.summary.arms["bench"].n_ok == 6
+    m = manifest(out)
+    assert [s["block"] for s in m["arms"]["bench"]["starts"]] == [0, 1, 2]
+    assert m["arms"]["bench"]["describe"] == m["arms"]["bench"]["starts"][0]["describe"]
+    deltas = json.loads((out / "metrics" / "bench-deltas.json").read_text())["counter_deltas"]
+    assert deltas["replay:requests_total"] == 6  # 2 measured per start, warm-ups left out
+    assert (out / "metrics" / "bench-b2-after.json").exists()
+
+
+def test_blocks_with_an_open_loop_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "--engine", "replay", "--model", str(STREAMS), "--rate", "2", "--blocks",
+            "2", "--quiet", "--out", str(tmp_path / "x")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--blocks repeats a closed-loop bench" in err[0], err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_named_system_prompt_replaces_the_workloads_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "s"
+    run_bench(config(workload="voice-agent", system_prompt="stub", requests=1, warmup=0), out,
+              seam=make_seam(ReplayLab()))  # fmt: skip
+    assert read_jsonl(out / "requests.jsonl").rows[0]["outcome"] == "ok"
+    argv = ["bench", "--engine", "replay", "--model", str(STREAMS), "-w", "voice-agent",
+            "--system-prompt", "ful", "--quiet", "--out", str(tmp_path / "x")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--system-prompt: system_prompt 'ful'" in err[0], err
+    assert "(it has: default, stub, full)" in err[0]
+
+
 def test_the_bench_command_runs_on_the_replay_engine(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

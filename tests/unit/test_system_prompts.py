@@ -176,6 +176,26 @@ def test_each_arm_records_its_variant_and_sends_its_text(tmp_path: Path) -> None
     assert i.check_confounds(()) == []  # declared by the setting
 
 
+def test_a_workload_without_variants_records_no_system_field_as_released_runs(
+    tmp_path: Path,
+) -> None:
+    """Released runs' effective configurations have no ``workload.system``: a workload
+    without ``systems`` (its one system prompt is in ``workload.hash``) keeps them identical."""
+    plain = WORKLOAD.replace(
+        "systems:\n  terse: Answer in three words.\n  kind: Answer kindly.\n", ""
+    )
+    assert "systems" not in plain
+    workload = write(tmp_path, "plain.yaml", plain)
+    arms = "arms:\n  a: {}\n  b: {}"
+    i = ExperimentInputs.load(write(tmp_path, "spec.yaml", spec_text(str(workload), arms)))
+    assert "workload.system" not in i.effective["a"]
+    keys = list(i.effective["a"])
+    assert keys[keys.index("workload.hash") + 1] == "prefix_cache"
+    with_variants = inputs(tmp_path, "arms:\n  a: {}\n  b: {}")
+    keys = list(with_variants.effective["a"])
+    assert keys[keys.index("workload.hash") + 1] == "workload.system"
+
+
 def test_an_undeclared_system_difference_is_refused_by_the_guard(tmp_path: Path) -> None:
     i = inputs(tmp_path, "arms:\n  a: {}\n  b: {system_prompt: kind}")
     with pytest.raises(ConfoundError, match=r"differ in workload\.system \(a: default sha256:"):

@@ -53,7 +53,13 @@ def bench(
     bind: str = typer.Option("127.0.0.1", "--bind", help=BIND_HELP),
     host: str | None = typer.Option(None, "--host", hidden=True, help="refused: use --bind"),
     workload: str = typer.Option("chat-tools", "--workload", "-w", help="built-in name or file"),
-    requests: int = typer.Option(20, "--requests", "-n", help="measured requests"),
+    system_prompt: str | None = typer.Option(
+        None, "--system-prompt", help="one of the workload's named system prompts (systems:)"
+    ),
+    requests: int = typer.Option(20, "--requests", "-n", help="measured requests (per block)"),
+    blocks: int = typer.Option(
+        1, "--blocks", help="closed loop: repeat on this many fresh engine starts (default 1)"
+    ),
     concurrency: int = typer.Option(1, "--concurrency", "-c", help="requests in flight"),
     rate: float | None = typer.Option(
         None, "--rate", help="open loop: requests per second, sent on schedule (seeded by --seed)"
@@ -102,8 +108,9 @@ def bench(
         engine=engine, model=model, flags=_split_flags(flags), endpoint=endpoint,
         api_key_env=api_key_env, binary=binary, port=port, bind=bind, prefix_cache=prefix_cache,
         unique_prefix=unique_prefix, chunk_timings=chunk_timings, workload=workload,
-        requests=requests, concurrency=concurrency, warmup=warmup, max_tokens=max_tokens,
-        temperature=temperature, seed=seed, ignore_eos=ignore_eos, name=name,
+        system_prompt=system_prompt,
+        requests=requests, blocks=blocks, concurrency=concurrency, warmup=warmup,
+        max_tokens=max_tokens, temperature=temperature, seed=seed, ignore_eos=ignore_eos, name=name,
         request_timeout_s=timeout, max_failure_rate=max_failure_rate, rate=rate, arrival=arrival,
         burstiness=burstiness, max_concurrency=max_concurrency, slos=tuple(slo or ()),
         trace=trace, time_scale=time_scale,

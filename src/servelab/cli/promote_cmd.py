@@ -48,7 +48,12 @@ def roles(registry: Path | None = typer.Option(None, "--registry", help=REGISTRY
 def verify(
     role: str = typer.Argument(..., help="the role whose promoted configuration to re-run"),
     registry: Path | None = typer.Option(None, "--registry", help=REGISTRY_HELP),
-    requests: int = typer.Option(12, "--requests", "-n", help="measured requests"),
+    requests: int = typer.Option(
+        12, "--requests", "-n", help="measured requests in all, split over the blocks"
+    ),
+    blocks: int = typer.Option(
+        3, "--blocks", help="fresh engine starts to split them over (2 or more for a verdict)"
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="directory for the new runs"),
     force: bool = typer.Option(
         False, "--force", help="verify even when a readiness finding blocks (it is recorded)"
@@ -56,7 +61,8 @@ def verify(
 ) -> None:
     from servelab.cli.ready_cmd import not_ready_lines
 
-    result = do_verify(registry_path(registry), role, requests=requests, out=out, force=force)
+    result = do_verify(registry_path(registry), role, requests=requests, blocks=blocks, out=out,
+                       force=force)  # fmt: skip
     console = Console()
     if result.readiness is not None:
         for line in not_ready_lines(result.readiness):

@@ -77,6 +77,12 @@ def print_verdicts(report: Report, console: Console | None = None) -> None:
     console.print(f"        {report.markdown}", markup=False, highlight=False)
 
 
+RAY_HELP = (
+    "spread the blocks over a Ray cluster: local:N (N worker nodes on this machine) or "
+    "HOST:PORT of a running one (needs servelab[ray])"
+)
+
+
 def run(
     spec: Path = typer.Argument(..., help="experiment spec (YAML)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="run directory to create"),
@@ -89,9 +95,10 @@ def run(
         "--max-foreign-cpu",
         help="preflight: share of the machine another process may use",
     ),
+    ray: str | None = typer.Option(None, "--ray", help=RAY_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
-    inputs = ExperimentInputs.load(spec)  # read and resolved once, here
+    inputs = ExperimentInputs.load(spec, ray)  # read and resolved once, here
     parsed = inputs.spec
     warn_bind(arm.engine for arm in inputs.arms.values())
     levels = len(parsed.rate_levels or parsed.concurrency_levels)
@@ -121,10 +128,13 @@ def resume(
     run_dir: Path = typer.Argument(..., help="run directory of an unfinished experiment"),
     force: bool = typer.Option(False, "--force", help="resume although preflight found problems"),
     max_foreign_cpu: float = typer.Option(DEFAULT_MAX_FOREIGN_CPU, "--max-foreign-cpu"),
+    ray: str | None = typer.Option(
+        None, "--ray", help="continue on this Ray cluster (default: the one the run recorded)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
     result = resume_experiment(
-        run_dir, force=force, max_foreign_cpu=max_foreign_cpu,
+        run_dir, ray=ray, force=force, max_foreign_cpu=max_foreign_cpu,
         reporter=NullReporter() if quiet else ExperimentReporter(0),
     )  # fmt: skip
     _finish(result)

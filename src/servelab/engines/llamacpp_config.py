@@ -12,6 +12,7 @@ refusal of flags that set the host or port (servelab's). Starts no server and bi
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -159,7 +160,8 @@ def effective_llama_config(config: EngineConfig, arm_name: str) -> EffectiveEngi
         "model.sha256": model.sha256,
         "model.format": "gguf",
         "model.weights": gguf.quantisation if gguf else None,
-        "model.chat_template_sha256": gguf.chat_template_sha256 if gguf else None,
+        "model.chat_template_sha256": _template_file_sha256(canon.values.get("chat-template-file"))
+        or (gguf.chat_template_sha256 if gguf else None),
         "sampling.engine_defaults": " ".join(
             f"{k}={_first(canon.values[k])}" for k in SAMPLER_OPTIONS if k in canon.values
         ),
@@ -184,6 +186,19 @@ def _draft_sha256(value: object) -> str | None:
     path = Path(value).expanduser()
     try:
         return file_sha256(path) if path.is_file() else None
+    except OSError:
+        return None
+
+
+def _template_file_sha256(value: object) -> str | None:
+    """The sha256 of the text of the chat template file an arm serves with
+    (``--chat-template-file``, which replaces the GGUF's own), None when it names none. Its
+    text, not its path: an edited file is a different template."""
+    if not isinstance(value, str) or value in ("", "(default)", "none"):
+        return None
+    path = Path(value).expanduser()
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
     except OSError:
         return None
 

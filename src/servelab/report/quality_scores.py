@@ -112,6 +112,37 @@ def _join(parts: dict[str, Path], target: Path) -> None:
     tmp.replace(target)
 
 
+def unscored_notes(rows: Sequence[Row], workload: Workload | None) -> list[str]:
+    """One note per arm with failed trial requests: they have no reply, so no score, and the
+    rates cover only the replies that arrived. A failure can be the model's (llama-server
+    answers HTTP 500 when it cannot parse a reply as a tool call) or the engine's; the note
+    says how many fell on prompts that expect a tool call, so a reader can bound the rates."""
+    items = workload.scoring_items() if workload is not None else {}
+    expects = {k: v.expect.kind for k, v in items.items()}
+    tool_workload = any(kind != "text" for kind in expects.values())
+    failed: dict[str, list[Row]] = {}
+    for row in rows:
+        if row.get("phase") == "trial" and row.get("outcome") != "ok":
+            failed.setdefault(str(row.get("arm")), []).append(row)
+    notes = []
+    for arm, lost in failed.items():
+        outcomes: dict[str, int] = {}
+        for r in lost:
+            outcomes[str(r.get("outcome"))] = outcomes.get(str(r.get("outcome")), 0) + 1
+        what = ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+        kinds = [expects.get(str(r.get("prompt_id"))) for r in lost]
+        on = ""
+        if tool_workload:
+            on = (f", {kinds.count('tool')} on prompts that expect a tool call, "
+                  f"{kinds.count('no_tool')} on prompts that must not call one")  # fmt: skip
+        notes.append(
+            f"{arm}: {len(lost)} failed trial request(s) not scored ({what}{on}); its rates "
+            "cover the replies that arrived, so a failure that was the model's (a reply the "
+            "engine could not parse) is missing from them: read the rates with the failures"
+        )
+    return notes
+
+
 def score_run(facts: RunFacts, rows: Sequence[Row], run_root: Path, baseline: str | None,
               workload: Workload | None = None) -> ScoredRun:  # fmt: skip
     """Score the run's replies, write quality/scores.jsonl (when the baseline has scores) and
@@ -121,6 +152,7 @@ def score_run(facts: RunFacts, rows: Sequence[Row], run_root: Path, baseline: st
     qdir.mkdir(exist_ok=True)
     tallies, parts = _score_to_files(rows, workload, facts.max_tokens, qdir)
     notes = [note] if note else []
+    notes.extend(unscored_notes(rows, workload))
     try:
         if tallies and (baseline or next(iter(tallies), "")) in tallies:
             _join(parts, qdir / "scores.jsonl")

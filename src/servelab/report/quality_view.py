@@ -161,7 +161,7 @@ def quality_blocks(q: QualitySection | None) -> tuple[Block, ...]:
     return tuple(blocks)
 
 
-def _fmt_gate(v: object) -> str:
+def fmt_gate(v: object) -> str:
     if isinstance(v, bool) or not isinstance(v, int | float):
         return "-"
     return f"{v:.4g}"
@@ -184,8 +184,8 @@ def gates_blocks(summary: Summary) -> tuple[Block, ...]:
                 continue
             lo, hi = res.interval
             mark = "PASS" if res.passed else "FAIL"
-            cells.append(f"{mark}: {_fmt_gate(res.value)} [{_fmt_gate(lo)}, "
-                         f"{_fmt_gate(hi)}] vs {_fmt_gate(res.threshold)}")  # fmt: skip
+            cells.append(f"{mark}: {fmt_gate(res.value)} [{fmt_gate(lo)}, "
+                         f"{fmt_gate(hi)}] vs {fmt_gate(res.threshold)}")  # fmt: skip
         rows.append((rule, *cells))
     required = ", ".join(summary.gates_required or ())
     failed = summary.gates_failed or ()

@@ -1,7 +1,9 @@
 """``servelab bench``: one configuration, one workload, measured end to end.
 
-A bench is a one-arm experiment of one block: it goes through the same lifecycle, block
-executor, error mapping and seam as ``servelab run`` (``runner/lifecycle.py``), and its manifest
+A bench is a one-arm experiment of one block (``blocks`` > 1: that many, each on a fresh
+engine start, for comparisons that resample blocks, as ``servelab verify``'s): it goes through
+the same lifecycle, block executor, error mapping and seam as ``servelab run``
+(``runner/lifecycle.py``), and its manifest
 lists the stages it passed (``LIFECYCLE``, tested): preflight -> launch -> healthy -> describe
 -> warmup -> measure -> scrape -> stop -> summarize. Every request row is written and flushed
 as it completes; the engine is stopped on every exit path, including Ctrl-C and a crash of the
@@ -23,6 +25,7 @@ from servelab.analysis.engine_facts import counter_names, identity_engine
 from servelab.engines.base import Engine
 from servelab.engines.prom import MetricsSnapshot, counter_deltas
 from servelab.engines.registry import engine_class
+from servelab.errors import UsageError
 from servelab.records import Phase
 from servelab.runner.block_jobs import BlockWork, trace_work, workload_work
 from servelab.runner.drive import MAX_READERS, RequestParams
@@ -48,6 +51,7 @@ from servelab.runner.progress import NullReporter, Reporter
 from servelab.spec.bench import BenchConfig
 from servelab.store import (
     ArmEntry,
+    EngineStart,
     Manifest,
     PreflightFinding,
     RunStatus,
@@ -84,7 +88,8 @@ class _Bench:
         self.seam = seam
         self.lifecycle = Lifecycle(BENCH_RECORDS, seam)
         self.lifecycle.enter(Stage.LOAD)
-        self.workload: Workload = load_workload(config.workload)
+        self.workload: Workload = with_variant(load_workload(config.workload),
+                                               config.system_prompt)  # fmt: skip
         self.trace: Trace | None = load_trace(config.trace) if config.trace else None
         self.lifecycle.enter(Stage.RESOLVE)
         self.cls = engine_class(config.engine.kind)
@@ -106,7 +111,17 @@ class _Bench:
         write_manifest(self.run, self.manifest)
 
     def described(self, start: EngineStarted) -> None:
-        self.manifest = self.manifest.with_arm_describe(ARM, as_json_object(start.describe))
+        """The engine's own description: ``describe`` is the first start's; with ``blocks``
+        > 1 every start is also listed under ``starts``, as an experiment lists them."""
+        m, describe = self.manifest, as_json_object(start.describe)
+        if self.config.blocks > 1:
+            m = m.with_start(ARM, EngineStart(
+                block=start.block, concurrency=start.concurrency, t_unix_s=start.t_unix_s,
+                describe=describe,
+            ))  # fmt: skip
+        if start.block == 0:
+            m = m.with_arm_describe(ARM, describe)
+        self.manifest = m
         self.write_manifest("running")
 
     def start_manifest(self, findings: list[Finding]) -> None:
@@ -124,23 +139,26 @@ class _Bench:
         )  # fmt: skip
         self.write_manifest("starting")
 
-    def block(self) -> Block:
+    def block(self, index: int = 0) -> Block:
+        """Block ``index`` (``blocks`` > 1: each on a fresh engine start, the prompts rotated
+        as an experiment's rounds rotate them)."""
         cfg = self.config
         params = RequestParams(cfg.max_tokens, cfg.temperature, cfg.seed, cfg.ignore_eos)
-        work = self.work(params)
+        work = self.work(params, index)
         trials = work.trials
         load = cfg.open_loop
         offsets = work.offsets_s
         if load is not None:
             offsets = tuple(load.offsets(len(trials), np.random.default_rng(cfg.seed)).tolist())
         in_flight = f"({cfg.concurrency} in flight)"
+        of = f" block {index + 1}/{cfg.blocks}" if cfg.blocks > 1 else ""
         return Block(
             ArmRun(ARM, self.engine_config, params),
-            0,
+            index,
             cfg.concurrency if offsets is None else cfg.max_concurrency or 0,  # open: 0 = no cap
             trials,
             restart=True,
-            label=f"{Phase.TRIAL} {load_label(cfg) or in_flight}",
+            label=f"{Phase.TRIAL}{of} {load_label(cfg) or in_flight}",
             warmup_label=f"{Phase.WARMUP} {in_flight}",
             warmup_concurrency=cfg.concurrency,  # every slot warms up, as before
             rate_rps=cfg.rate,
@@ -149,29 +167,38 @@ class _Bench:
             source=work.source,
         )
 
-    def work(self, params: RequestParams) -> BlockWork:
+    def work(self, params: RequestParams, block: int = 0) -> BlockWork:
         """The trace's lines, else ``requests`` prompts or conversations."""
         cfg = self.config
         if self.trace is not None:
             ids = [""] * len(self.trace.requests)
             return trace_work(self.trace, ids, params, seed=cfg.seed, time_scale=cfg.time_scale,
                               texts={})  # fmt: skip
-        return workload_work(self.workload, [""] * cfg.requests, 0, params, cfg.seed)
+        return workload_work(self.workload, [""] * cfg.requests, block, params, cfg.seed)
 
     def snapshot(self, snap: MetricsSnapshot | None, label: str) -> None:
         if snap is not None:
             write_counter_snapshot(self.run, ARM, label, snap.samples, snap.kinds)
 
-    def deltas(self, counters: BlockCounters | None) -> dict[str, float] | None:
-        if counters is None:
+    def deltas(self, blocks: list[BlockCounters | None]) -> dict[str, float] | None:
+        """The counters' deltas over the measured requests: one block's, or the sum over
+        ``blocks`` engine starts (each start counts from zero; its snapshots are kept as
+        ``bench-b{i}-before.json`` / ``-after.json``)."""
+        total: dict[str, float] = {}
+        for i, counters in enumerate(blocks):
+            if counters is None:
+                return None
+            tag = f"b{i}-" if len(blocks) > 1 else ""
+            self.snapshot(counters.before, f"{tag}before")
+            self.snapshot(counters.after, f"{tag}after")
+            if counters.before is None or counters.after is None:
+                return None
+            for k, v in counter_deltas(counters.before, counters.after).items():
+                total[k] = total.get(k, 0.0) + v
+        if not blocks:
             return None
-        self.snapshot(counters.before, "before")
-        self.snapshot(counters.after, "after")
-        if counters.before is None or counters.after is None:
-            return None
-        deltas = counter_deltas(counters.before, counters.after)
-        write_counter_deltas(self.run, ARM, deltas)
-        return deltas
+        write_counter_deltas(self.run, ARM, total)
+        return total
 
     def execute(self) -> BenchSummary:
         self.lifecycle.enter(Stage.PREFLIGHT)
@@ -187,9 +214,12 @@ class _Bench:
                 f"(log: {self.run.engine_log(ARM)})" if self.cls.managed else self.engine.base_url
             )
             self.reporter.note(f"{what} {where}")
+            blocks: list[BlockCounters | None] = []
             with JsonlWriter(self.run.requests) as writer:
-                counters = self.executor.run_block(self.block(), writer, self.engine)
-            deltas = self.deltas(counters)
+                for i in range(self.config.blocks):  # the first start uses the engine built
+                    engine = self.engine if i == 0 else None  # up front; later ones, fresh
+                    blocks.append(self.executor.run_block(self.block(i), writer, engine))
+            deltas = self.deltas(blocks)
             status = "complete"
         except BaseException as exc:
             status = failure_status(exc)
@@ -215,6 +245,17 @@ class _Bench:
         )  # fmt: skip
         write_json_atomic(self.run.summary, summary.to_json())
         return summary
+
+
+def with_variant(workload: Workload, variant: str | None) -> Workload:
+    """``workload`` with its named system prompt ``variant`` (``--system-prompt``) in place of
+    its own; a one-line error names the variants it has."""
+    if variant is None:
+        return workload
+    try:
+        return workload.with_system(workload.system_for(variant))
+    except ValueError as exc:
+        raise UsageError(f"bench: --system-prompt: {exc}") from None
 
 
 def load_label(config: BenchConfig) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import ValidationError
@@ -48,11 +49,15 @@ from servelab.spec.experiment import ExperimentSpec
 from servelab.spec.limits import DEFAULT_MAX_FAILURE_RATE
 from servelab.spec.load import LoadLevel, OpenLoop
 from servelab.spec.schedule import BlockPlan, plan_blocks, request_id
-from servelab.store import Look, RunStatus, read_manifest
+from servelab.store import Look, Manifest, RunStatus, read_manifest
 from servelab.store.jsonl import JsonlWriter, read_jsonl
 from servelab.store.metrics_files import write_block_deltas
 from servelab.store.rundir import RunDir, create_run_dir, plan_run_dir
 from servelab.workloads import Workload
+
+if TYPE_CHECKING:
+    from servelab.distributed.ray_run import RayRun
+    from servelab.distributed.spread import Spread
 
 __all__ = [
     "Experiment",
@@ -85,8 +90,10 @@ class Experiment:
         reporter: Reporter,
         seam: Seam,
         lifecycle: Lifecycle,
+        ray: RayRun | None = None,
     ) -> None:
         self.inputs = inputs
+        self.ray = ray
         self.spec = inputs.spec
         self.run = run
         self.state = state
@@ -175,27 +182,60 @@ class Experiment:
                            spec.seed, rates)  # fmt: skip
 
     def execute(self, writer: JsonlWriter) -> bool:
-        """Run every planned block not yet complete; return whether a look stopped early."""
-        spec = self.spec
+        """Run every planned block not yet complete, round by round (each round's blocks on
+        this machine one after another, or spread over Ray nodes at once); return whether a
+        look stopped early."""
         plan = self.plan()
         self.state.set_plan(plan)
-        for i, bp in enumerate(plan):
-            self.write_counters(bp, self.executor.run_block(self.block(bp), writer))
-            round_done = i + 1 == len(plan) or plan[i + 1].block != bp.block
-            if not round_done or bp.block + 1 < spec.blocks or not self.sequential():
-                continue
-            earlier = self.state.look_after(bp.block)
-            if earlier is not None:
-                if self.state.last_look_stopped():
-                    return True
-                continue
-            rows = read_jsonl(self.run.requests).rows
-            decision = look(self.state.manifest.to_json(), rows, bp.block)
-            self.state.add_look(decision)
-            self.reporter.note(f"look after block {bp.block + 1}: {decision.reason}")
-            if decision.stop and bp.block + 1 < spec.max_blocks:
+        rounds: dict[int, list[BlockPlan]] = {}
+        for bp in plan:
+            rounds.setdefault(bp.block, []).append(bp)
+        spread = self.spread() if self.ray is not None else None
+        for r, blocks in rounds.items():
+            if spread is not None:
+                self.reporter.phase(f"round {r + 1}/{self.spec.max_blocks} · "
+                                    f"{len(blocks)} blocks over Ray nodes", 0)  # fmt: skip
+                spread.run_round(blocks, r, writer)
+            else:
+                for bp in blocks:
+                    self.write_counters(bp, self.executor.run_block(self.block(bp), writer))
+            if self.look_after(r):
                 return True
         return False
+
+    def look_after(self, r: int) -> bool:
+        """The sequential look after round ``r``; True when it stops the run."""
+        spec = self.spec
+        if r + 1 < spec.blocks or not self.sequential():
+            return False
+        earlier = self.state.look_after(r)
+        if earlier is not None:
+            return self.state.last_look_stopped()
+        rows = read_jsonl(self.run.requests).rows
+        decision = look(self.state.manifest.to_json(), rows, r)
+        self.state.add_look(decision)
+        self.reporter.note(f"look after block {r + 1}: {decision.reason}")
+        return decision.stop and r + 1 < spec.max_blocks
+
+    def spread(self) -> Spread:
+        """The driver's side of a run over Ray nodes (``distributed.spread``)."""
+        from servelab.distributed.spread import Spread
+
+        assert self.ray is not None
+        ex = self.executor
+
+        def deltas(bp: BlockPlan, values: dict[str, float] | None) -> None:
+            if values is not None:
+                write_block_deltas(self.run, bp.arm, bp.block, bp.concurrency, values,
+                                   bp.rate_rps)  # fmt: skip
+
+        def lost(label: str, why: str) -> None:
+            self.state.update(self.state.manifest.with_node_lost(label, why))
+
+        return Spread(
+            self.ray.pool, self.run, self.ray.allowed, self.block, self.state.add_start, deltas,
+            ex.done, ex.seq, self.reporter.note, self.reporter.request_done, lost,
+        )  # fmt: skip
 
 
 def schedule_of(load: OpenLoop, n: int, seed: int, block: int) -> tuple[float, ...]:
@@ -226,25 +266,54 @@ def run_experiment(
     reporter = reporter or NullReporter()
     lifecycle.enter(Stage.RESOLVE)
     inputs = inputs or ExperimentInputs.resolve(spec, raw, spec_path)
-    lifecycle.enter(Stage.CONFOUND_GUARD)
-    allowed = inputs.check_confounds(allow_confound)
-    lifecycle.enter(Stage.PREFLIGHT)
-    ensure_fd_limit(max(spec.concurrency_levels))
-    findings, release = seam.preflight.check(inputs.preflight_check(run.root, max_foreign_cpu))
+    ray = _open_ray(inputs, run.run_id, reporter)
     try:
-        refuse_or_record([dict(f) for f in findings], force)
-        hardware = inputs.hardware()
-        create_run_dir(run)
-        # Only now, past every check that can refuse the run: an error must be the first line.
-        reporter.note(f"{len(inputs.arms)} arms; results in {run.root}")
-        manifest = new_manifest(inputs, run, allowed, findings, force, hardware).with_profile(
-            profile_for(hardware)
-        )
-        state = ManifestState(run, manifest, lifecycle)
-        state.save()
-        return _execute(inputs, run, state, reporter, seam, lifecycle)
+        lifecycle.enter(Stage.CONFOUND_GUARD)
+        allowed = inputs.check_confounds(allow_confound)
+        lifecycle.enter(Stage.PREFLIGHT)
+        ensure_fd_limit(max(spec.concurrency_levels))
+        findings, release = seam.preflight.check(inputs.preflight_check(run.root, max_foreign_cpu))
+        try:
+            refuse_or_record([dict(f) for f in findings], force)
+            hardware = inputs.hardware()
+            create_run_dir(run)
+            # Only now, past every check that can refuse the run: an error must be the first
+            # line.
+            reporter.note(f"{len(inputs.arms)} arms; results in {run.root}")
+            manifest = new_manifest(inputs, run, allowed, findings, force, hardware).with_profile(
+                profile_for(hardware)
+            )
+            if ray is not None:
+                manifest = _with_ray(manifest, ray)
+            state = ManifestState(run, manifest, lifecycle)
+            state.save()
+            return _execute(inputs, run, state, reporter, seam, lifecycle, ray)
+        finally:
+            release()
     finally:
-        release()
+        if ray is not None:
+            ray.close()
+
+
+def _open_ray(inputs: ExperimentInputs, run_id: str, reporter: Reporter) -> RayRun | None:
+    """The run's Ray cluster and node workers when the spec spreads it (``ray:``)."""
+    if inputs.spec.ray is None:
+        return None
+    from servelab.distributed.cluster import parse_target
+    from servelab.distributed.ray_run import RayRun
+
+    return RayRun.open(parse_target(inputs.spec.ray.address), inputs, run_id, reporter.note)
+
+
+def _with_ray(manifest: Manifest, ray: RayRun) -> Manifest:
+    from servelab.distributed.ray_run import spread_note
+
+    record = ray.record()
+    if manifest.ray is not None:  # a resume: the nodes it had before, then this cluster's
+        record = record.model_copy(update={"nodes": {**manifest.ray.nodes, **record.nodes}})
+    note = spread_note(record, ray.allowed)
+    notes = manifest.notes if note in manifest.notes else (*manifest.notes, note)
+    return manifest.with_ray(record).model_copy(update={"notes": notes})
 
 
 def _execute(
@@ -254,9 +323,10 @@ def _execute(
     reporter: Reporter,
     seam: Seam,
     lifecycle: Lifecycle,
+    ray: RayRun | None = None,
 ) -> ExperimentResult:
     spec = inputs.spec
-    exp = Experiment(inputs, run, state, reporter, seam, lifecycle)
+    exp = Experiment(inputs, run, state, reporter, seam, lifecycle, ray)
     status: RunStatus = "failed"
     stopped_early = False
     try:
@@ -297,6 +367,7 @@ def _execute(
 def resume_experiment(
     run_root: Path,
     *,
+    ray: str | None = None,
     force: bool = False,
     max_foreign_cpu: float = 0.25,
     reporter: Reporter | None = None,
@@ -310,8 +381,11 @@ def resume_experiment(
         raise UsageError(f"{run_root} is not an experiment run (kind {manifest.kind!r})")
     if manifest.status in ("complete", "stopped_early"):
         raise UsageError(f"{run_root} is already complete; `servelab report {run_root}` reports it")
+    stored = dict(manifest.spec or {})
+    if ray is not None:  # --ray: the cluster to continue on (a spread run's recorded one else)
+        stored["ray"] = {"address": ray}
     try:
-        spec = ExperimentSpec.model_validate(manifest.spec)
+        spec = ExperimentSpec.model_validate(stored)
     except ValidationError as exc:
         raise validation_message(exc, f"{run.manifest} spec") from exc
     # A resume records the stages it runs again; load .. preflight were recorded at the start.
@@ -323,13 +397,21 @@ def resume_experiment(
     inputs = ExperimentInputs.resolve(spec, manifest.spec_source or {}, None)
     state = ManifestState(run, manifest, lifecycle)
     inputs.refuse_changed(state.started_effective())
-    lifecycle.enter(Stage.PREFLIGHT)
-    ensure_fd_limit(max(spec.concurrency_levels))
-    check = inputs.preflight_check(run.root, max_foreign_cpu, ports=False)
-    findings, release = seam.preflight.check(check)
+    spread = _open_ray(inputs, run.run_id, reporter)
     try:
-        refuse_or_record([dict(f) for f in findings], force)
-        state.add_resume(resume_entry(manifest, findings), forced=force)
-        return _execute(inputs, run, state, reporter, seam, lifecycle)
+        inputs.refuse_changed(state.started_effective())  # again: node.hardware is known now
+        lifecycle.enter(Stage.PREFLIGHT)
+        ensure_fd_limit(max(spec.concurrency_levels))
+        check = inputs.preflight_check(run.root, max_foreign_cpu, ports=False)
+        findings, release = seam.preflight.check(check)
+        try:
+            refuse_or_record([dict(f) for f in findings], force)
+            state.add_resume(resume_entry(manifest, findings), forced=force)
+            if spread is not None:
+                state.update(_with_ray(state.manifest, spread))
+            return _execute(inputs, run, state, reporter, seam, lifecycle, spread)
+        finally:
+            release()
     finally:
-        release()
+        if spread is not None:
+            spread.close()

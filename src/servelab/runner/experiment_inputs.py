@@ -52,11 +52,15 @@ def validation_message(exc: ValidationError, source: str) -> UsageError:
     return UsageError(f"{source}: {loc + ': ' if loc else ''}{msg}{more}")
 
 
-def load_spec(path: Path) -> tuple[ExperimentSpec, Mapping[str, object]]:
-    """The spec file, validated, and the mapping it was read from (stored in the manifest)."""
+def load_spec(path: Path, ray: str | None = None) -> tuple[ExperimentSpec, Mapping[str, object]]:
+    """The spec file, validated, and the mapping it was read from (stored in the manifest).
+    ``ray`` (``--ray``) replaces the spec's ``ray.address``, in the stored mapping too."""
     raw = read_yaml(path, "spec file")
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: an experiment spec is a YAML mapping (base:, arms: ...)")
+    if ray is not None:
+        prior = raw.get("ray")
+        raw = {**raw, "ray": {**(prior if isinstance(prior, dict) else {}), "address": ray}}
     try:
         return ExperimentSpec.model_validate(raw), raw
     except ValidationError as exc:
@@ -99,9 +103,10 @@ class ExperimentInputs:
     trace: Trace | None = None  # load: {trace: FILE}, read once
 
     @classmethod
-    def load(cls, spec_path: Path) -> ExperimentInputs:
-        """The spec file read, its workload loaded and its arms resolved, once."""
-        spec, raw = load_spec(spec_path)
+    def load(cls, spec_path: Path, ray: str | None = None) -> ExperimentInputs:
+        """The spec file read, its workload loaded and its arms resolved, once (``ray``:
+        ``--ray``, see ``load_spec``)."""
+        spec, raw = load_spec(spec_path, ray)
         return cls.resolve(spec, raw, spec_path)
 
     @classmethod

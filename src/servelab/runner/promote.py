@@ -42,6 +42,7 @@ from servelab.analysis.settings import settings
 from servelab.engines.registry import find_engine_class
 from servelab.errors import EnvironmentProblem, GatesFailed, StoreError, UsageError
 from servelab.report.build import build_report
+from servelab.report.quality_view import fmt_gate
 from servelab.runner.experiment import validation_message
 from servelab.spec.roles import Registry
 from servelab.store import (
@@ -57,6 +58,7 @@ from servelab.store.jsonl import write_json_atomic, write_text_atomic
 from servelab.store.manifest_records import ConfigValue
 from servelab.store.summary import GateResult, Summary, to_jsonable
 from servelab.userfiles import read_yaml
+from servelab.workloads.schema import DEFAULT_SYSTEM
 
 if TYPE_CHECKING:
     from servelab.runner.lifecycle import Seam
@@ -204,9 +206,12 @@ def _check_role(summary: Summary, rows_outcome: Mapping[str, GateResult], arm: s
     missed = [r for r, res in rows_outcome.items() if not res.passed]
     if missed:
         res = rows_outcome[missed[0]]
+        lo, hi = res.interval
         raise GatesFailed(
-            f"arm {arm!r} does not meet role {role!r}: {missed[0]} (value {res.value}, "
-            f"interval {list(res.interval)}, threshold {res.threshold})"
+            f"arm {arm!r} does not meet role {role!r}: {missed[0]} (value {fmt_gate(res.value)}, "
+            f"interval [{fmt_gate(lo)}, {fmt_gate(hi)}], threshold {fmt_gate(res.threshold)}); "
+            "a rule holds only when its whole interval clears the threshold: measure more "
+            "blocks, or promote another arm"
         )
 
 
@@ -315,11 +320,16 @@ def _number(value: EffectiveValue) -> float | None:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def verify(registry: Path, role: str, *, requests: int = 12, warmup: int = 2,
-           out: Path | None = None, seam: Seam | None = None, force: bool = False,
-           lock: MachineLock | None = None) -> Verification:  # fmt: skip
+VERIFY_BLOCKS = 3
+
+
+def verify(registry: Path, role: str, *, requests: int = 12, blocks: int = VERIFY_BLOCKS,
+           warmup: int = 2, out: Path | None = None, seam: Seam | None = None,
+           force: bool = False, lock: MachineLock | None = None) -> Verification:  # fmt: skip
     """Run the promoted configuration briefly and compare it with the promoted evidence
     (``seam``: the bench's engine factory, clock and preflight; tests pass the replay one).
+    The re-run is a bench of ``requests`` split over ``blocks`` fresh engine starts: the
+    comparison resamples each run's blocks, so one block could never decide anything.
 
     Checks readiness first and raises ``EnvironmentProblem`` when a finding blocks, unless
     ``force`` (the findings are then recorded in the bench run's preflight); holds the machine
@@ -327,6 +337,9 @@ def verify(registry: Path, role: str, *, requests: int = 12, warmup: int = 2,
     from servelab.runner.preflight import MachineLock
     from servelab.runner.readiness import check_readiness
 
+    if requests < 1 or blocks < 1:
+        raise UsageError(f"verify: --requests ({requests}) and --blocks ({blocks}) must be 1 or "
+                         "more; use 2 or more blocks for a verdict")  # fmt: skip
     record = load_promotion(registry, role)
     machine = lock or MachineLock()
     holder = out.absolute() if out else Path(f"servelab verify {role}")
@@ -334,8 +347,8 @@ def verify(registry: Path, role: str, *, requests: int = 12, warmup: int = 2,
         readiness = check_readiness(record, lock=machine, hold=True, holder=holder)
         if not readiness.ready and not force:
             raise EnvironmentProblem(_not_ready(role, readiness))
-        return _verify(record, role, requests=requests, warmup=warmup, out=out, seam=seam,
-                       readiness=readiness)  # fmt: skip
+        return _verify(record, role, requests=requests, blocks=blocks, warmup=warmup, out=out,
+                       seam=seam, readiness=readiness)  # fmt: skip
     finally:
         machine.release()
 
@@ -349,7 +362,7 @@ def _not_ready(role: str, readiness: Readiness) -> str:
     )
 
 
-def _verify(record: PromotionRecord, role: str, *, requests: int, warmup: int,
+def _verify(record: PromotionRecord, role: str, *, requests: int, blocks: int, warmup: int,
             out: Path | None, seam: Seam | None, readiness: Readiness) -> Verification:  # fmt: skip
     from dataclasses import replace
 
@@ -376,7 +389,8 @@ def _verify(record: PromotionRecord, role: str, *, requests: int, warmup: int,
         config = BenchConfig(
             engine=EngineConfig.model_validate(engine_cfg),
             workload=(record.workload.name if record.workload else None) or "chat-tools",
-            requests=requests, warmup=warmup,
+            system_prompt=_system_variant(effective.get("workload.system")),
+            requests=-(-requests // blocks), blocks=blocks, warmup=warmup,
             max_tokens=int(_number(effective.get("max_tokens")) or base_tokens or 128),
             temperature=float(_number(effective.get("sampling.temperature")) or 0.0),
             ignore_eos=bool(effective.get("ignore_eos")), name=f"verify-{role}",
@@ -399,6 +413,15 @@ def _verify(record: PromotionRecord, role: str, *, requests: int, warmup: int,
             notes.append(f"{key} changed since the promotion: {promoted} -> {describe.get(key)}")
     return Verification(role, bench.run_dir.root, compare_dir.root, report.summary,
                         regressions_of(report.summary), notes, readiness)  # fmt: skip
+
+
+def _system_variant(label: EffectiveValue) -> str | None:
+    """The named system prompt a promoted arm ran with (its ``workload.system``,
+    ``stub sha256:...``); None for the workload's own."""
+    if not isinstance(label, str) or not label.strip():
+        return None
+    name = label.split()[0]
+    return None if name == DEFAULT_SYSTEM else name
 
 
 def regressions_of(summary: Summary) -> list[str]:

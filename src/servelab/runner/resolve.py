@@ -39,7 +39,6 @@ def effective_config(
         "ignore_eos": arm.ignore_eos,
         "workload.name": workload.name,
         "workload.hash": workload.content_hash,
-        "workload.system": workload.system_label(arm.system_prompt),
         "prefix_cache": c.prefix_cache,
         "unique_prefix": c.unique_prefix,
         "chunk_timings": c.chunk_timings,
@@ -49,10 +48,25 @@ def effective_config(
         "warmup": spec.warmup,
         "request_timeout_s": spec.base.request_timeout_s,
     }
+    if workload.systems or arm.system_prompt:  # a workload without variants: as released
+        eff = _after(eff, "workload.hash", "workload.system",
+                     workload.system_label(arm.system_prompt))  # fmt: skip
     eff.update({f"env.{k}": v for k, v in sorted(c.env.items())})
     engine = engine_class(c.kind).effective_config(c, arm.name)
     eff.update(engine.values)
     return eff, list(engine.argv)
+
+
+def _after(
+    eff: dict[str, EffectiveValue], key: str, new: str, value: EffectiveValue
+) -> dict[str, EffectiveValue]:
+    """``eff`` with ``new`` inserted right after ``key`` (the recorded order is the report's)."""
+    out: dict[str, EffectiveValue] = {}
+    for k, v in eff.items():
+        out[k] = v
+        if k == key:
+            out[new] = value
+    return out
 
 
 def canonical_names(names: tuple[str, ...], arms: Mapping[str, ArmConfig]) -> tuple[str, ...]:

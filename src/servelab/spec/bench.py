@@ -4,7 +4,10 @@ The load is closed loop (``concurrency`` requests in flight) or, with ``rate``, 
 arrivals at ``rate`` requests/s (``arrival``, ``burstiness``, seeded by ``seed``) with an
 optional cap on requests in flight (``max_concurrency``). ``slos`` holds per-request SLO texts
 (``ttft_s.p90<=0.3``; ``spec.slo``). ``trace`` replays a JSONL trace instead (one request per
-line at its arrival time divided by ``time_scale``; ``requests`` does not apply).
+line at its arrival time divided by ``time_scale``; ``requests`` does not apply). ``blocks``
+(closed loop only) repeats the measurement on that many fresh starts of the engine, each with
+its own warm-up and ``requests`` measured requests, so a comparison with the bench has blocks
+to resample (``servelab verify`` uses 3).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ class BenchConfig(BaseModel):
 
     engine: EngineConfig
     workload: str = "chat-tools"
+    system_prompt: str | None = None  # one of the workload's named system prompts (``systems``)
     requests: int = Field(default=20, ge=1)
+    blocks: int = Field(default=1, ge=1)  # closed loop: engine starts, ``requests`` each
     concurrency: int = Field(default=1, ge=1)
     warmup: int = Field(default=2, ge=0)
     max_tokens: MaxTokens = 128
@@ -51,6 +56,9 @@ class BenchConfig(BaseModel):
 
     @model_validator(mode="after")
     def _load_shape(self) -> BenchConfig:
+        if self.blocks > 1 and (self.trace is not None or self.rate is not None):
+            raise ValueError("--blocks repeats a closed-loop bench on fresh engine starts: "
+                             "drop --rate and --trace, or --blocks")  # fmt: skip
         if self.trace is not None:
             if self.rate is not None or self.concurrency != 1:
                 raise ValueError("--trace sets when requests go: drop --rate and --concurrency "

@@ -194,6 +194,28 @@ class StopSpec(BaseModel):
 MetricsChoice = tuple[str, ...] | dict[str, str | tuple[str, ...]]
 
 
+class RaySpec(BaseModel):
+    """Where blocks run when they are spread over a Ray cluster (docs/distributed.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str = Field(
+        description="local:N (N worker nodes started on this machine for the run) or the "
+        "address of a running Ray cluster (HOST:PORT, auto)"
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        from servelab.distributed.cluster import parse_target
+        from servelab.errors import UsageError
+
+        try:
+            return parse_target(v).text
+        except UsageError as exc:
+            raise ValueError(str(exc).removeprefix("--ray ")) from None
+
+
 class ExperimentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -249,6 +271,14 @@ class ExperimentSpec(BaseModel):
         description="llamacpp: start each arm once at -lv 4 to record the KV size it reports",
     )
     max_failure_rate: MaxFailureRate = DEFAULT_MAX_FAILURE_RATE
+    ray: RaySpec | None = Field(
+        default=None, description="spread the blocks over a Ray cluster (or --ray ADDRESS)"
+    )
+    placement: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Ray: the nodes (labels or Ray resource names) each arm may run on; an "
+        "arm not named may run on any node",
+    )
     hardware: str = Field(
         default="auto",
         description="roofline hardware: a catalog name, auto (local GPU, else this CPU "
@@ -290,6 +320,11 @@ class ExperimentSpec(BaseModel):
                 raise ValueError(
                     f"gates.require: {required!r} is not an arm; arms: {', '.join(names)}"
                 )
+        for arm_name, where in self.placement.items():
+            if arm_name not in names:
+                raise ValueError(f"placement: {arm_name!r} is not an arm; arms: {', '.join(names)}")
+            if not where:
+                raise ValueError(f"placement: {arm_name!r} lists no node; name one or drop it")
         if self.stop.max_blocks is not None and self.stop.max_blocks < self.blocks:
             raise ValueError(f"stop.max_blocks ({self.stop.max_blocks}) is below blocks")
         for arm in arms:

@@ -65,6 +65,8 @@ from servelab.store.manifest import (
     MANIFEST_SCHEMA_VERSION,
     ArmEntry,
     Manifest,
+    RayNodeRecord,
+    RayRecord,
     utc_now,
 )
 from servelab.store.manifest_records import (
@@ -127,6 +129,8 @@ __all__ = [
     "Manifest",
     "PlannedBlock",
     "PreflightFinding",
+    "RayNodeRecord",
+    "RayRecord",
     "RequestRow",
     "Resume",
     "RowContext",

@@ -166,6 +166,26 @@ class SpecFacts(BaseModel):
     max_tokens: int | str | None = None  # bench configs keep it at the top
 
 
+class RayNodeRecord(Record):
+    """One Ray worker node of a spread run: where it is, what it is, what it ran."""
+
+    node_id: str
+    ip: str
+    hardware: str | None = None  # ``node.hardware``: a catalog name, or ``cpu: <model> xN``
+    host: Host | None = None
+    # JSON boundary: the node's roofline hardware (theory.hardware.Hardware's fields)
+    roofline: dict[str, JsonValue] | None = None
+    builds: dict[str, str | None] = Field(default_factory=dict)  # arm -> engine.build there
+    lost: str | None = None  # why the driver lost it mid-run (None: it stayed)
+
+
+class RayRecord(Record):
+    """A run spread over a Ray cluster: the cluster as given and its worker nodes by label."""
+
+    address: str
+    nodes: dict[str, RayNodeRecord] = Field(default_factory=dict)
+
+
 class Manifest(Record):
     """A run directory's ``manifest.json`` (format version 2). See docs/run-directory.md."""
 
@@ -211,6 +231,7 @@ class Manifest(Record):
     plan: tuple[PlannedBlock, ...] = ()
     looks: tuple[Look, ...] = ()
     resumes: tuple[Resume, ...] = ()
+    ray: RayRecord | None = None  # spread over a Ray cluster (docs/distributed.md)
 
     @field_validator("schema_version")
     @classmethod
@@ -433,6 +454,16 @@ class Manifest(Record):
     def with_arm_kv(self, arm: str, kv: KvReported | None) -> Manifest:
         """Record the KV probe's result (None: the engine reported no KV size)."""
         return self.with_arm(arm, self.arm(arm).model_copy(update={"kv_reported": kv}))
+
+    def with_ray(self, ray: RayRecord) -> Manifest:
+        return self.model_copy(update={"ray": ray})
+
+    def with_node_lost(self, label: str, why: str) -> Manifest:
+        if self.ray is None or label not in self.ray.nodes:
+            return self
+        node = self.ray.nodes[label].model_copy(update={"lost": why})
+        nodes = {**self.ray.nodes, label: node}
+        return self.with_ray(self.ray.model_copy(update={"nodes": nodes}))
 
     def with_arm_describe(self, arm: str, describe: Mapping[str, JsonValue]) -> Manifest:
         entry = self.arm(arm).model_copy(update={"describe": dict(describe)})

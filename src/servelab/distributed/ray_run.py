@@ -1,0 +1,132 @@
+"""``servelab run --ray`` / ``resume`` on a Ray cluster: the cluster and its node workers for
+one run, and what the run's checks and manifest learn from the nodes.
+
+Owns ``RayRun`` (open: join or start the cluster, one worker per node, each node's facts and
+effective configurations; close: stop the workers and what was started), the checks made with
+the nodes before any request (every node resolves each arm it may run to the driver's build,
+model and template; ``node.hardware`` joins each arm's effective configuration, so arms on
+different hardware are a confound the guard refuses unless declared) and the manifest's
+``ray`` record. The blocks themselves are ``distributed.spread``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from servelab.distributed.cluster import RayCluster, RayNode, RayTarget
+from servelab.distributed.node import RunSettings
+from servelab.distributed.spread import NODE_LOCKS, NodePool, placement_nodes
+from servelab.errors import UsageError
+from servelab.paths import cache_dir
+from servelab.runner.experiment_inputs import ExperimentInputs
+from servelab.store import Host, RayNodeRecord, RayRecord
+
+# What must be the same wherever an arm runs: the engine build and binary, the model and the
+# chat template. Paths may differ from node to node; these may not.
+IDENTITY = ("engine.build", "engine.binary_sha256", "model.sha256", "model.chat_template_sha256",
+            "model.draft_sha256")  # fmt: skip
+NODE_HARDWARE = "node.hardware"
+
+
+@dataclass
+class RayRun:
+    """The cluster, its workers and their facts, for one run."""
+
+    target: RayTarget
+    cluster: RayCluster
+    pool: NodePool
+    allowed: dict[str, list[RayNode]]
+
+    @classmethod
+    def open(cls, target: RayTarget, inputs: ExperimentInputs, run_id: str,
+             note: Any = None) -> RayRun:  # fmt: skip
+        """Join or start the cluster and start a worker on every node; refuse a node that would
+        run an arm differently. Adds ``node.hardware`` to each arm's effective configuration."""
+        if note is not None:
+            note(f"Ray: {'starting ' + target.text if target.local else 'joining ' + target.text}")
+        cluster = RayCluster(target)
+        try:
+            spec = inputs.spec
+            settings = RunSettings(
+                run_id=run_id, workload=inputs.workload, warmup=spec.warmup,
+                timeout_s=spec.base.request_timeout_s,
+                startup_timeout_s={a: c.engine.startup_timeout_s for a, c in inputs.arms.items()},
+                slos=tuple(spec.slo),
+            )  # fmt: skip
+            lock_dir = cache_dir() / NODE_LOCKS
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            pool = NodePool.start(cluster, settings, spec.hardware, str(lock_dir), _my_ip())
+            allowed = placement_nodes(list(inputs.arms), spec.placement, pool.nodes)
+            run = cls(target, cluster, pool, allowed)
+            run.check_nodes(inputs)
+            run.add_hardware(inputs)
+            return run
+        except BaseException:
+            cluster.close()
+            raise
+
+    def check_nodes(self, inputs: ExperimentInputs) -> None:
+        """Every node resolves every arm it may run as the driver did (IDENTITY)."""
+        per_node = self.pool.effective(inputs.spec.model_dump(mode="json", by_alias=True))
+        self.builds = {label: {arm: eff.get("engine.build") for arm, eff in effs.items()}
+                       for label, effs in per_node.items()}  # fmt: skip
+        for arm, nodes in self.allowed.items():
+            mine = inputs.effective[arm]
+            for node in nodes:
+                theirs = per_node[node.label].get(arm, {})
+                for key in IDENTITY:
+                    if mine.get(key) != theirs.get(key):
+                        raise UsageError(
+                            f"node {node.label} resolves arm {arm!r} to another {key} "
+                            f"({theirs.get(key)}; here: {mine.get(key)}); install the same "
+                            "engine build and models on every node, or keep the arm off it "
+                            "with placement"
+                        )
+
+    def add_hardware(self, inputs: ExperimentInputs) -> None:
+        """``node.hardware``: the hardware of the nodes each arm may run on (one name when
+        they are alike), so the confound guard sees arms placed on different hardware."""
+        for arm, nodes in self.allowed.items():
+            names = sorted({str(self.pool.facts[n.label].get("hardware")) for n in nodes})
+            inputs.effective[arm][NODE_HARDWARE] = " | ".join(names)
+
+    def record(self) -> RayRecord:
+        nodes: dict[str, RayNodeRecord] = {}
+        for node in self.pool.nodes:
+            facts = self.pool.facts.get(node.label, {})
+            host = facts.get("host")
+            nodes[node.label] = RayNodeRecord(
+                node_id=node.node_id, ip=node.ip, hardware=facts.get("hardware"),
+                host=Host.model_validate(host) if host else None, roofline=facts.get("roofline"),
+                builds=getattr(self, "builds", {}).get(node.label, {}),
+            )  # fmt: skip
+        return RayRecord(address=self.target.text, nodes=nodes)
+
+    def close(self) -> None:
+        try:
+            self.pool.stop()
+        finally:
+            self.cluster.close()
+
+
+def _my_ip() -> str | None:
+    """This machine's address as a Ray node would report it (None when it cannot tell)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))
+            return str(s.getsockname()[0])
+    except OSError:
+        return None
+
+
+def spread_note(record: RayRecord, arms: Mapping[str, list[RayNode]]) -> str:
+    """For the manifest's notes: what ran at the same time and what did not."""
+    labels = ", ".join(sorted(record.nodes))
+    return (
+        f"blocks spread over Ray nodes {labels} ({record.address}): the blocks of one round ran "
+        "at the same time on different nodes, rounds one after another; arms were compared "
+        "within rounds, so a node's own speed is paired out only when every arm visits it"
+    )
