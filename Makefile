@@ -2,6 +2,7 @@
 # Both create .venv, install servelab and build the llama.cpp engine first; `demo` pulls the
 # default model, `test` every model in tests/models.txt (the one list the test fixtures read),
 # installs the vLLM venv and converts $(HF_MODEL) to an HF directory for the vLLM tests.
+# `test` also installs the `ray` extra (the distributed tests start Ray clusters on 127.0.0.1).
 # Everything is cached, so a second run starts in seconds.
 
 PYTHON ?= python3
@@ -9,11 +10,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SERVELAB := $(VENV)/bin/servelab
 STAMP := $(VENV)/.servelab-installed
+RAY_STAMP := $(VENV)/.servelab-ray-installed
 MODEL ?= smollm2-135m-instruct
 TEST_MODELS := $(shell sed -e 's/\#.*//' tests/models.txt)
 HF_MODEL ?= smollm2-135m-instruct
 
-.PHONY: setup engine vllm model test-models hf-model demo test lint typecheck bench-client clean
+.PHONY: setup ray engine vllm model test-models hf-model demo test lint typecheck bench-client clean
 
 setup: $(STAMP)
 
@@ -22,6 +24,12 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@touch $(STAMP)
+
+ray: $(RAY_STAMP)
+
+$(RAY_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,ray]"
+	@touch $(RAY_STAMP)
 
 engine: setup
 	$(SERVELAB) engines install llamacpp
@@ -41,7 +49,7 @@ hf-model: vllm test-models
 demo: engine model
 	$(SERVELAB) run examples/demo.yaml
 
-test: engine test-models vllm hf-model
+test: ray engine test-models vllm hf-model
 	$(PY) -m pytest
 
 lint: setup

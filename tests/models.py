@@ -8,6 +8,7 @@ Must not pull anything: pulling is ``make test``'s job, so that what CI has is w
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -63,4 +64,6 @@ def missing() -> list[str]:
         hf_model_dir(DEFAULT_MODEL)
     except ServelabError:
         reasons.append(f"{DEFAULT_MODEL} has no HF copy for vLLM")
+    if importlib.util.find_spec("ray") is None:
+        reasons.append("Ray (the ray extra) is not installed")
     return reasons

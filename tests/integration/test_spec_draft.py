@@ -2,7 +2,8 @@
 examples/spec-draft.yaml, trimmed to fit a test (2 blocks of 2 requests, 32 tokens), on the
 real llama-server with Qwen2.5-Coder-1.5B drafted by Qwen2.5-Coder-0.5B, named by their
 registry names. Every arm, the A/A one and K = 2, 4, 8, is kept: the test reads acceptance per
-request from a real draft model, a verdict per K and theory beside it. About 2-3 minutes on
+request from a real draft model, a verdict per K and theory beside it (at 99 % confidence, so
+the A/A arm's false-verdict rate is 1 %, not the example's 5 %). About 2-3 minutes on
 2 cores; one engine at a time.
 """
 
@@ -38,7 +39,7 @@ def run(engine_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert spec["base"]["engine"]["model"] == TARGET and spec["arms"]["k4"]["draft_model"] == DRAFT
     spec["base"]["workload"] = str(REPO / spec["base"]["workload"])
     spec["base"]["max_tokens"] = MAX_TOKENS
-    spec.update(blocks=2, requests_per_block=2, warmup=1, kv_probe=False)
+    spec.update(blocks=2, requests_per_block=2, warmup=1, kv_probe=False, confidence=0.99)
     root = tmp_path_factory.mktemp("spec-draft")
     path = root / "spec-draft.yaml"
     path.write_text(json.dumps(spec), encoding="utf-8")  # JSON is YAML
@@ -101,12 +102,10 @@ def test_each_k_has_a_verdict_and_theory_beside_it(run: Path) -> None:
     assert {stat for _, stat in decode} == {"median", "pooled"}  # the example's statistics
     assert all(c["baseline"] == "baseline" and c["verdict"] in VERDICTS for c in decode.values())
     for stat in ("median", "pooled"):  # the A/A control: the same configuration twice
-        # its honest verdicts are no_difference or inconclusive, but a 95 % interval misses
-        # by design in about 1 run in 20 per statistic (more on a busy machine, whose stalls
-        # come in runs), so the test asks what no run of identical arms may break: a ratio
-        # near 1.
+        # its honest verdicts are no_difference or inconclusive; the test runs at 99 %
+        # confidence (as examples/aa.yaml does), where a false one is about 1 run in 100
         aa = decode["baseline-again", stat]
-        assert 1 / 1.15 <= aa["ratio"] <= 1.15, aa
+        assert aa["verdict"] in ("no_difference", "inconclusive"), aa
     for arm, k in KS.items():
         spec = summary["theory"]["arms"][arm]["spec"]
         assert spec["spec_type"] == "draft-simple" and abs(spec["mean_draft_length"] - k) <= 1

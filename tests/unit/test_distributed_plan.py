@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from servelab.distributed.cluster import RayNode, parse_target, worker_nodes
-from servelab.distributed.spread import assign_round, placement_nodes, with_node
 from servelab.errors import EnvironmentProblem, UsageError
 from servelab.records import Observation, Outcome, Phase
+from servelab.runner.distributed.cluster import RayNode, parse_target, worker_nodes
+from servelab.runner.distributed.spread import assign_round, placement_nodes, with_node
 from servelab.spec.experiment import ExperimentSpec
 from servelab.spec.schedule import plan_blocks
 from servelab.store.request_row import RowContext, build_row
@@ -111,3 +111,21 @@ def test_the_spec_takes_ray_and_placement_and_refuses_a_wrong_arm_or_address() -
         ExperimentSpec.model_validate({**base, "placement": {"a": []}})
     with pytest.raises(ValueError, match=r"1 to 8 nodes"):
         ExperimentSpec.model_validate({**base, "ray": {"address": "local:9"}})
+
+
+def test_a_spread_run_warns_what_ran_at_once_and_which_arm_missed_a_node() -> None:
+    from servelab.analysis.run_warnings import WARNING_KINDS, spread_warnings
+
+    def trial(arm: str, block: int, node: str | None) -> dict[str, object]:
+        row: dict[str, object] = {"arm": arm, "block": block, "phase": "trial", "outcome": "ok"}
+        return {**row, "node": node} if node else row
+
+    assert spread_warnings([trial("a", 0, None), trial("b", 0, None)]) == []  # one machine
+    assert spread_warnings([trial("a", 0, "n0"), trial("b", 0, "n0")]) == []  # one node
+    rotated = [trial("a", 0, "n0"), trial("b", 0, "n1"), trial("a", 1, "n1"), trial("b", 1, "n0")]
+    [w] = spread_warnings(rotated)
+    assert w.kind == "spread_over_nodes" and "2 Ray nodes (n0, n1)" in w.detail
+    assert "never ran" not in w.detail and "spread_over_nodes" in WARNING_KINDS
+    pinned = [trial("a", 0, "n0"), trial("b", 0, "n1"), trial("a", 1, "n0"), trial("b", 1, "n1")]
+    [w] = spread_warnings(pinned)
+    assert "(a never ran on n1; b never ran on n0)" in w.detail and "placement" in w.advice

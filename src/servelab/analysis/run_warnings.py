@@ -51,6 +51,8 @@ ADVICE = {
     "allowed_confound": "declare the field in the spec's `declare`, or make the arms agree",
     "not_interleaved": "rerun both configurations as one experiment (`servelab run`), which "
     "interleaves them block by block",
+    "spread_over_nodes": "let every arm run on every node (`placement`), so the rotation of "
+    "arms over nodes pairs each node's own speed out of the comparison",
     "preflight": "rerun on a quiet machine, without --force",
     "exposed_bind": "leave out --bind / `engine.bind` so the engine listens on 127.0.0.1 only",
     "noisy_machine": "stop other work on the machine, or raise `blocks` / `stop.max_blocks` so "
@@ -106,6 +108,30 @@ def _not_interleaved(cfg: Settings) -> list[Warning]:
         "difference between two engine starts"
     )
     return [_warning("not_interleaved", detail)]
+
+
+def spread_warnings(rows: Sequence[Row]) -> list[Warning]:
+    """A run spread over Ray nodes (rows with ``node``): what ran at the same time, and any
+    arm that did not visit every node the others did."""
+    nodes_of: dict[str, set[str]] = {}
+    for r in trials(rows):
+        node = r.get("node")
+        if isinstance(node, str):
+            nodes_of.setdefault(str(r.get("arm")), set()).add(node)
+    every = set().union(*nodes_of.values()) if nodes_of else set()
+    if len(every) < 2:
+        return []
+    missing = {arm: sorted(every - mine) for arm, mine in nodes_of.items() if mine != every}
+    detail = (
+        f"blocks ran on {len(every)} Ray nodes ({', '.join(sorted(every))}): the blocks of one "
+        "round ran at the same time on different nodes, rounds one after another; the arms are "
+        "paired within rounds, so drift over time is shared, but each node's own load and speed "
+        "are shared only by arms that visited it"
+    )
+    if missing:
+        gaps = "; ".join(f"{arm} never ran on {', '.join(n)}" for arm, n in missing.items())
+        detail += f" ({gaps})"
+    return [_warning("spread_over_nodes", detail)]
 
 
 def _preflight_warnings(facts: RunFacts) -> list[Warning]:
@@ -285,6 +311,7 @@ def warnings(cfg: Settings, facts: RunFacts, rows: Sequence[Row]) -> list[Warnin
     return [
         *_confound_warnings(facts),
         *_not_interleaved(cfg),
+        *spread_warnings(rows),
         *_preflight_warnings(facts),
         *_bind_warnings(facts),
         *_noisy_warnings(cfg, rows),

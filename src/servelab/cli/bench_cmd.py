@@ -27,6 +27,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 FLAGS = {
     "kind": "--engine", "request_timeout_s": "--timeout", "engine": "--engine",
     "max_concurrency": "--max-concurrency", "slos": "--slo", "time_scale": "--time-scale",
+    "ray": "--ray", "workers": "--workers",
 }  # fmt: skip
 BIND_HELP = "llamacpp: address to listen on; not loopback: reachable from other machines"
 
@@ -98,6 +99,12 @@ def bench(
         "--max-failure-rate",
         help="exit 8 when more than this share of measured requests fails",
     ),
+    ray: str | None = typer.Option(
+        None, "--ray", help="send the measured requests from Ray nodes: local:N or HOST:PORT"
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="with --ray: client workers, one per node (default: every node)"
+    ),
     name: str = typer.Option("bench", "--name", help="run name (directory prefix)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="run directory to create"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
@@ -113,8 +120,12 @@ def bench(
         max_tokens=max_tokens, temperature=temperature, seed=seed, ignore_eos=ignore_eos, name=name,
         request_timeout_s=timeout, max_failure_rate=max_failure_rate, rate=rate, arrival=arrival,
         burstiness=burstiness, max_concurrency=max_concurrency, slos=tuple(slo or ()),
-        trace=trace, time_scale=time_scale,
+        trace=trace, time_scale=time_scale, ray=ray, workers=workers,
     )  # fmt: skip
+    if ray is not None:
+        from servelab.runner.distributed.cluster import parse_target
+
+        parse_target(ray)  # a wrong value is a one-line error before anything starts
     warn_bind([config.engine])
     reporter: Reporter = NullReporter() if quiet else RichReporter()
     result = run_bench(config, out=out, reporter=reporter)

@@ -17,6 +17,7 @@ from pathlib import Path
 from servelab.analysis import analyze, run_facts, with_sections
 from servelab.analysis.batch_scaling import batch_fits
 from servelab.analysis.gate_outcomes import evaluate_gates, failed_required
+from servelab.analysis.hardware_matrix import hardware_matrix
 from servelab.analysis.predictions import theory_section
 from servelab.analysis.quality_rates import quality_section
 from servelab.analysis.row_selection import Row
@@ -101,7 +102,8 @@ def summarize_run(
     )  # fmt: skip
     arches = {a: i.architecture for a, i in theory_inputs.items()}
     fits = batch_fits(summary.sweep, arches, rows)  # steps from the inter-token gaps
-    return replace(full, batch_fit=fits or None)
+    matrix = hardware_matrix(manifest, rows, theory_inputs, summary.arm_order())  # --ray only
+    return replace(full, batch_fit=fits or None, hardware_matrix=matrix)
 
 
 def build_report(root: Path, *, workload: Workload | None = None) -> Report:

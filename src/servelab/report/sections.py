@@ -6,6 +6,7 @@ blocks (paragraphs, key/value lists, tables, replies, plot slots); markdown.py a
 the same sections, so both reports always say the same thing. The section views beside it own
 the comparisons and verdicts (comparison_view.py), quality and gates (quality_view.py), theory
 (theory_view.py), speculative decoding and the prefix cache (spec_decode_view.py), the
+cross-hardware matrix of a run spread over Ray nodes (hardware_matrix_view.py), the
 environment (environment_view.py) and sample replies (replies_view.py).
 Pure: no I/O and no plotting. An imported run has no host or engine description, an arm may
 have no successful request.
@@ -24,6 +25,7 @@ from servelab.report.blocks import Block, Figures, KeyValues, Para, Section, Tab
 from servelab.report.capacity_view import capacity_blocks
 from servelab.report.comparison_view import ci_label, finite, num, verdict_blocks
 from servelab.report.environment_view import environment_blocks
+from servelab.report.hardware_matrix_view import hardware_matrix_blocks
 from servelab.report.quality_view import gates_blocks, quality_blocks
 from servelab.report.replies_view import replies
 from servelab.report.spec_decode_view import prefix_cache_blocks, spec_decode_blocks
@@ -316,6 +318,9 @@ def report_sections(
         *((Section("prefix_cache", "Prefix cache", prefix_cache_blocks(summary.prefix_cache)),)
           if summary.prefix_cache is not None else ()),
         Section("theory", "Theory beside measurement", theory_blocks(summary.theory)),
+        *((Section("hardware_matrix", "Hardware matrix",
+                   hardware_matrix_blocks(summary.hardware_matrix, manifest)),)
+          if summary.hardware_matrix is not None else ()),
         Section("config", "Configuration differences", _config_blocks(summary, manifest)),
         Section("stopping", "Stopping record", _kv_or(stopping_items(summary, manifest),
                                                       "No stopping record.")),

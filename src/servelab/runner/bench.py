@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -70,6 +71,9 @@ from servelab.store.summary import BenchSummary
 from servelab.workloads import Workload, load_trace, load_workload
 from servelab.workloads.trace import Trace
 
+if TYPE_CHECKING:
+    from servelab.runner.distributed.load import LoadExecutor
+
 LIFECYCLE = tuple(str(s) for s in Stage if s in BENCH_RECORDS)
 ARM = "bench"
 
@@ -94,15 +98,29 @@ class _Bench:
         self.lifecycle.enter(Stage.RESOLVE)
         self.cls = engine_class(config.engine.kind)
         self.engine_config = self.cls.config_for_concurrency(config.engine, config.slots)
-        self.executor = BlockExecutor(
+        self.load: LoadExecutor | None = None
+        executor = BlockExecutor
+        if config.ray is not None:
+            from servelab.runner.distributed.load import LoadExecutor
+
+            if self.workload.sessions:
+                raise UsageError("bench --ray: a conversation's turns follow its replies and are "
+                                 "not split over workers; give a single-turn workload")  # fmt: skip
+            executor = LoadExecutor
+        self.executor = executor(
             run, self.workload, seam, self.lifecycle, reporter, warmup=config.warmup,
             timeout_s=config.request_timeout_s,
             startup_timeout_s=lambda arm: config.engine.startup_timeout_s,
             on_start=self.described,
             request_ids=False, slo_check=slo_check(config.parsed_slos),
         )  # fmt: skip
+        if config.ray is not None:
+            self.load = cast("LoadExecutor", self.executor)
         # Built before the run directory exists, so a wrong model or binary leaves no debris.
         self.engine: Engine = self.executor.create(self.engine_config, run.engine_log(ARM))
+        if self.load is not None and (self.engine.transport() or seam.transport) is not None:
+            raise UsageError(f"bench --ray: engine {config.engine.kind} is not reached over the "
+                             "network; drive a llamacpp or openai engine")  # fmt: skip
         self.manifest = Manifest(kind="bench")
 
     def write_manifest(self, status: RunStatus) -> None:
@@ -214,6 +232,7 @@ class _Bench:
                 f"(log: {self.run.engine_log(ARM)})" if self.cls.managed else self.engine.base_url
             )
             self.reporter.note(f"{what} {where}")
+            self.open_workers()
             blocks: list[BlockCounters | None] = []
             with JsonlWriter(self.run.requests) as writer:
                 for i in range(self.config.blocks):  # the first start uses the engine built
@@ -229,11 +248,36 @@ class _Bench:
             if self.executor.engine is None:  # never launched (or stopped already)
                 self.engine.stop()
             self.executor.stop()
+            self.close_workers()
             self.reporter.close()
             self.lifecycle.enter(Stage.SUMMARIZE)
             summary = self.summarize(deltas)
             self.write_manifest(status)
         return summary
+
+    def open_workers(self) -> None:
+        """``--ray``: the cluster and a client worker on each node used."""
+        if self.load is None or self.config.ray is None:
+            return
+        from servelab.runner.distributed.cluster import parse_target
+        from servelab.runner.distributed.load import LoadPool
+
+        self.load.pool = LoadPool.open(parse_target(self.config.ray), self.config.workers,
+                                       self.reporter.note)  # fmt: skip
+        labels = ", ".join(n.label for n in self.load.pool.nodes)
+        note = (f"measured requests sent by Ray load workers {labels} ({self.config.ray}); "
+                "warm-up from the driver; wall-clock times on the driver's clock")  # fmt: skip
+        self.manifest = self.manifest.model_copy(update={"notes": (*self.manifest.notes, note)})
+
+    def close_workers(self) -> None:
+        """Record the workers' clock offsets and requests; stop them and the cluster."""
+        pool = self.load.pool if self.load is not None else None
+        if pool is None:
+            return
+        try:
+            self.manifest = self.manifest.model_copy(update={"load_workers": pool.records()})
+        finally:
+            pool.close()
 
     def summarize(self, deltas: dict[str, float] | None) -> BenchSummary:
         rows = read_jsonl(self.run.requests).rows if self.run.requests.exists() else []

@@ -56,8 +56,8 @@ from servelab.store.rundir import RunDir, create_run_dir, plan_run_dir
 from servelab.workloads import Workload
 
 if TYPE_CHECKING:
-    from servelab.distributed.ray_run import RayRun
-    from servelab.distributed.spread import Spread
+    from servelab.runner.distributed.ray_run import RayRun
+    from servelab.runner.distributed.spread import Spread
 
 __all__ = [
     "Experiment",
@@ -219,7 +219,7 @@ class Experiment:
 
     def spread(self) -> Spread:
         """The driver's side of a run over Ray nodes (``distributed.spread``)."""
-        from servelab.distributed.spread import Spread
+        from servelab.runner.distributed.spread import Spread
 
         assert self.ray is not None
         ex = self.executor
@@ -299,14 +299,14 @@ def _open_ray(inputs: ExperimentInputs, run_id: str, reporter: Reporter) -> RayR
     """The run's Ray cluster and node workers when the spec spreads it (``ray:``)."""
     if inputs.spec.ray is None:
         return None
-    from servelab.distributed.cluster import parse_target
-    from servelab.distributed.ray_run import RayRun
+    from servelab.runner.distributed.cluster import parse_target
+    from servelab.runner.distributed.ray_run import RayRun
 
     return RayRun.open(parse_target(inputs.spec.ray.address), inputs, run_id, reporter.note)
 
 
 def _with_ray(manifest: Manifest, ray: RayRun) -> Manifest:
-    from servelab.distributed.ray_run import spread_note
+    from servelab.runner.distributed.ray_run import spread_note
 
     record = ray.record()
     if manifest.ray is not None:  # a resume: the nodes it had before, then this cluster's
@@ -351,6 +351,8 @@ def _execute(
         status = "stopped_early" if stopped_early else "complete"
     except BaseException as exc:
         status = failure_status(exc)
+        if ray is not None:
+            ray.interrupted = True  # nodes may be mid-block: stop them at once
         replacement = failure_error(exc, run.root, resumable=True)
         if replacement is None:
             raise
@@ -396,10 +398,11 @@ def resume_experiment(
     lifecycle.enter(Stage.RESOLVE)
     inputs = ExperimentInputs.resolve(spec, manifest.spec_source or {}, None)
     state = ManifestState(run, manifest, lifecycle)
-    inputs.refuse_changed(state.started_effective())
+    # before a cluster is joined: everything but node.hardware, which only the nodes tell
+    inputs.refuse_changed(state.started_effective(), skip=("node.hardware",))
     spread = _open_ray(inputs, run.run_id, reporter)
     try:
-        inputs.refuse_changed(state.started_effective())  # again: node.hardware is known now
+        inputs.refuse_changed(state.started_effective())
         lifecycle.enter(Stage.PREFLIGHT)
         ensure_fd_limit(max(spec.concurrency_levels))
         check = inputs.preflight_check(run.root, max_foreign_cpu, ports=False)

@@ -155,12 +155,15 @@ class ExperimentInputs:
     def hardware(self) -> Hardware | None:
         return resolve_hardware(self.spec.hardware, measure_cpu=True)
 
-    def refuse_changed(self, started: Mapping[str, Mapping[str, object]]) -> None:
-        """On resume: every arm must resolve to the configuration it started with."""
+    def refuse_changed(
+        self, started: Mapping[str, Mapping[str, object]], skip: tuple[str, ...] = ()
+    ) -> None:
+        """On resume: every arm must resolve to the configuration it started with (``skip``:
+        keys not known yet)."""
         for name, eff in self.effective.items():
             before = started.get(name, {})
             # A key the run did not record is one this servelab added since: not a change.
-            changed = [k for k in sorted(before) if eff.get(k) != before.get(k)]
+            changed = [k for k in sorted(before) if k not in skip and eff.get(k) != before.get(k)]
             if changed:
                 k = changed[0]
                 raise UsageError(

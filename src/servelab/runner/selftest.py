@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
 from pydantic import JsonValue
@@ -68,6 +68,9 @@ from servelab.store.selftest_file import (
     read_selftest,
     write_selftest,
 )
+
+if TYPE_CHECKING:
+    from servelab.runner.distributed.load_selftest import SplitRamp
 
 ERROR_BOUND_MS = 1.0  # p99 arrival error a step may have and still count as kept up
 CPU_BOUND_CORES = 1.0  # one event loop cannot use more than one core
@@ -199,16 +202,39 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_probe(url: str, probe: Probe, tag: str) -> ProbeRun:
-    """Drive the mock server at ``url`` through the real client; match the server's record."""
+@dataclass
+class Driven:
+    """What one client process saw of a probe: each job's ``Sent`` and observation, its send
+    stamps, and its own load; ``shift_ns`` places its monotonic stamps on the server's
+    monotonic clock (0 on the server's machine: CLOCK_MONOTONIC is one clock per host)."""
+
+    seen: dict[int, tuple[Sent, Observation]]
+    stamps: dict[int, int]
+    wall_s: float
+    cpu_s: float
+    loop_lag_p99_s: float | None
+    anchor: WallAnchor  # this process's wall clock and monotonic clock, read together
+    shift_ns: int = 0
+
+
+def drive_probe(
+    url: str, probe: Probe, tag: str, jobs: Sequence[int] | None = None,
+    streams: int | None = None, start_unix_s: float | None = None,
+) -> Driven:  # fmt: skip
+    """Drive the mock server at ``url`` through the real client: ``jobs`` of ``probe`` (None:
+    all) with ``streams`` in flight (None: the probe's), from ``start_unix_s`` (this
+    process's wall clock; None: now). Runs in this process, or on a Ray worker."""
     engine, clock = _engine(url), SendStamps()
     anchor = WallAnchor(wall_unix_s=0.0, monotonic_ns=0)  # Sent.unix_s = monotonic seconds
     seen: dict[int, tuple[Sent, Observation]] = {}
+    while start_unix_s is not None and (left := start_unix_s - time.time()) > 0:
+        time.sleep(min(left, 0.05))
+    real = WallAnchor.take(clock)
     t0, cpu0 = time.perf_counter(), _cpu_s()
     load = run_jobs(
         engine,
-        list(range(probe.jobs)),
-        probe.streams,
+        list(range(probe.jobs)) if jobs is None else list(jobs),
+        streams or probe.streams,
         60.0,
         _request_for(engine, probe, tag, clock),
         lambda job, sent, obs: seen.__setitem__(job, (sent, obs)),
@@ -220,13 +246,30 @@ def run_probe(url: str, probe: Probe, tag: str) -> ProbeRun:
     wall_s, cpu_s = time.perf_counter() - t0, _cpu_s() - cpu0
     if load is not None:
         wall_s, cpu_s = load.wall_s, load.cpu_s
-    record = _emissions(url)
-    traces = [
-        _trace(clock.stamps.get(job), sent, obs, record.get(f"{tag}-{job}"))
-        for job, (sent, obs) in seen.items()
-    ]
     lag = load.loop_lag_p99_s if load is not None else None
-    return ProbeRun(probe, traces, wall_s, cpu_s, lag)
+    return Driven(seen, dict(clock.stamps), wall_s, cpu_s, lag, real)
+
+
+def run_probe(url: str, probe: Probe, tag: str) -> ProbeRun:
+    """Drive the mock server at ``url`` through the real client; match the server's record."""
+    return probe_run(url, probe, [drive_probe(url, probe, tag)], tag)
+
+
+def probe_run(url: str, probe: Probe, parts: Sequence[Driven], tag: str) -> ProbeRun:
+    """One probe's figures from the client processes that drove it: their requests matched
+    with the server's record, the longest wall time, and the busiest process's CPU share
+    (over that wall time: the bound is per process)."""
+    record = _emissions(url)
+    traces = []
+    for part in parts:
+        for job, (sent, obs) in part.seen.items():
+            trace = _trace(part.stamps.get(job), sent, obs, record.get(f"{tag}-{job}"))
+            trace.sent_ns += part.shift_ns
+            traces.append(trace)
+    wall_s = max(p.wall_s for p in parts)
+    share = max(p.cpu_s / p.wall_s if p.wall_s > 0 else 0.0 for p in parts)
+    lags = [p.loop_lag_p99_s for p in parts if p.loop_lag_p99_s is not None]
+    return ProbeRun(probe, traces, wall_s, share * wall_s, max(lags) if lags else None)
 
 
 def _emissions(url: str) -> dict[str, JsonValue]:  # JSON boundary: the server's record
@@ -397,14 +440,50 @@ def selftest(
     save: bool = True,
 ) -> SelftestResult:
     """Measure the client's timing error and ceiling (``to_json``: docs/selftest.md's JSON)."""
+    return _selftest(quick, error_bound_ms, cpu_bound_cores, progress, save, None)[0]
+
+
+def selftest_split(
+    *,
+    ray: str,
+    workers: int | None = None,
+    quick: bool = False,
+    error_bound_ms: float = ERROR_BOUND_MS,
+    cpu_bound_cores: float = CPU_BOUND_CORES,
+    progress: Progress | None = None,
+    save: bool = True,
+) -> tuple[SelftestResult, SplitRamp]:
+    """The selftest, then its ceiling ramp again with the load split over client workers on
+    ``workers`` nodes of the Ray cluster ``ray`` (``distributed.load_selftest``): the same mock
+    server, the same error bound. Only the one-host result is saved."""
+    from servelab.runner.distributed.cluster import parse_target
+    from servelab.runner.distributed.load_selftest import split_ramp
+
+    target, probes = parse_target(ray), plan(quick).ramp
+
+    def split(url: str, bound_ms: float, tell: Progress) -> SplitRamp:
+        return split_ramp(target, workers, url, probes, bound_ms, cpu_bound_cores, tell)
+
+    result, ramp = _selftest(quick, error_bound_ms, cpu_bound_cores, progress, save, split)
+    assert ramp is not None
+    return result, ramp
+
+
+def _selftest(
+    quick: bool, error_bound_ms: float, cpu_bound_cores: float, progress: Progress | None,
+    save: bool, split: Callable[[str, float, Progress], SplitRamp] | None,
+) -> tuple[SelftestResult, SplitRamp | None]:  # fmt: skip
     steps_plan, tell = plan(quick), progress or (lambda _: None)
     previous = read_selftest()
+    ramp = None
     with _machine(), _mock_server() as server:
         accuracy = []
         for i, probe in enumerate(steps_plan.accuracy):
             tell(f"timing: {probe.profile} engine, {probe.streams} streams")
             accuracy.append(run_probe(server.url, probe, f"a{i}"))
         steps, bound_ms = _ramp(server.url, steps_plan.ramp, error_bound_ms, cpu_bound_cores, tell)
+        if split is not None:
+            ramp = split(server.url, bound_ms, tell)
     result = _result(
         quick,
         accuracy,
@@ -414,7 +493,7 @@ def selftest(
     )
     if save:
         write_selftest(result)
-    return result
+    return result, ramp
 
 
 def _ramp(

@@ -7,7 +7,9 @@ optional cap on requests in flight (``max_concurrency``). ``slos`` holds per-req
 line at its arrival time divided by ``time_scale``; ``requests`` does not apply). ``blocks``
 (closed loop only) repeats the measurement on that many fresh starts of the engine, each with
 its own warm-up and ``requests`` measured requests, so a comparison with the bench has blocks
-to resample (``servelab verify`` uses 3).
+to resample (``servelab verify`` uses 3). ``ray`` (``local:N`` or a Ray address) sends the
+measured requests from client workers on ``workers`` Ray nodes (None: every worker node), one
+engine, one merged run (``distributed.load``; docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -49,10 +51,29 @@ class BenchConfig(BaseModel):
     slos: SloTexts = ()
     trace: str | None = None  # a JSONL trace to replay at its own arrival times
     time_scale: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    ray: str | None = None  # client workers on a Ray cluster: ``local:N`` or HOST:PORT
+    workers: int | None = Field(default=None, ge=1)  # with ``ray``: nodes used (None: all)
 
     @property
     def parsed_slos(self) -> tuple[Slo, ...]:
         return parse_slos(self.slos)
+
+    @model_validator(mode="after")
+    def _load_workers(self) -> BenchConfig:
+        if self.ray is None:
+            if self.workers is not None:
+                raise ValueError("--workers splits the load over Ray nodes: give --ray too")
+            return self
+        if self.blocks > 1:
+            raise ValueError("--ray drives one engine start: drop --blocks (or --ray)")
+        n = self.workers or 1
+        if self.rate is None and self.trace is None and self.concurrency < n:
+            raise ValueError(f"--concurrency {self.concurrency} is less than --workers {n}: "
+                             "each worker needs a request in flight")  # fmt: skip
+        if self.max_concurrency is not None and self.max_concurrency < n:
+            raise ValueError(f"--max-concurrency {self.max_concurrency} is less than "
+                             f"--workers {n}: each worker needs a request in flight")  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _load_shape(self) -> BenchConfig:

@@ -207,8 +207,8 @@ class RaySpec(BaseModel):
     @field_validator("address")
     @classmethod
     def _address(cls, v: str) -> str:
-        from servelab.distributed.cluster import parse_target
         from servelab.errors import UsageError
+        from servelab.spec.ray import parse_target
 
         try:
             return parse_target(v).text

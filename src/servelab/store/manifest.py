@@ -186,6 +186,21 @@ class RayRecord(Record):
     nodes: dict[str, RayNodeRecord] = Field(default_factory=dict)
 
 
+class LoadWorkerRecord(Record):
+    """One client worker of a bench whose load came from Ray nodes (``bench --ray``): where it
+    ran, its wall clock's offset to the driver's (worker minus driver, NTP-style: the round
+    trip with the shortest time; the offset is known to within half of ``rtt_s``) before and
+    after the measured requests, and how many measured requests it sent."""
+
+    node_id: str
+    ip: str
+    offset_s: float
+    rtt_s: float
+    offset_after_s: float | None = None
+    rtt_after_s: float | None = None
+    requests: int = 0
+
+
 class Manifest(Record):
     """A run directory's ``manifest.json`` (format version 2). See docs/run-directory.md."""
 
@@ -232,6 +247,8 @@ class Manifest(Record):
     looks: tuple[Look, ...] = ()
     resumes: tuple[Resume, ...] = ()
     ray: RayRecord | None = None  # spread over a Ray cluster (docs/distributed.md)
+    # bench --ray: the client workers by node label (docs/distributed.md)
+    load_workers: dict[str, LoadWorkerRecord] | None = None
 
     @field_validator("schema_version")
     @classmethod

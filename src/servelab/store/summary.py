@@ -3,7 +3,8 @@
 Owns the frozen records ``servelab.analysis`` produces and ``servelab.report`` renders:
 ``Summary`` (an experiment, import or compare run, as ``servelab report`` writes it) with its
 ``ArmSummary``, ``MetricSummary``, ``RateCI``, ``Comparison``, ``Proportion``, ``SweepRow``,
-``Stopping``, ``Warning``, ``GateResult``, theory and quality sections, the spec-decode and
+``Stopping``, ``Warning``, ``GateResult``, theory and quality sections, the cross-hardware
+matrix of a run spread over Ray nodes (``HardwareMatrixRow``), the spec-decode and
 prefix-cache records (``store.engine_records``); and ``BenchSummary``
 (what ``servelab bench`` writes: arms, engine counter figures and open-loop figures).
 
@@ -302,6 +303,28 @@ class TheorySection(_Record):
     arms: dict[str, ArmPrediction | TheoryNote]
 
 
+# ------------------------------------------------------------------------------ hardware
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareMatrixRow(_Record):
+    """One arm on one kind of node of a run spread over Ray (``servelab run --ray``): its
+    successful trial requests on the nodes of that hardware label, and its measured median
+    decode rate over the roofline ceiling of those nodes (``roofline_pct``: a fraction, as
+    ``pct_of_roofline`` of a prediction; 0.33 is 33 %)."""
+
+    hardware: str
+    arm: str
+    nodes: tuple[str, ...]
+    blocks: tuple[int, ...]
+    n_requests: int
+    decode_tps_median: float | None
+    decode_tps_pooled: float | None
+    ttft_s_median: float | None
+    ceiling_tps: float | None
+    roofline_pct: float | None
+
+
 # ------------------------------------------------------------------------------ quality
 
 
@@ -358,7 +381,7 @@ class Summary(_Record):
 
     OMIT_NONE: ClassVar[frozenset[str]] = frozenset(
         {"theory", "quality", "gates", "gates_required", "gates_failed", "references", "prompts",
-         "capacity", "spec_decode", "prefix_cache", "batch_fit"}
+         "capacity", "spec_decode", "prefix_cache", "batch_fit", "hardware_matrix"}
     )  # fmt: skip
 
     schema_version: int
@@ -389,6 +412,7 @@ class Summary(_Record):
     spec_decode: dict[str, SpecDecodeRecord] | None = None  # arms that speculated
     prefix_cache: dict[str, PrefixCacheRecord] | None = None  # arms caching or with hits
     batch_fit: dict[str, BatchFit] | None = None  # sweeps of 3+ levels: the batch cost fit
+    hardware_matrix: tuple[HardwareMatrixRow, ...] | None = None  # spread over Ray nodes
 
     def arm_order(self) -> list[str]:
         """Arms, baseline first."""
@@ -481,6 +505,7 @@ __all__ = [
     "Confound",
     "EngineCounterFigures",
     "GateResult",
+    "HardwareMatrixRow",
     "HardwareRecord",
     "MetricSummary",
     "Number",

@@ -11,16 +11,23 @@ different hardware are a confound the guard refuses unless declared) and the man
 
 from __future__ import annotations
 
-import socket
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from servelab.distributed.cluster import RayCluster, RayNode, RayTarget
-from servelab.distributed.node import RunSettings
-from servelab.distributed.spread import NODE_LOCKS, NodePool, placement_nodes
+import psutil
+
 from servelab.errors import UsageError
 from servelab.paths import cache_dir
+from servelab.runner.distributed.cluster import (
+    RayCluster,
+    RayNode,
+    RayTarget,
+    driver_address,
+)
+from servelab.runner.distributed.node import RunSettings
+from servelab.runner.distributed.spread import NODE_LOCKS, NodePool, placement_nodes
 from servelab.runner.experiment_inputs import ExperimentInputs
 from servelab.store import Host, RayNodeRecord, RayRecord
 
@@ -39,12 +46,15 @@ class RayRun:
     cluster: RayCluster
     pool: NodePool
     allowed: dict[str, list[RayNode]]
+    interrupted: bool = False  # set when the run ends with an error or Ctrl-C
 
     @classmethod
     def open(cls, target: RayTarget, inputs: ExperimentInputs, run_id: str,
              note: Any = None) -> RayRun:  # fmt: skip
         """Join or start the cluster and start a worker on every node; refuse a node that would
         run an arm differently. Adds ``node.hardware`` to each arm's effective configuration."""
+        if target.local:
+            refuse_oversubscribed(inputs, target.local)
         if note is not None:
             note(f"Ray: {'starting ' + target.text if target.local else 'joining ' + target.text}")
         cluster = RayCluster(target)
@@ -58,7 +68,7 @@ class RayRun:
             )  # fmt: skip
             lock_dir = cache_dir() / NODE_LOCKS
             lock_dir.mkdir(parents=True, exist_ok=True)
-            pool = NodePool.start(cluster, settings, spec.hardware, str(lock_dir), _my_ip())
+            pool = NodePool.start(cluster, settings, spec.hardware, str(lock_dir), driver_address())
             allowed = placement_nodes(list(inputs.arms), spec.placement, pool.nodes)
             run = cls(target, cluster, pool, allowed)
             run.check_nodes(inputs)
@@ -106,20 +116,44 @@ class RayRun:
         return RayRecord(address=self.target.text, nodes=nodes)
 
     def close(self) -> None:
+        """Stop the node workers (at once when the run was interrupted or failed mid-block)
+        and leave or stop the cluster."""
         try:
-            self.pool.stop()
+            self.pool.stop(graceful=not self.interrupted)
         finally:
             self.cluster.close()
 
 
-def _my_ip() -> str | None:
-    """This machine's address as a Ray node would report it (None when it cannot tell)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("10.255.255.255", 1))
-            return str(s.getsockname()[0])
-    except OSError:
+def engine_threads(effective: Mapping[str, object], cores: int) -> int | None:
+    """The threads a llama-server arm decodes with (``llama.threads``; -1: one per core);
+    None for an engine that records none."""
+    value = effective.get("llama.threads")
+    if value is None:
         return None
+    try:
+        threads = int(str(value))
+    except ValueError:
+        return None
+    return cores if threads <= 0 else threads
+
+
+def refuse_oversubscribed(inputs: ExperimentInputs, nodes: int) -> None:
+    """A local cluster runs ``nodes`` engines at once on this machine: refuse arms whose
+    threads, times the nodes, exceed its cores. llama.cpp's threads wait on each other at every
+    step, and oversubscribed they wait for the scheduler instead: on 2 cores, two engines of
+    2 threads each decoded at 1.5 tok/s instead of ~60."""
+    cores = len(os.sched_getaffinity(0))
+    physical = psutil.cpu_count(logical=False) or cores
+    for arm, eff in inputs.effective.items():
+        threads = engine_threads(eff, physical)
+        if threads is not None and threads * nodes > cores:
+            raise UsageError(
+                f"--ray local:{nodes} runs {nodes} engines at once on this machine's {cores} "
+                f"cores, but arm {arm!r} runs llama-server with {threads} thread(s) "
+                f"(llama.threads {eff.get('llama.threads')}): together they oversubscribe the "
+                f"cores and llama.cpp slows to a crawl; give every arm -t "
+                f"{max(1, cores // nodes)} in its flags, or use fewer nodes"
+            )
 
 
 def spread_note(record: RayRecord, arms: Mapping[str, list[RayNode]]) -> str:

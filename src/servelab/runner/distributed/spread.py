@@ -34,10 +34,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from servelab.distributed.cluster import RayCluster, RayNode
-from servelab.distributed.node import BlockDone, RunSettings, actor_class
 from servelab.errors import EnvironmentProblem, UsageError
 from servelab.records import Phase
+from servelab.runner.distributed.cluster import RayCluster, RayNode, ray_get
+from servelab.runner.distributed.node import BlockDone, RunSettings, actor_class
 from servelab.runner.lifecycle import Block, EngineStarted
 from servelab.spec.schedule import BlockPlan
 from servelab.store import RequestRow
@@ -157,15 +157,7 @@ class NodePool:
 
     def get(self, ref: Any, label: str) -> Any:
         """``ray.get`` with a node's own error (a busy lock, a missing engine) unwrapped."""
-        ray = self.cluster.ray
-        try:
-            return ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:
-            raise exc.as_instanceof_cause() from None
-        except ray.exceptions.RayError as exc:
-            raise EnvironmentProblem(
-                f"Ray node {label} failed: {str(exc).splitlines()[0]}"
-            ) from None
+        return ray_get(self.cluster.ray, ref, f"Ray node {label}")
 
     def effective(self, spec: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
         """Each node's effective configuration of every arm."""
@@ -176,14 +168,18 @@ class NodePool:
     def alive(self) -> list[str]:
         return [n.label for n in self.nodes if n.label not in self.lost]
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        """Stop every node's engine and worker: politely when they are idle (a finished run),
+        at once otherwise (an interrupted or failed one: a worker busy with a block would only
+        take its stop after it); a killed worker takes its engine with it."""
         ray = self.cluster.ray
-        refs = [a.stop.remote() for label, a in self.actors.items() if label not in self.lost]
-        for ref in refs:
-            try:
-                ray.get(ref, timeout=60)
-            except Exception:  # a node lost while stopping: nothing of it is left to stop
-                continue
+        if graceful:
+            refs = [a.stop.remote() for label, a in self.actors.items() if label not in self.lost]
+            for ref in refs:
+                try:
+                    ray.get(ref, timeout=150)
+                except Exception:  # a node lost while stopping: nothing of it is left to stop
+                    continue
         for a in self.actors.values():
             try:
                 ray.kill(a)

@@ -23,52 +23,46 @@ Assumptions, stated once:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
+import socket
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from servelab.errors import EnvironmentProblem, UsageError
+from servelab.errors import EnvironmentProblem
+from servelab.spec.ray import RayTarget, parse_target
 
-LOCAL = re.compile(r"^local:(\d+)$")
-MAX_LOCAL_NODES = 8
+__all__ = ["RayCluster", "RayNode", "RayTarget", "import_ray", "parse_target", "worker_nodes"]
+
 LOCAL_IP = "127.0.0.1"
 NAMESPACE = "servelab"
 RAY_EXTRA = "pip install 'servelab[ray]' (make test installs it)"
 _BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory", "accelerator_type")
 
 
-@dataclass(frozen=True, slots=True)
-class RayTarget:
-    """Where the cluster is: ``local`` worker nodes to start, or an ``address`` to join."""
+def ray_get(ray: ModuleType, ref: Any, what: str) -> Any:
+    """``ray.get``: the exception the remote code raised (a busy lock, a missing engine),
+    unwrapped; a lost node or worker as one line naming ``what``."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        raise exc.as_instanceof_cause() from None
+    except ray.exceptions.RayError as exc:
+        raise EnvironmentProblem(f"{what} failed: {str(exc).splitlines()[0]}") from None
 
-    text: str  # as given: ``local:2`` or ``10.0.0.5:6379`` (what the manifest records)
-    local: int = 0
 
-    @property
-    def address(self) -> str | None:
-        return None if self.local else self.text
-
-
-def parse_target(text: str) -> RayTarget:
-    """``local:N`` (1 to 8 nodes on this machine) or a Ray address (``HOST:PORT``, ``auto``,
-    ``ray://HOST:PORT``)."""
-    value = text.strip()
-    m = LOCAL.match(value)
-    if m:
-        n = int(m.group(1))
-        if not 1 <= n <= MAX_LOCAL_NODES:
-            raise UsageError(f"--ray {value}: a local cluster has 1 to {MAX_LOCAL_NODES} nodes")
-        return RayTarget(value, n)
-    if not value or value.startswith("local"):
-        raise UsageError(
-            f"--ray {value!r}: give local:N (N worker nodes on this machine) or the address of "
-            "a running Ray cluster (HOST:PORT, or auto)"
-        )
-    return RayTarget(value)
+def driver_address() -> str | None:
+    """This machine's address as a Ray node would report it (None when it cannot tell)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))
+            return str(s.getsockname()[0])
+    except OSError:
+        return None
 
 
 def import_ray() -> ModuleType:
@@ -165,6 +159,7 @@ class RayCluster:
     def _start(self, cpus_per_node: int) -> None:
         ray = self.ray
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home
+        logging.getLogger("ray").setLevel(logging.WARNING)  # its INFO lines are not for users
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         if self.target.local:
             loopback_only(ray)
@@ -201,9 +196,24 @@ class RayCluster:
             )
         return found
 
+    @property
+    def address(self) -> str:
+        """The address other drivers join with (``--ray ADDRESS``)."""
+        return str(self._local.address) if self._local is not None else self.target.text
+
     def kill_node(self, index: int) -> None:
         """Stop local worker node ``index`` at once (its raylet and the workers on it)."""
         self._local.remove_node(self._nodes[index], allow_graceful=False)
+
+    def add_node(self, index: int, cpus: int = 1) -> None:
+        """Start local worker node ``index`` (again, after ``kill_node``: the same label)."""
+        node = self._local.add_node(num_cpus=cpus, node_ip_address=LOCAL_IP,
+                                    resources={f"servelab_n{index}": 1.0})  # fmt: skip
+        if index < len(self._nodes):
+            self._nodes[index] = node
+        else:
+            self._nodes.append(node)
+        self._local.wait_for_nodes()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -25,7 +25,7 @@ import queue
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,15 @@ class NodeWorker:
             on_start=self._started, slo_check=slo_check(parse_slos(settings.slos)),
         )  # fmt: skip
         self._sent: dict[str, tuple[int, int]] = {}  # file -> (size, mtime_ns) already sent
+        # One long-lived thread runs every block: an engine is started from it, and Linux
+        # sends an engine its parent-death signal when the *thread* that started it ends, so
+        # a thread per block would stop a running engine between blocks.
+        self._jobs: queue.Queue[Callable[[], None]] = queue.Queue()
+        threading.Thread(target=self._serve, name="servelab-node", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            self._jobs.get()()
 
     def facts(self, hardware: str) -> dict[str, Any]:
         """The node as the manifest records it: host facts and the hardware ``hardware``
@@ -153,14 +162,12 @@ class NodeWorker:
             finally:
                 self.events.put(("end", None))
 
-        thread = threading.Thread(target=work, name=f"block-{block.block}", daemon=True)
-        thread.start()
+        self._jobs.put(work)
         while True:
             kind, value = self.events.get()
             if kind == "end":
                 break
             yield kind, value
-        thread.join()
         if "error" in result:
             raise result["error"]
         yield "done", BlockDone(result.get("deltas"), self._new_files())
@@ -183,8 +190,17 @@ class NodeWorker:
 
     def stop(self) -> None:
         """Stop the engine it runs, if any, and give the node's lock back."""
+        done = threading.Event()
+
+        def stop_engine() -> None:
+            try:
+                self.executor.stop()
+            finally:
+                done.set()
+
+        self._jobs.put(stop_engine)  # on the thread that started it
         try:
-            self.executor.stop()
+            done.wait(timeout=120)
         finally:
             self.lock.release()
             shutil.rmtree(self.root.parent, ignore_errors=True)  # every file was sent
