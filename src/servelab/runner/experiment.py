@@ -169,8 +169,12 @@ class Experiment:
     def write_counters(self, bp: BlockPlan, counters: BlockCounters | None) -> None:
         if counters is None or counters.before is None or counters.after is None:
             return
-        deltas = counter_deltas(counters.before, counters.after)
-        write_block_deltas(self.run, bp.arm, bp.block, bp.concurrency, deltas, bp.rate_rps)
+        self.write_deltas(bp, counter_deltas(counters.before, counters.after))
+
+    def write_deltas(self, bp: BlockPlan, deltas: dict[str, float] | None) -> None:
+        """A block's counter deltas (None: its engine has no counters) beside its rows."""
+        if deltas is not None:
+            write_block_deltas(self.run, bp.arm, bp.block, bp.concurrency, deltas, bp.rate_rps)
 
     def plan(self) -> list[BlockPlan]:
         spec = self.spec
@@ -224,16 +228,12 @@ class Experiment:
         assert self.ray is not None
         ex = self.executor
 
-        def deltas(bp: BlockPlan, values: dict[str, float] | None) -> None:
-            if values is not None:
-                write_block_deltas(self.run, bp.arm, bp.block, bp.concurrency, values,
-                                   bp.rate_rps)  # fmt: skip
-
         def lost(label: str, why: str) -> None:
             self.state.update(self.state.manifest.with_node_lost(label, why))
 
         return Spread(
-            self.ray.pool, self.run, self.ray.allowed, self.block, self.state.add_start, deltas,
+            self.ray.pool, self.run, self.ray.allowed, self.block, self.state.add_start,
+            self.write_deltas,
             ex.done, ex.seq, self.reporter.note, self.reporter.request_done, lost,
         )  # fmt: skip
 
@@ -311,7 +311,7 @@ def _with_ray(manifest: Manifest, ray: RayRun) -> Manifest:
     record = ray.record()
     if manifest.ray is not None:  # a resume: the nodes it had before, then this cluster's
         record = record.model_copy(update={"nodes": {**manifest.ray.nodes, **record.nodes}})
-    note = spread_note(record, ray.allowed)
+    note = spread_note(record)
     notes = manifest.notes if note in manifest.notes else (*manifest.notes, note)
     return manifest.with_ray(record).model_copy(update={"notes": notes})
 

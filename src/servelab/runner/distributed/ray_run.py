@@ -156,7 +156,7 @@ def refuse_oversubscribed(inputs: ExperimentInputs, nodes: int) -> None:
             )
 
 
-def spread_note(record: RayRecord, arms: Mapping[str, list[RayNode]]) -> str:
+def spread_note(record: RayRecord) -> str:
     """For the manifest's notes: what ran at the same time and what did not."""
     labels = ", ".join(sorted(record.nodes))
     return (
