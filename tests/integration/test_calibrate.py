@@ -88,6 +88,15 @@ def test_calibrate_writes_a_plausible_profile_that_predict_uses(cache: Path) -> 
     )
     assert target.sha256 in q.models  # merged, not replaced
 
+    # the target itself again without variants (as at a workload's lengths on a GPU): its own
+    # step and table are new, the bandwidth and its variant point stay (they were once
+    # dropped with the target's group, which left nothing to fit a bandwidth to)
+    third = calibrate(MODEL, variants=(), k_max=2, reps=2, tokens=8, bench=bench,
+                      progress=False).profile  # fmt: skip
+    assert third.step == q.step and third.points == q.points
+    assert len(third.models[target.sha256].verify_s) == 2  # re-measured at k_max 2
+    assert third.models[draft.sha256] == gemma
+
 
 def test_calibrate_command_prints_the_profile_as_json(cache: Path) -> None:
     argv = [sys.executable, "-m", "servelab", "calibrate", MODEL, "--variants", "F16",
@@ -107,7 +116,8 @@ def test_calibrate_times_a_llama_server_pair_sharing_a_vocabulary(
     cache: Path, tmp_path: Path
 ) -> None:
     """Tiny synthetic llama3 target and draft (one vocabulary): the real llama-server's
-    speculative cycle at K = 2, 4, 8 is stored as a pair the profile then uses."""
+    speculative cycle at K = 2, 4, 8, timed at a workload's lengths (300 tokens in, 48 out),
+    is stored as a pair the profile then uses."""
     from servelab.models.pull import sha256_file
     from servelab.runner.calibrate_server import SERVER_KS
 
@@ -121,8 +131,8 @@ def test_calibrate_times_a_llama_server_pair_sharing_a_vocabulary(
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         done = calibrate(str(target), drafts=[str(draft)], variants=("Q8_0",), k_max=4,
-                         reps=2, tokens=16, hardware="test-server-pair",
-                         progress=False)  # fmt: skip
+                         reps=2, tokens=16, hardware="test-server-pair", progress=False,
+                         server_tokens=48, prompt_tokens=300)  # fmt: skip
     finally:
         os.close(lock)
     p = done.profile
@@ -133,6 +143,8 @@ def test_calibrate_times_a_llama_server_pair_sharing_a_vocabulary(
     assert all(x > 0 for x in c) and c[0] < c[1] < c[2]
     assert pair.step_s > 0 and pair.overhead_s >= 0 and pair.draft_token_s > 0
     assert 0 <= pair.rms_rel_residual < 10
+    # timed at the lengths asked for, as llama-server itself counted them
+    assert (pair.prompt_tokens, pair.gen_tokens) == (300, 48)
     fit = p.models[t_sha].verify_fit
     assert fit is not None
     assert p.verify_cost(t_sha, 3, d_sha) == pytest.approx(

@@ -9,7 +9,6 @@ beside it. One engine at a time: run this module under the engine lock.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ from tests.integration.conftest import error_lines, run_cli
 pytestmark = pytest.mark.engine
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+FAST_EXAMPLE = 'rules: ["decode_tps >= 60", "ttft_s.p90 <= 1s"]'
+FAST_RULES = ("decode_tps >= 30", "ttft_s.p90 <= 2s")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,14 @@ def roles_run(engine_ready: None, tmp_path_factory: pytest.TempPathFactory) -> P
     spec = yaml.safe_load((EXAMPLES / "roles.yaml").read_text())
     spec |= {"blocks": 4, "requests_per_block": 2}
     (folder / "roles.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    shutil.copy(EXAMPLES / "roles-registry.yaml", folder / "roles-registry.yaml")
+    # The fast tier asks 60 tok/s and a TTFT p90 of 1 s, which two threads clear on a quiet
+    # 2-core machine (about 90 tok/s, 0.8 s); CI's shared machine measured f16 at 68.8 tok/s
+    # with the interval of 8 requests reaching down to 59.1. The copy asks half as much: what
+    # is tested is that rules are judged on their intervals, not this machine's speed that day.
+    registry = (EXAMPLES / "roles-registry.yaml").read_text(encoding="utf-8")
+    assert FAST_EXAMPLE in registry
+    fast = "rules: " + json.dumps(list(FAST_RULES))
+    (folder / "roles-registry.yaml").write_text(registry.replace(FAST_EXAMPLE, fast), "utf-8")
     run = folder / "run"
     done = run_cli("run", str(folder / "roles.yaml"), "--out", str(run), "--quiet", timeout=600)
     assert done.returncode == 0, done.stderr
@@ -75,9 +83,9 @@ def test_promote_then_roles_then_verify(roles_run: Path) -> None:
     record = json.loads((promoted / "fast.json").read_text())
     assert record["role"] == "fast" and record["arm"] == "f16"
     rules = record["evidence"]["role_rules"]
-    assert set(rules) == {"decode_tps >= 60", "ttft_s.p90 <= 1s"}
+    assert set(rules) == set(FAST_RULES)
     assert all(r["passed"] for r in rules.values())
-    assert rules["decode_tps >= 60"]["interval"][0] >= 60  # the interval clears, not the point
+    assert rules[FAST_RULES[0]]["interval"][0] >= 30  # the interval clears, not the point
     command = (promoted / "fast.cmd").read_text()
     assert f"--port {port}" in command and "--flash-attn on" in command
     listed = run_cli("roles", "--registry", str(_registry(roles_run)))

@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 import pytest
+import yaml
 
 from servelab.runner.preflight import MachineLock
 from servelab.store.jsonl import read_jsonl
@@ -39,28 +40,40 @@ def _trial_ids(run: Path) -> list[str]:
             if r["phase"] == "trial"]  # fmt: skip
 
 
+def trimmed(tmp_path: Path, example: str, **fields: Any) -> Path:
+    """A shipped example with fewer blocks or requests: the same arms, engine and workload.
+    The suite runs on a 2-core machine, where every request of a full example costs seconds."""
+    spec = yaml.safe_load((EXAMPLES / example).read_text(encoding="utf-8"))
+    spec.update(fields)
+    path = tmp_path / example
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def test_aa_experiment_finds_no_difference(engine_ready: None, tmp_path: Path) -> None:
     out = tmp_path / "aa"
-    done = run_cli("run", str(EXAMPLES / "aa.yaml"), "--out", str(out), "--quiet", timeout=900)
+    # 4 blocks of 4 requests per arm (the example: 6 of 6), at the example's 99 % confidence
+    spec = trimmed(tmp_path, "aa.yaml", blocks=4, requests_per_block=4, warmup=1)
+    done = run_cli("run", str(spec), "--out", str(out), "--quiet", timeout=900)
     assert done.returncode == 0, done.stderr
     summary = _summary(out)
     for metric, c in _verdicts(summary).items():
         assert c["verdict"] in ("no_difference", "inconclusive"), (metric, c)
         assert c["ci_low"] <= 1.0 <= c["ci_high"] or c["verdict"] == "no_difference"
-    assert summary["arms"]["a"]["n_ok"] == summary["arms"]["b"]["n_ok"] == 36
+    assert summary["arms"]["a"]["n_ok"] == summary["arms"]["b"]["n_ok"] == 16
     assert (out / "report.html").stat().st_size > 10_000
     assert "report:" in done.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["config_diff"] == {}
     ids = _trial_ids(out)
-    assert len(ids) == len(set(ids)) == 72
+    assert len(ids) == len(set(ids)) == 32
     quality = summary["quality"]  # identical arms at temperature 0 answer alike
-    assert quality["arms"]["a"]["n_rows"] == 36
+    assert quality["arms"]["a"]["n_rows"] == 16
     assert quality["arms"]["a"]["rates"]["tool_accuracy"]["n"] > 0  # chat-tools expects tools
     for metric, c in quality["comparisons"]["b"].items():
         assert c["verdict"] in ("no_difference", "inconclusive"), (metric, c)
     scores = read_jsonl(out / "quality" / "scores.jsonl").rows
-    assert len(scores) == 72 and all("coherence" in s for s in scores)
+    assert len(scores) == 32 and all("coherence" in s for s in scores)
     assert "## Quality" in (out / "report.md").read_text()
 
 
@@ -100,7 +113,8 @@ def test_undeclared_difference_is_refused_before_any_request(
 
 def test_allowed_confound_is_flagged_first(engine_ready: None, tmp_path: Path) -> None:
     out = tmp_path / "allowed"
-    done = run_cli("run", str(EXAMPLES / "confound.yaml"), "--out", str(out), "--quiet",
+    spec = trimmed(tmp_path, "confound.yaml", requests_per_block=1)
+    done = run_cli("run", str(spec), "--out", str(out), "--quiet",
                    "--allow-confound", "cache-ram")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("CONFOUNDED"), done.stdout
@@ -119,10 +133,11 @@ def _busy_loop() -> subprocess.Popen[bytes]:
 def test_preflight_refuses_a_busy_machine_and_force_records_it(
     engine_ready: None, tmp_path: Path
 ) -> None:
+    spec = str(trimmed(tmp_path, "confound.yaml", requests_per_block=1))
     busy = _busy_loop()
     try:
         time.sleep(0.5)
-        done = run_cli("run", str(EXAMPLES / "confound.yaml"), "--out", str(tmp_path / "x"),
+        done = run_cli("run", spec, "--out", str(tmp_path / "x"),
                        "--allow-confound", "cache-ram", "--quiet")  # fmt: skip
         assert done.returncode == 3, done.stderr
         line = error_lines(done.stderr)[0]
@@ -135,10 +150,10 @@ def test_preflight_refuses_a_busy_machine_and_force_records_it(
     assert lock.acquire(tmp_path / "holder") is None
     try:
         out = tmp_path / "forced"
-        done = run_cli("run", str(EXAMPLES / "confound.yaml"), "--out", str(out), "--quiet",
+        done = run_cli("run", spec, "--out", str(out), "--quiet",
                        "--allow-confound", "cache-ram")  # fmt: skip
         assert done.returncode == 3 and "holds the machine" in done.stderr
-        done = run_cli("run", str(EXAMPLES / "confound.yaml"), "--out", str(out), "--quiet",
+        done = run_cli("run", spec, "--out", str(out), "--quiet",
                        "--allow-confound", "cache-ram", "--force")  # fmt: skip
         assert done.returncode == 0, done.stderr
     finally:
@@ -206,7 +221,10 @@ def test_resume_after_kill_9_completes_without_duplicates(
 
 def test_demo_spec_runs_to_a_verdict(engine_ready: None, tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    done = run_cli("run", str(EXAMPLES / "demo.yaml"), "--out", str(out), "--quiet", timeout=900)
+    # 4 rounds of 3 prompts (the demo: 8 of 6, about 9 minutes here: structured prompts take
+    # 2-8 s each to prefill on two cores); the same arms, workload and stopping rule
+    spec = trimmed(tmp_path, "demo.yaml", blocks=4, requests_per_block=3)
+    done = run_cli("run", str(spec), "--out", str(out), "--quiet", timeout=900)
     assert done.returncode == 0, done.stderr
     summary = _summary(out)
     assert {c["metric"] for c in summary["comparisons"]} == {"decode_tps", "ttft_s", "e2e_s"}
@@ -302,7 +320,8 @@ def test_concurrency_sweep_is_measured_and_plotted(engine_ready: None, tmp_path:
 
 def test_kv_cache_types_report_perplexity_kld_and_gates(engine_ready: None, tmp_path: Path) -> None:
     out = tmp_path / "kv"
-    done = run_cli("run", str(EXAMPLES / "kv.yaml"), "--out", str(out), "--quiet", timeout=900)
+    spec = trimmed(tmp_path, "kv.yaml", blocks=2)  # the example: 4 blocks
+    done = run_cli("run", str(spec), "--out", str(out), "--quiet", timeout=900)
     assert done.returncode == 0, done.stderr  # only the baseline is required, and it passes
     summary = _summary(out)
     ppl = summary["quality"]["ppl"]["arms"]

@@ -377,6 +377,32 @@ def test_profile_json_round_trip_with_pairs_and_none_without() -> None:
         HardwareProfile.from_json({**data, "pairs": [1]})
 
 
+def test_a_pair_keeps_the_lengths_it_was_timed_at_and_older_profiles_still_read() -> None:
+    pair = fit_server_pair("t", "d", 3e-3, cycles(1.5e-3, 0.4e-3), VERIFY, prompt_tokens=390,
+                           gen_tokens=256)  # fmt: skip
+    assert (pair.prompt_tokens, pair.gen_tokens) == (390, 256)
+    p = profile().with_pairs([pair])
+    data = json.loads(json.dumps(p.to_json()))
+    assert data["pairs"]["t:d"]["prompt_tokens"] == 390
+    assert HardwareProfile.from_json(data) == p
+    # a profile written before the lengths were recorded: read, lengths unknown
+    for key in ("prompt_tokens", "gen_tokens"):
+        del data["pairs"]["t:d"][key]
+    old = HardwareProfile.from_json(data).pairs["t:d"]
+    assert (old.prompt_tokens, old.gen_tokens) == (None, None)
+    assert old.overhead_s == pair.overhead_s
+    plain = fit_server_pair("t", "d", 3e-3, cycles(1.5e-3, 0.4e-3), VERIFY)
+    assert "prompt_tokens" not in profile().with_pairs([plain]).to_json()["pairs"]["t:d"]
+
+
+def test_server_timing_lengths_are_checked_before_anything_runs() -> None:
+    from servelab.runner.calibrate import calibrate
+
+    for bad in ({"server_tokens": 8}, {"prompt_tokens": 0}, {"prompt_tokens": 70000}):
+        with pytest.raises(UsageError, match="--server-tokens must be 16 or more"):
+            calibrate("no-such-model", **bad)  # type: ignore[arg-type]
+
+
 def test_verify_and_draft_cost_use_the_server_pair_only_for_its_draft() -> None:
     p, _ = _paired_profile()
     assert p.verify_cost("t", 3, "d") == pytest.approx((VERIFY.seconds(4) + 1.5e-3) / 3e-3)

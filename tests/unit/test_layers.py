@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engines", "client", "store", "importers", "models", "paths", "rows"),  # rows: store shim
     (
         "spec", "workloads", "scoring", "stats", "theory", "records", "metrics", "errors", "redact",
-        "userfiles",
+        "userfiles", "lazy",  # lazy: heavy third-party imports deferred (servelab/lazy.py)
     ),
 )  # fmt: skip
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}

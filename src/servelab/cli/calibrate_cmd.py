@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from servelab.runner.calibrate import calibrate as do_calibrate
-from servelab.theory.calibration import HardwareProfile
+from servelab.theory.calibration import HardwareProfile, ServerPair
 
 
 def calibrate(
@@ -30,6 +30,17 @@ def calibrate(
         "--server/--no-server",
         help="with --draft: also time llama-server's own speculative cycle (K = 2, 4, 8)",
     ),
+    prompt_tokens: int | None = typer.Option(
+        None,
+        "--prompt-tokens",
+        help="with --draft: prompt tokens of each llama-server timing request, as your "
+        "workload's (default: a 40-token text)",
+    ),
+    server_tokens: int = typer.Option(
+        128,
+        "--server-tokens",
+        help="with --draft: tokens generated per llama-server timing request, as your workload's",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the profile as JSON"),
 ) -> None:
     given = variants.strip().lower() != "none"
@@ -37,6 +48,7 @@ def calibrate(
     done = do_calibrate(
         model, drafts=tuple(draft), variants=quants, k_max=k_max, reps=reps, tokens=tokens,
         hardware=hw, progress=not as_json, console=Console(stderr=True), server=server,
+        server_tokens=server_tokens, prompt_tokens=prompt_tokens,
     )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(done.profile.to_json(), indent=2))
@@ -46,8 +58,14 @@ def calibrate(
         Console().print(
             f"llama-server: step {pair.step_s * 1e3:.3f} ms; speculative cycle = verify(K+1) + "
             f"{pair.overhead_s * 1e3:.3f} ms + K x {pair.draft_token_s * 1e3:.3f} ms "
-            f"(rms residual {pair.rms_rel_residual:.1%})", markup=False,
+            f"(rms residual {pair.rms_rel_residual:.1%}){_timed_at(pair)}", markup=False,
         )  # fmt: skip
+
+
+def _timed_at(pair: ServerPair) -> str:
+    if pair.prompt_tokens is None or pair.gen_tokens is None:
+        return ""
+    return f", timed at {pair.prompt_tokens} tokens in and {pair.gen_tokens} out"
 
 
 def _print(p: HardwareProfile, path: str) -> None:

@@ -17,12 +17,9 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from servelab.analysis.row_selection import Row, ok_trials, trials
 from servelab.metrics import METRIC_BY_NAME
@@ -36,6 +33,10 @@ from servelab.report.comparison_view import (
 from servelab.report.sections import arm_order, decision_metrics, has_sweep_plot
 from servelab.stats.prompt_effects import PromptEffect
 from servelab.store.summary import Comparison, Summary, SweepRow
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn (it takes ~0.5 s)
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 Points = list[tuple[float, float]]
 
@@ -132,6 +133,9 @@ def block_medians(
 
 
 def _figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig

@@ -17,7 +17,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -193,16 +193,22 @@ def calibrate(
     model: str, *, drafts: Sequence[str] = (), variants: Sequence[str] = ("Q8_0", "F16"),
     k_max: int = 16, reps: int = 3, tokens: int = 64, hardware: str = "auto",
     progress: bool = True, bench: BenchRunner | None = None, console: Console | None = None,
-    server: bool = True,
+    server: bool = True, server_tokens: int = 128, prompt_tokens: int | None = None,
 ) -> Calibration:  # fmt: skip
     """Measure ``model`` (its decode step and batch costs t(1..k_max)), each quant variant's
     and each draft's decode step, fit the profile, merge it into the machine's stored profile
     of the same engine build and write it. ``hardware``: ``auto`` (the local GPU, else
     ``host-cpu``) or a name to file the profile under. With no ``variants`` the bandwidth is
     the stored profile's (calibrate a model with variants first) and ``model`` adds its own
-    fixed cost."""
+    fixed cost. ``server_tokens`` out and ``prompt_tokens`` in (None: a 40-token text) per
+    request of the llama-server timing: give the workload's own lengths."""
     if not 2 <= k_max <= 64 or reps < 1 or tokens < 2:
         raise UsageError("--k-max must be 2..64, --reps >= 1 and --tokens >= 2; fix them")
+    if server_tokens < 16 or (prompt_tokens is not None and not 1 <= prompt_tokens <= 65536):
+        raise UsageError(
+            "--server-tokens must be 16 or more and --prompt-tokens 1..65536 (the workload's "
+            "request lengths); fix them"
+        )
     hw_name = _hardware_name(hardware)
     if not variants and load_profile(hw_name) is None:
         raise UsageError(
@@ -230,13 +236,24 @@ def calibrate(
             p = session.step(d.name, d.path, d.sha256)
             models.append(ModelCalibration(d.sha256, d.name, p.bytes_per_step, p.step_s))
         logs = profiles_dir() / "logs"  # kept: a failed start names its log
-        pairs = _server_pairs(session, target, entry, draft_models, logs) if server else []
-    return _store(hw_name, session.engine, models, points, pairs)
+        lengths = ServerLengths(server_tokens, prompt_tokens)
+        pairs = _server_pairs(session, target, entry, draft_models, logs, lengths) if server else []
+    # --variants none: the stored bandwidth stands; the model's own step, fixed cost and
+    # batch costs are measured anew, and its earlier variant points stay in the fit
+    return _store(hw_name, session.engine, models, points if variants else (), pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLengths:
+    """The request the llama-server timing sends: ``tokens`` out, ``prompt_tokens`` in."""
+
+    tokens: int = 128
+    prompt_tokens: int | None = None
 
 
 def _server_pairs(
     s: _Session, target: ResolvedModel, entry: ModelCalibration,
-    drafts: Sequence[ResolvedModel], log_dir: Path,
+    drafts: Sequence[ResolvedModel], log_dir: Path, lengths: ServerLengths,
 ) -> list[ServerPair]:  # fmt: skip
     """llama-server's own speculative cycle for the target with each draft (acceptance 1.0
     at K = 2, 4, 8), where llama-bench cannot see the sampling and drafting overheads."""
@@ -252,7 +269,8 @@ def _server_pairs(
 
     return [
         time_server_pair(target.path, target.sha256, d.path, d.sha256, entry.verify_fit,
-                         log_dir=log_dir, reps=max(2, min(s.reps, 3)), on_step=step)
+                         log_dir=log_dir, reps=max(2, min(s.reps, 3)), on_step=step,
+                         tokens=lengths.tokens, prompt_tokens=lengths.prompt_tokens)
         for d in drafts
     ]  # fmt: skip
 
@@ -274,7 +292,10 @@ def _store(
 
     path = profile_path(hw, engine)
     old = _try_read(path) if path.is_file() else None
-    if old is not None and old.engine == engine:
+    if old is not None and old.engine == engine and not points:  # no new bandwidth points
+        merged = {**old.models, **{m.sha256: m for m in models}}
+        profile = replace(old, models=merged, created_utc=utc_now())
+    elif old is not None and old.engine == engine:
         profile = old.with_models(models, points)
         profile = HardwareProfile(
             profile.hardware, engine, utc_now(), profile.step, profile.points, profile.models,

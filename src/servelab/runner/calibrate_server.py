@@ -10,7 +10,11 @@ Owns ``time_server_pair``: start the installed llama-server (argument list, 127.
 port) on the target alone, then with the draft at K in ``SERVER_KS`` and synthetic acceptance
 1.0 (``--spec-synth-rates 1,...,1``: every cycle drafts K and verifies K + 1 tokens), send
 the same greedy, EOS-ignoring request to each, and read the engine's own timings
-(``predicted_ms``, ``predicted_n``, ``draft_n``). The cycle time at each K is then fitted as
+(``predicted_ms``, ``predicted_n``, ``draft_n``). The request is a 40-token prompt with 128
+tokens out unless the caller gives the workload's own lengths (``prompt_tokens``: the
+prompt's tokens, repeated to that many token ids through the server's ``/tokenize``;
+``tokens`` out): attention over a longer context and per-request costs spread over more
+cycles move both the step and the cycle (docs/gpu.md). The cycle time at each K is then fitted as
 verify(K + 1) + overhead + K x draft_token (``theory.calibration.fit_server_pair``), with
 verify(K + 1) from the llama-bench batch-cost fit, so the MoE expert union stays in the
 verify term. Acceptance below 1 only changes tokens per cycle, which the predictor takes from
@@ -33,13 +37,29 @@ _PROMPT = (
 )
 _START_TIMEOUT_S = 300.0
 _REQUEST_TIMEOUT_S = 600.0
+_MIN_CTX = 4096
+
+
+def _prompt_ids(base: str, n: int, log_path: Path) -> list[int]:
+    """``n`` token ids: the prompt text's own tokens (the server's tokenizer), repeated."""
+    from servelab.client import admin
+
+    try:
+        reply = admin.post_json(f"{base}/tokenize", {"content": _PROMPT}, timeout_s=60.0)
+    except admin.AdminHttpError as exc:
+        raise EngineError(f"llama-server could not tokenize ({exc}); log: {log_path}") from exc
+    ids = reply.get("tokens") if isinstance(reply, dict) else None
+    if not isinstance(ids, list) or not ids or not all(isinstance(t, int) for t in ids):
+        raise EngineError(f"llama-server's /tokenize returned no token ids; log: {log_path}")
+    return (ids * (n // len(ids) + 1))[:n]
 
 
 def _serve_once(
-    binary: Path, argv_tail: Sequence[str], log_path: Path, tokens: int, reps: int
-) -> list[dict[str, float]]:
+    binary: Path, argv_tail: Sequence[str], log_path: Path, tokens: int, reps: int,
+    prompt_tokens: int | None = None,
+) -> list[dict[str, float]]:  # fmt: skip
     """Start llama-server with ``argv_tail``, send ``reps`` identical requests, stop it; each
-    reply's ``timings``."""
+    reply's ``timings``. ``prompt_tokens``: a prompt of exactly that many tokens."""
     from servelab.client import admin
     from servelab.engines.process import ManagedProcess, free_port, wait_process_healthy
 
@@ -55,8 +75,9 @@ def _serve_once(
             f"{log_path}",
             advice="check the model files and the log",
         )  # fmt: skip
+        prompt = _prompt_ids(base, prompt_tokens, log_path) if prompt_tokens else _PROMPT
         body = {
-            "prompt": _PROMPT, "n_predict": tokens, "temperature": 0.0, "ignore_eos": True,
+            "prompt": prompt, "n_predict": tokens, "temperature": 0.0, "ignore_eos": True,
             "cache_prompt": False, "seed": 0,
         }  # fmt: skip
         out = []
@@ -93,19 +114,30 @@ def _cycle_s(timings: Sequence[dict[str, float]], k: int) -> float:
     return min(cycles)
 
 
+def _lengths(timings: Sequence[dict[str, float]]) -> tuple[int | None, int | None]:
+    """The timed request's prompt and generated tokens, as the engine counted them."""
+    first = timings[0] if timings else {}
+    prompt, out = first.get("prompt_n"), first.get("predicted_n")
+    return (int(prompt) if prompt else None, int(out) if out else None)
+
+
 def time_server_pair(
     target: Path, target_sha256: str, draft: Path, draft_sha256: str, verify: VerifyFit,
     *, log_dir: Path, tokens: int = 128, reps: int = 2, ks: Sequence[int] = SERVER_KS,
-    on_step: Callable[[str], None] = lambda _what: None,
+    prompt_tokens: int | None = None, on_step: Callable[[str], None] = lambda _what: None,
 ) -> ServerPair:  # fmt: skip
     """Time llama-server on ``target`` alone and with ``draft`` at each K (see the module
-    docstring) and fit the per-cycle overhead and the per-draft-token cost."""
+    docstring) and fit the per-cycle overhead and the per-draft-token cost. ``tokens`` out
+    and ``prompt_tokens`` in (None: the 40-token text) per timed request."""
     from servelab.engines.installed import find_llama_binary
 
     binary = find_llama_binary("llama-server")
-    common = ["-m", str(target), "-c", "4096", "-np", "1", "--cache-ram", "0", "-ngl", "999"]
+    ctx = max(_MIN_CTX, (prompt_tokens or 0) + tokens + 64)
+    common = ["-m", str(target), "-c", str(ctx), "-np", "1", "--cache-ram", "0", "-ngl", "999"]
     on_step("llama-server decode step: target alone")
-    step = _step_s(_serve_once(binary, common, log_dir / "server-target.log", tokens, reps))
+    alone = _serve_once(binary, common, log_dir / "server-target.log", tokens, reps,
+                        prompt_tokens)  # fmt: skip
+    step = _step_s(alone)
     cycles = {}
     for k in ks:
         on_step(f"llama-server speculative cycle: K={k}, acceptance 1.0")
@@ -115,6 +147,9 @@ def time_server_pair(
             "--spec-draft-p-min", "0", "--spec-synth-rates", ",".join(["1"] * k),
             "--spec-draft-ngl", "999",
         ]  # fmt: skip
-        timings = _serve_once(binary, [*common, *spec], log_dir / f"server-k{k}.log", tokens, reps)
+        timings = _serve_once(binary, [*common, *spec], log_dir / f"server-k{k}.log", tokens,
+                              reps, prompt_tokens)  # fmt: skip
         cycles[k] = _cycle_s(timings, k)
-    return fit_server_pair(target_sha256, draft_sha256, step, cycles, verify)
+    prompt_n, gen_n = _lengths(alone)
+    return fit_server_pair(target_sha256, draft_sha256, step, cycles, verify,
+                           prompt_tokens=prompt_n, gen_tokens=gen_n)  # fmt: skip

@@ -48,8 +48,8 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats as sps  # type: ignore[import-untyped,unused-ignore]
 
+from servelab.lazy import lazy_module
 from servelab.stats.compare import (
     Decision,
     RatioInterval,
@@ -60,6 +60,8 @@ from servelab.stats.compare import (
     sides,
     weighted_quantiles,
 )
+
+sps = lazy_module("scipy.stats")  # imported on first use: scipy.stats takes ~1 s
 
 CAPACITY_STATISTIC = "capacity"
 """The ``statistic`` of a capacity comparison: one figure per arm from its whole rate sweep."""

@@ -19,6 +19,7 @@ tests/unit/test_stats_simulation.py shows this one does not.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,13 +27,23 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats as sps  # type: ignore[import-untyped,unused-ignore]
+
+from servelab.lazy import lazy_module
+
+sps = lazy_module("scipy.stats")  # imported on first use: scipy.stats takes ~1 s
 
 Verdict = Literal["better", "worse", "no_difference", "inconclusive"]
 VERDICTS: tuple[Verdict, ...] = ("better", "worse", "no_difference", "inconclusive")
 
 _SIDE_Q = 0.9  # the bootstrap quantile each side's spread is read at
-_Z_SIDE = float(sps.norm.ppf(_SIDE_Q))
+
+
+@functools.cache
+def _z_side() -> float:
+    """The normal quantile at ``_SIDE_Q`` (computed on first use: scipy loads lazily)."""
+    return float(sps.norm.ppf(_SIDE_Q))
+
+
 BATCH_CELLS = 4_000_000  # bound on resamples x requests held in memory at once
 MAX_BLOCKS_NEEDED = 100_000
 
@@ -83,7 +94,7 @@ def weighted_quantiles(
 def sides(reps: NDArray[np.float64]) -> tuple[float, float]:
     """Spread of the bootstrap distribution below and above its median, in normal SD units."""
     q_lo, mid, q_hi = np.quantile(reps, [1 - _SIDE_Q, 0.5, _SIDE_Q])
-    return float(mid - q_lo) / _Z_SIDE, float(q_hi - mid) / _Z_SIDE
+    return float(mid - q_lo) / _z_side(), float(q_hi - mid) / _z_side()
 
 
 def spread(reps: NDArray[np.float64]) -> float:

@@ -21,7 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps  # type: ignore[import-untyped,unused-ignore]
+
+from servelab.lazy import lazy_module
+
+sps = lazy_module("scipy.stats")  # imported on first use: scipy.stats takes ~1 s
 
 _QUANTILE = {"median": 0.5, "p90": 0.9, "p99": 0.99}
 STATS = ("pooled", "mean", "median", "p90", "p99")

@@ -19,9 +19,11 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats as sps  # type: ignore[import-untyped,unused-ignore]
 
+from servelab.lazy import lazy_module
 from servelab.stats.compare import bounded_exp
+
+sps = lazy_module("scipy.stats")  # imported on first use: scipy.stats takes ~1 s
 
 Position = Literal["below", "within", "above", "unclear"]
 MAD_SCALE = 1.482602218505602  # 1 / Phi^-1(3/4): the MAD of a normal sample estimates sd / this

@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy import stats as sps  # type: ignore[import-untyped,unused-ignore]
-
+from servelab.lazy import lazy_module
 from servelab.stats.compare import Verdict
+
+sps = lazy_module("scipy.stats")  # imported on first use: scipy.stats takes ~1 s
 
 DEFAULT_MARGIN = 0.10  # absolute difference in rate that still counts as "no difference"
 

@@ -28,8 +28,11 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import optimize  # type: ignore[import-untyped,unused-ignore]
-from scipy import stats as sps  # type: ignore[import-untyped,unused-ignore]
+
+from servelab.lazy import lazy_module
+
+sps = lazy_module("scipy.stats")  # imported on first use: scipy.stats takes ~1 s
+optimize = lazy_module("scipy.optimize")
 
 Spending = Literal["obrien_fleming", "pocock"]
 SPENDINGS: tuple[Spending, ...] = ("obrien_fleming", "pocock")

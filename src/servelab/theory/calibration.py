@@ -109,7 +109,9 @@ class ServerPair:
     """llama-server's own speculative loop for one target and draft model: its plain decode
     step ``step_s`` and, per K drafted with acceptance 1.0, the cycle time ``cycle_s[K]``
     fitted as verify(K + 1) + ``overhead_s`` + K x ``draft_token_s`` (verify from the
-    target's llama-bench batch-cost fit)."""
+    target's llama-bench batch-cost fit). ``prompt_tokens`` and ``gen_tokens``: the request
+    the server was timed with, as the engine counted it (None in profiles written before
+    they were recorded: a 40-token prompt and 128 tokens out)."""
 
     target_sha256: str
     draft_sha256: str
@@ -118,6 +120,8 @@ class ServerPair:
     overhead_s: float
     draft_token_s: float
     rms_rel_residual: float
+    prompt_tokens: int | None = None
+    gen_tokens: int | None = None
 
     @property
     def key(self) -> str:
@@ -249,7 +253,7 @@ def _model_json(m: ModelCalibration) -> dict[str, object]:
 
 
 def _pair_json(p: ServerPair) -> dict[str, object]:
-    out = asdict(p)
+    out = {k: v for k, v in asdict(p).items() if v is not None}
     out["cycle_s"] = {str(k): v for k, v in p.cycle_s.items()}
     return out
 
@@ -258,10 +262,12 @@ def _pair_from(d: Mapping[str, object]) -> ServerPair:
     cycles = d["cycle_s"]
     if not isinstance(cycles, Mapping):
         raise TypeError("cycle_s must be an object")
+    lengths = [d.get(k) for k in ("prompt_tokens", "gen_tokens")]
     return ServerPair(
         str(d["target_sha256"]), str(d["draft_sha256"]), _f(d["step_s"]),
         {int(k): _f(v) for k, v in cycles.items()}, _f(d["overhead_s"]),
         _f(d["draft_token_s"]), _f(d["rms_rel_residual"]),
+        *(None if v is None else int(_f(v)) for v in lengths),
     )  # fmt: skip
 
 
@@ -378,10 +384,11 @@ def fit_verify(seconds: Sequence[float], *, n_expert: int = 0, n_used: int = 0) 
 
 def fit_server_pair(
     target_sha256: str, draft_sha256: str, step_s: float, cycle_s: Mapping[int, float],
-    verify: VerifyFit,
+    verify: VerifyFit, *, prompt_tokens: int | None = None, gen_tokens: int | None = None,
 ) -> ServerPair:  # fmt: skip
     """Least squares cycle(K) - verify(K + 1) = overhead + K x draft_token over the timed K
-    (2 or more). Negative parts (noise) are taken as 0 and the other refitted."""
+    (2 or more). Negative parts (noise) are taken as 0 and the other refitted.
+    ``prompt_tokens``/``gen_tokens``: the timed request's lengths, recorded with the fit."""
     ks = sorted(cycle_s)
     if len(ks) < 2 or step_s <= 0 or any(not cycle_s[k] > 0 for k in ks):
         raise UsageError("a llama-server pair fit needs a step and cycles at 2 or more K")
@@ -395,4 +402,4 @@ def fit_server_pair(
     cycles = np.array([cycle_s[k] for k in ks], dtype=float)
     pred = np.array([verify.seconds(k + 1) for k in ks]) + o + d * x
     return ServerPair(target_sha256, draft_sha256, step_s, {k: cycle_s[k] for k in ks}, o, d,
-                      _rms_rel(pred, cycles))  # fmt: skip
+                      _rms_rel(pred, cycles), prompt_tokens, gen_tokens)  # fmt: skip
