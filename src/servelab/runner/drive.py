@@ -185,6 +185,47 @@ def crash_after(engine: Engine, obs: Observation) -> EngineCrashedError | None:
     return None
 
 
+# While requests run, the engine process is also checked on a timer: a request whose engine
+# died can wait on a connection that never ends until its own timeout (300 s by default; seen
+# about once in 20 kills of llama-server mid-stream). A crash seen this way gives the requests
+# CRASH_SETTLE_S to fail and be recorded as usual; those still waiting then are cancelled.
+CRASH_WATCH_S = 0.5
+CRASH_SETTLE_S = 3.0
+
+
+class _CrashWatch:
+    """Checks ``engine`` every ``CRASH_WATCH_S`` while ``loop`` runs; on a crash the loop
+    still running after ``CRASH_SETTLE_S`` is cancelled and ``crash`` holds the reason."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.crash: EngineCrashedError | None = None
+
+    async def watch(self, loop: asyncio.Task[ClientLoad]) -> None:
+        while not loop.done():
+            await asyncio.sleep(CRASH_WATCH_S)
+            try:
+                self.engine.check_alive()
+            except EngineCrashedError as exc:
+                await asyncio.wait([loop], timeout=CRASH_SETTLE_S)
+                if not loop.done():
+                    self.crash = exc
+                    loop.cancel()
+                return
+
+    async def run(self, loop: asyncio.Task[ClientLoad]) -> ClientLoad:
+        """``loop``'s result; its crash instead when the watch had to cancel it."""
+        watcher = asyncio.ensure_future(self.watch(loop))
+        try:
+            return await loop
+        except asyncio.CancelledError:
+            if self.crash is not None:
+                raise self.crash from None
+            raise
+        finally:
+            watcher.cancel()
+
+
 @dataclass(frozen=True, slots=True)
 class Sent:
     """When a request went: its send and, in the open loop, its scheduled send (wall clock)."""
@@ -267,7 +308,10 @@ def run_jobs(
                 )  # fmt: skip
             return meter.result(client.streams_max)
 
-    return asyncio.run(drive())
+    async def watched() -> ClientLoad:
+        return await _CrashWatch(engine).run(asyncio.ensure_future(drive()))
+
+    return asyncio.run(watched())
 
 
 def _observed(
