@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from servelab.engines.base import Engine
 from servelab.engines.registry import create_engine
@@ -73,6 +74,20 @@ def smollm2_hf_dir(vllm_python: Path) -> Path:
     except ServelabError as exc:
         pytest.fail(f"vLLM tests need the HF copy of SmolLM2 ({exc}); run `make test`",
                     pytrace=False)  # fmt: skip
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def trimmed_example(folder: Path, example: str, **fields: object) -> Path:
+    """``examples/EXAMPLE`` with top-level ``fields`` replaced (fewer blocks or requests: the
+    same arms, engine and workload), written to ``folder``. The suite runs on a 2-core
+    machine, where every request of a full example costs seconds."""
+    spec = yaml.safe_load((EXAMPLES / example).read_text(encoding="utf-8"))
+    spec.update(fields)
+    path = folder / example
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from servelab.engines.process import free_port
-from tests.integration.conftest import error_lines, run_cli
+from tests.integration.conftest import error_lines, run_cli, trimmed_example
 
 pytestmark = pytest.mark.engine
 
@@ -28,9 +27,7 @@ FAST_RULES = ("decode_tps >= 30", "ttft_s.p90 <= 2s")
 @pytest.fixture(scope="module")
 def roles_run(engine_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("roles")
-    spec = yaml.safe_load((EXAMPLES / "roles.yaml").read_text())
-    spec |= {"blocks": 4, "requests_per_block": 2}
-    (folder / "roles.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    spec = trimmed_example(folder, "roles.yaml", blocks=4, requests_per_block=2)
     # The fast tier asks 60 tok/s and a TTFT p90 of 1 s, which two threads clear on a quiet
     # 2-core machine (about 90 tok/s, 0.8 s); CI's shared machine measured f16 at 68.8 tok/s
     # with the interval of 8 requests reaching down to 59.1. The copy asks half as much: what
@@ -40,7 +37,7 @@ def roles_run(engine_ready: None, tmp_path_factory: pytest.TempPathFactory) -> P
     fast = "rules: " + json.dumps(list(FAST_RULES))
     (folder / "roles-registry.yaml").write_text(registry.replace(FAST_EXAMPLE, fast), "utf-8")
     run = folder / "run"
-    done = run_cli("run", str(folder / "roles.yaml"), "--out", str(run), "--quiet", timeout=600)
+    done = run_cli("run", str(spec), "--out", str(run), "--quiet", timeout=600)
     assert done.returncode == 0, done.stderr
     return run
 

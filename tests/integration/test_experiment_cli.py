@@ -15,11 +15,11 @@ from typing import Any
 
 import psutil
 import pytest
-import yaml
 
 from servelab.runner.preflight import MachineLock
 from servelab.store.jsonl import read_jsonl
 from tests.integration.conftest import error_lines, llama_servers, run_cli
+from tests.integration.conftest import trimmed_example as trimmed
 
 pytestmark = pytest.mark.engine
 
@@ -38,16 +38,6 @@ def _verdicts(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _trial_ids(run: Path) -> list[str]:
     return [r["request_id"] for r in read_jsonl(run / "requests.jsonl").rows
             if r["phase"] == "trial"]  # fmt: skip
-
-
-def trimmed(tmp_path: Path, example: str, **fields: Any) -> Path:
-    """A shipped example with fewer blocks or requests: the same arms, engine and workload.
-    The suite runs on a 2-core machine, where every request of a full example costs seconds."""
-    spec = yaml.safe_load((EXAMPLES / example).read_text(encoding="utf-8"))
-    spec.update(fields)
-    path = tmp_path / example
-    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def test_aa_experiment_finds_no_difference(engine_ready: None, tmp_path: Path) -> None:

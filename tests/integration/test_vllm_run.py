@@ -23,10 +23,9 @@ from typing import Any
 
 import psutil
 import pytest
-import yaml
 
 from servelab.store.jsonl import read_jsonl
-from tests.integration.conftest import error_lines, run_cli
+from tests.integration.conftest import error_lines, run_cli, trimmed_example
 
 pytestmark = pytest.mark.engine
 
@@ -57,11 +56,9 @@ def vllm_processes() -> list[psutil.Process]:
 def test_vllm_max_num_seqs_is_a_real_effect(smollm2_hf_dir: Path, tmp_path: Path) -> None:
     # two blocks per arm (the example: three, over 8 minutes here); the effect is 3x, and the
     # blocks agree within 12 %, so two per arm decide it
-    spec = yaml.safe_load((EXAMPLES / "vllm.yaml").read_text(encoding="utf-8"))
-    spec["blocks"] = 2
-    (tmp_path / "vllm.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    spec = trimmed_example(tmp_path, "vllm.yaml", blocks=2)
     out = tmp_path / "vllm"
-    done = run_cli("run", str(tmp_path / "vllm.yaml"), "--out", str(out), "--quiet",
+    done = run_cli("run", str(spec), "--out", str(out), "--quiet",
                    timeout=1500)  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = _json(out / "summary.json")

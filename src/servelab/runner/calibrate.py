@@ -236,27 +236,22 @@ def calibrate(
             p = session.step(d.name, d.path, d.sha256)
             models.append(ModelCalibration(d.sha256, d.name, p.bytes_per_step, p.step_s))
         logs = profiles_dir() / "logs"  # kept: a failed start names its log
-        lengths = ServerLengths(server_tokens, prompt_tokens)
-        pairs = _server_pairs(session, target, entry, draft_models, logs, lengths) if server else []
+        pairs = (
+            _server_pairs(session, target, entry, draft_models, logs, server_tokens, prompt_tokens)
+            if server else []
+        )  # fmt: skip
     # --variants none: the stored bandwidth stands; the model's own step, fixed cost and
     # batch costs are measured anew, and its earlier variant points stay in the fit
     return _store(hw_name, session.engine, models, points if variants else (), pairs)
 
 
-@dataclass(frozen=True, slots=True)
-class ServerLengths:
-    """The request the llama-server timing sends: ``tokens`` out, ``prompt_tokens`` in."""
-
-    tokens: int = 128
-    prompt_tokens: int | None = None
-
-
 def _server_pairs(
     s: _Session, target: ResolvedModel, entry: ModelCalibration,
-    drafts: Sequence[ResolvedModel], log_dir: Path, lengths: ServerLengths,
+    drafts: Sequence[ResolvedModel], log_dir: Path, tokens: int, prompt_tokens: int | None,
 ) -> list[ServerPair]:  # fmt: skip
     """llama-server's own speculative cycle for the target with each draft (acceptance 1.0
-    at K = 2, 4, 8), where llama-bench cannot see the sampling and drafting overheads."""
+    at K = 2, 4, 8), where llama-bench cannot see the sampling and drafting overheads; each
+    timed request is ``prompt_tokens`` in (None: a 40-token text) and ``tokens`` out."""
     from servelab.runner.calibrate_server import SERVER_KS, time_server_pair
 
     if entry.verify_fit is None or not drafts:
@@ -270,7 +265,7 @@ def _server_pairs(
     return [
         time_server_pair(target.path, target.sha256, d.path, d.sha256, entry.verify_fit,
                          log_dir=log_dir, reps=max(2, min(s.reps, 3)), on_step=step,
-                         tokens=lengths.tokens, prompt_tokens=lengths.prompt_tokens)
+                         tokens=tokens, prompt_tokens=prompt_tokens)
         for d in drafts
     ]  # fmt: skip
 
@@ -292,11 +287,11 @@ def _store(
 
     path = profile_path(hw, engine)
     old = _try_read(path) if path.is_file() else None
-    if old is not None and old.engine == engine and not points:  # no new bandwidth points
-        merged = {**old.models, **{m.sha256: m for m in models}}
-        profile = replace(old, models=merged, created_utc=utc_now())
-    elif old is not None and old.engine == engine:
-        profile = old.with_models(models, points)
+    if old is not None and old.engine == engine:
+        if points:  # the step refitted over the old points and the new ones
+            profile = old.with_models(models, points)
+        else:  # no new bandwidth points: the stored fit stands
+            profile = replace(old, models={**old.models, **{m.sha256: m for m in models}})
         profile = HardwareProfile(
             profile.hardware, engine, utc_now(), profile.step, profile.points, profile.models,
             pairs=profile.pairs,
